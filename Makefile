@@ -1,0 +1,39 @@
+# Two commands on a fresh machine: `make run` (the demo on SQLite) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 5000
+DEMO_DB := $(CURDIR)/instance/demo.sqlite
+
+.PHONY: run test lint bench clean
+
+$(BIN)/points: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,pg]'
+	touch $@
+
+# A fresh demo database every time: migrated, loaded, then served by gunicorn.
+run: $(BIN)/points
+	mkdir -p instance
+	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
+	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/points db upgrade
+	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/points demo load
+	@echo "Serving on http://$(HOST):$(PORT)/  (health: http://$(HOST):$(PORT)/api/v1/health)"
+	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/gunicorn --bind $(HOST):$(PORT) \
+		--workers 2 --worker-class sync wsgi:app
+
+# The whole suite; PostgreSQL tests run when POINTS_TEST_DATABASE_URL is set.
+test: $(BIN)/points
+	$(BIN)/pytest
+
+lint: $(BIN)/points
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: $(BIN)/points
+	$(BIN)/python bench/ledger.py
+
+clean:
+	rm -rf $(VENV) instance/demo.sqlite* .pytest_cache

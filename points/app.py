@@ -1,0 +1,85 @@
+"""The application factory: create_app and its register_* steps."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from flask import Flask, jsonify, request
+from sqlalchemy import text
+from werkzeug.exceptions import HTTPException
+
+from points import config as defaults
+from points.database import configure_engine
+from points.errors import PointsError, problem, problem_from
+from points.extensions import db, migrate
+
+MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+
+
+def create_app(test_config: dict[str, Any] | None = None) -> Flask:
+    """Create the Flask app: defaults, then POINTS_* environment variables, then test_config."""
+    app = Flask("points", instance_relative_config=True)
+    app.config.from_object(defaults)
+    app.config.from_prefixed_env("POINTS")
+    if test_config:
+        app.config.update(test_config)
+    if not app.config.get("DATABASE_URL"):
+        os.makedirs(app.instance_path, exist_ok=True)
+        app.config["DATABASE_URL"] = defaults.sqlite_default(app.instance_path)
+    if not app.config.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = defaults.instance_secret(app.instance_path)
+    app.config["SQLALCHEMY_DATABASE_URI"] = defaults.database_url(app.config["DATABASE_URL"])
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    app.json.ensure_ascii = False
+
+    register_extensions(app)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    register_commands(app)
+    return app
+
+
+def register_extensions(app: Flask) -> None:
+    db.init_app(app)
+    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
+    with app.app_context():
+        configure_engine(db.engine, busy_seconds=app.config["SQLITE_BUSY_SECONDS"])
+
+
+def register_blueprints(app: Flask) -> None:
+    @app.get("/api/v1/health")
+    def health():
+        """Report whether the service and its database answer."""
+        try:
+            db.session.execute(text("SELECT 1"))
+        except Exception:
+            app.logger.exception("health check: database unreachable")
+            return problem(503, "Database unavailable", "The database does not answer.")
+        return jsonify(status="ok", database="ok")
+
+
+def register_errorhandlers(app: Flask) -> None:
+    @app.errorhandler(PointsError)
+    def points_error(error: PointsError):
+        db.session.rollback()
+        return problem_from(error)
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return problem(error.code or 500, error.name, error.description)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):
+        # The log keeps the trace; the client learns nothing internal.
+        app.logger.exception("unhandled error on %s %s", request.method, request.path)
+        db.session.rollback()
+        return problem(500, "Internal server error", "The error was logged.")
+
+
+def register_commands(app: Flask) -> None:
+    from points.cli import demo_cli, ledger_cli, token_cli
+
+    app.cli.add_command(ledger_cli)
+    app.cli.add_command(demo_cli)
+    app.cli.add_command(token_cli)

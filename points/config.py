@@ -1,0 +1,52 @@
+"""Configuration defaults; every key can be overridden by an environment variable POINTS_<KEY>."""
+
+import os
+
+# The instance folder holds the default SQLite database; create_app fills in the path.
+DATABASE_URL = None
+
+# How long a pending hold (a redemption not yet delivered) keeps its points, in minutes.
+HOLD_MINUTES = 60 * 24 * 7
+
+# Retries of a unit of work that lost a race (PostgreSQL 40001/40P01, SQLite busy).
+WRITE_RETRIES = 8
+
+# SQLite waits this long for the write lock before giving up, in seconds.
+SQLITE_BUSY_SECONDS = 30
+
+# Signs sessions and keys the PIN hashes. Left empty, create_app keeps a random one in
+# the instance folder, so that a restart does not invalidate every PIN.
+SECRET_KEY = None
+
+# werkzeug.security method for PIN hashes (tests choose a cheap one).
+PIN_HASH_METHOD = "scrypt"
+
+# Default time zone of a district node when none is given.
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+def database_url(url: str) -> str:
+    """Return the SQLAlchemy URL for `url`, choosing psycopg 3 for plain postgresql:// URLs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def sqlite_default(instance_path: str) -> str:
+    """Return the URL of the default SQLite database in the instance folder."""
+    return "sqlite:///" + os.path.join(instance_path, "points.sqlite")
+
+
+def instance_secret(instance_path: str) -> str:
+    """Return the secret key kept in the instance folder, creating it on first use."""
+    import secrets
+
+    path = os.path.join(instance_path, "secret_key")
+    if not os.path.exists(path):
+        os.makedirs(instance_path, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as file:
+            file.write(secrets.token_hex(32))
+    with open(path) as file:
+        return file.read().strip()

@@ -1,0 +1,231 @@
+"""The district tree, volunteers with their cards and PINs, providers and API tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from points import ledger
+from points.errors import ConflictError, InvalidInputError, NotFoundError
+from points.extensions import db
+from points.models import ApiToken, District, Provider, Volunteer, utcnow
+
+LEVELS = ("city", "district", "street", "community", "grid")
+CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
+PIN_PATTERN = re.compile(r"^[0-9]{6}$")
+# Card codes avoid letters that read like digits (I, L, O, U), for people typing them.
+CARD_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+ROLES = ("admin", "office", "auditor", "kiosk", "volunteer")
+
+
+def district_by_code(code: str) -> District:
+    """Return the district node with `code`; raise NotFoundError."""
+    district = db.session.scalar(select(District).where(District.code == code))
+    if district is None:
+        raise NotFoundError(f"no district {code!r}", errors={"district": ["No such district."]})
+    return district
+
+
+def create_district(
+    code: str, name: str, level: str, *, parent: str | None = None, timezone: str | None = None
+) -> District:
+    """Add a node to the tree, with its issuance, expired and clearing accounts.
+
+    The time zone defaults to the parent's, then to DEFAULT_TIMEZONE. Raises
+    InvalidInputError, NotFoundError (parent), ConflictError (code taken).
+    """
+    errors: dict[str, list[str]] = {}
+    if not isinstance(code, str) or not CODE_PATTERN.match(code):
+        errors["code"] = ["Lower-case letters, digits and '-', at most 64."]
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        errors["name"] = ["Must not be empty; at most 200 characters."]
+    if level not in LEVELS:
+        errors["level"] = [f"Must be one of {', '.join(LEVELS)}."]
+    if timezone is not None:
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            errors["timezone"] = ["Unknown time zone."]
+    if errors:
+        raise InvalidInputError("invalid district", errors=errors)
+    parent_node = district_by_code(parent) if parent else None
+    if parent_node is not None and LEVELS.index(level) <= LEVELS.index(parent_node.level):
+        raise InvalidInputError(
+            f"a {level} cannot sit below a {parent_node.level}",
+            errors={"level": [f"Must be below {parent_node.level}."]},
+        )
+
+    def work() -> District:
+        district = District(
+            code=code,
+            name=name.strip(),
+            level=level,
+            parent_id=parent_node.id if parent_node else None,
+            timezone=timezone
+            or (parent_node.timezone if parent_node else current_app.config["DEFAULT_TIMEZONE"]),
+            path="",
+        )
+        db.session.add(district)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            raise ConflictError(
+                f"district code {code!r} is taken", errors={"code": ["Already in use."]}
+            ) from None
+        district.path = (parent_node.path if parent_node else "/") + f"{district.id}/"
+        db.session.flush()
+        ledger.open_district_accounts(district.id)
+        return district
+
+    return ledger.atomic(work)
+
+
+def hash_pin(pin: str) -> str:
+    """Return the stored form of a PIN: a salted slow hash of an HMAC with the secret key.
+
+    Six digits are a small space; the keyed HMAC means a copy of the database alone does
+    not let anyone try them all.
+    """
+    keyed = hmac.new(current_app.config["SECRET_KEY"].encode(), pin.encode(), "sha256")
+    return generate_password_hash(keyed.hexdigest(), method=current_app.config["PIN_HASH_METHOD"])
+
+
+def check_pin(pin: str, pin_hash: str) -> bool:
+    """Return True when `pin` matches the stored hash."""
+    keyed = hmac.new(current_app.config["SECRET_KEY"].encode(), pin.encode(), "sha256")
+    return check_password_hash(pin_hash, keyed.hexdigest())
+
+
+def new_card_code() -> str:
+    """Return a fresh 10-character card code for a printed card's QR code."""
+    return "".join(secrets.choice(CARD_ALPHABET) for _ in range(10))
+
+
+def register_volunteer(
+    name: str, district: str, pin: str, *, phone: str | None = None, card_code: str | None = None
+) -> Volunteer:
+    """Register a volunteer in a district node with a card and PIN, and open their account.
+
+    Raises InvalidInputError, NotFoundError (district), ConflictError (card code taken).
+    """
+    errors: dict[str, list[str]] = {}
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        errors["name"] = ["Must not be empty; at most 200 characters."]
+    if not isinstance(pin, str) or not PIN_PATTERN.match(pin):
+        errors["pin"] = ["Must be exactly 6 digits."]
+    if phone is not None and (not isinstance(phone, str) or not re.match(r"^\+?[0-9 -]{5,20}$", phone)):
+        errors["phone"] = ["Digits, spaces and '-', 5 to 20."]
+    if errors:
+        raise InvalidInputError("invalid volunteer", errors=errors)
+    node = district_by_code(district)
+    pin_hash = hash_pin(pin)
+
+    def work() -> Volunteer:
+        volunteer = Volunteer(
+            district_id=node.id,
+            name=name.strip(),
+            phone=phone,
+            card_code=card_code or new_card_code(),
+            pin_hash=pin_hash,
+            status="active",
+            failed_pins=0,
+            service_minutes=0,
+        )
+        db.session.add(volunteer)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            raise ConflictError(
+                "card code already in use", errors={"card_code": ["Already in use."]}
+            ) from None
+        ledger.open_volunteer_account(volunteer.id, node.id)
+        return volunteer
+
+    return ledger.atomic(work)
+
+
+def create_provider(code: str, name: str, district: str) -> Provider:
+    """Add a service provider serving a district node. Raises InvalidInputError, ConflictError."""
+    if not isinstance(code, str) or not CODE_PATTERN.match(code):
+        raise InvalidInputError("invalid provider code", errors={"code": ["Lower-case code."]})
+    node = district_by_code(district)
+
+    def work() -> Provider:
+        provider = Provider(code=code, name=name, district_id=node.id, status="active")
+        db.session.add(provider)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            raise ConflictError(f"provider {code!r} exists", errors={"code": ["Taken."]}) from None
+        return provider
+
+    return ledger.atomic(work)
+
+
+def token_digest(token: str) -> str:
+    """Return the stored form of a bearer token (sha256: tokens are long and random)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(
+    role: str,
+    district: str,
+    *,
+    name: str,
+    volunteer_id: int | None = None,
+    expires_at: datetime | None = None,
+) -> tuple[ApiToken, str]:
+    """Create a bearer token; return the row and the token, which is shown only this once.
+
+    Raises InvalidInputError, NotFoundError.
+    """
+    if role not in ROLES:
+        raise InvalidInputError(f"unknown role {role!r}", errors={"role": [f"One of {ROLES}."]})
+    if (role == "volunteer") != (volunteer_id is not None):
+        raise InvalidInputError(
+            "a volunteer token needs --volunteer, and only a volunteer token takes one",
+            errors={"volunteer_id": ["Required for role volunteer only."]},
+        )
+    node = district_by_code(district)
+    if volunteer_id is not None and db.session.get(Volunteer, volunteer_id) is None:
+        raise NotFoundError(f"no volunteer {volunteer_id}")
+    secret = "sp_" + secrets.token_urlsafe(32)
+
+    def work() -> ApiToken:
+        token = ApiToken(
+            name=name,
+            role=role,
+            district_id=node.id,
+            volunteer_id=volunteer_id,
+            token_hash=token_digest(secret),
+            expires_at=expires_at,
+        )
+        db.session.add(token)
+        db.session.flush()
+        return token
+
+    return ledger.atomic(work), secret
+
+
+def revoke_token(token_id: int) -> None:
+    """Revoke a token at once. Raises NotFoundError."""
+
+    def work() -> None:
+        done = db.session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+        if done.rowcount != 1:
+            raise NotFoundError(f"no active token {token_id}")
+
+    ledger.atomic(work)

@@ -1,0 +1,132 @@
+"""Exception classes of Steward Points and their RFC 9457 problem+json form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Response, json
+
+PROBLEM_BASE = "https://steward-points.example/problems/"
+
+
+class PointsError(Exception):
+    """Raised when a request cannot be carried out; the base of every error we report."""
+
+    status = 400
+    title = "Bad request"
+    slug = "bad-request"
+
+    def __init__(self, detail: str, *, errors: dict[str, Any] | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+
+class InvalidInputError(PointsError):
+    """Raised when input is malformed; `errors` maps each field to its messages."""
+
+    status = 422
+    title = "Invalid input"
+    slug = "invalid-input"
+
+
+class InvalidAmountError(InvalidInputError):
+    """Raised when points are not a whole number from 1 to 2^53."""
+
+    title = "Invalid amount of points"
+    slug = "invalid-amount"
+
+
+class NotFoundError(PointsError):
+    """Raised when a named thing (district, volunteer, account, entry, hold) does not exist."""
+
+    status = 404
+    title = "Not found"
+    slug = "not-found"
+
+
+class ConflictError(PointsError):
+    """Raised when a request is valid but the current state refuses it."""
+
+    status = 409
+    title = "Conflict"
+    slug = "conflict"
+
+
+class AccountClosedError(ConflictError):
+    """Raised when points would move in or out of a closed account or inactive volunteer."""
+
+    title = "Account closed"
+    slug = "account-closed"
+
+
+class CrossDistrictError(InvalidInputError):
+    """Raised when one entry would post to accounts of different district nodes."""
+
+    title = "Accounts in different districts"
+    slug = "cross-district"
+
+
+class InsufficientPointsError(ConflictError):
+    """Raised when a debit or hold exceeds the points available (balance minus holds)."""
+
+    title = "Not enough points"
+    slug = "insufficient-points"
+
+
+class HoldStateError(ConflictError):
+    """Raised when a hold is posted, voided or timed out after it was already resolved."""
+
+    title = "Hold already resolved"
+    slug = "hold-state"
+
+
+class HoldExpiredError(HoldStateError):
+    """Raised when a hold is posted after its expiry time."""
+
+    title = "Hold expired"
+    slug = "hold-expired"
+
+
+class AlreadyReversedError(ConflictError):
+    """Raised when an entry that was already reversed (or is itself a reversal) is reversed."""
+
+    title = "Entry already reversed"
+    slug = "already-reversed"
+
+
+class IdempotencyConflictError(ConflictError):
+    """Raised when an idempotency key is reused with a different request."""
+
+    title = "Idempotency key reused"
+    slug = "idempotency-conflict"
+
+
+def problem(
+    status: int,
+    title: str,
+    detail: str | None = None,
+    *,
+    type: str = "about:blank",
+    errors: dict[str, Any] | None = None,
+) -> Response:
+    """Return an RFC 9457 application/problem+json response."""
+    body: dict[str, Any] = {"type": type, "title": title, "status": status}
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    return Response(
+        json.dumps(body, ensure_ascii=False),
+        status=status,
+        mimetype="application/problem+json",
+    )
+
+
+def problem_from(error: PointsError) -> Response:
+    """Return the problem+json response describing `error`."""
+    return problem(error.status, error.title, error.detail, type=error.type, errors=error.errors)

@@ -1,0 +1,430 @@
+"""Tables of the district tree, volunteers and the double-entry points ledger.
+
+Design overview
+---------------
+Points move only as *entries* (one business event: earn, redeem, transfer, expire,
+reversal), each made of *postings* (account, signed amount) that sum to zero. Nothing in
+`entries`, `postings`, `lot_uses`, `seals` or `service_minutes` is ever updated or
+deleted; a correction is a new entry that reverses an old one.
+
+Accounts belong to one district node. A `volunteer` account carries a cached `balance`
+and `held` (points reserved by pending holds) and may never go below zero: it is the row
+that concurrent writers lock with a conditional UPDATE. Every other kind (`issuance`,
+`provider`, `expired`, `clearing`) is unbounded and keeps no cached balance, so no
+writer ever waits on the district's issuance account: its balance is the sum of its
+postings, and its magnitude is the points outstanding.
+
+Each credit to a volunteer creates a *lot* (amount, remaining, expires_at); debits
+consume lots soonest-expiry first and record a *lot use*. A *hold* reserves points for a
+redemption; it is later posted (one redeem entry), voided or timed out.
+
+Invariants (checked in the database where it can, in Python by `points.ledger`, and
+all of them by `points.verify`):
+
+1. the postings of every entry sum to zero, so all postings sum to zero;
+2. a volunteer account has balance >= 0, held >= 0 and balance - held >= 0;
+3. a cached balance equals the sum of the account's postings, `held` equals its
+   pending holds, and its lots' `remaining` sum to the balance;
+4. entries, postings, lot uses and seals are append-only;
+5. an idempotency key stands for one request and one result;
+6. every entry carries a content hash; a per-district hash chain (`seals`) over those
+   hashes makes edits, deletions and insertions detectable.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# 64-bit ids on PostgreSQL; on SQLite an INTEGER primary key is the 64-bit rowid.
+BIG_ID = BigInteger().with_variant(Integer, "sqlite")
+
+# Points are integers with at most 53 bits, so that they survive JSON and JavaScript.
+MAX_POINTS = 2**53
+
+ACCOUNT_KINDS = ("volunteer", "issuance", "provider", "expired", "clearing")
+ENTRY_KINDS = ("earn", "redeem", "transfer", "expire", "reversal")
+HOLD_STATES = ("pending", "posted", "voided", "timed_out")
+
+
+def utcnow() -> datetime:
+    """Return the current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timestamp stored in UTC and always read back timezone-aware (SQLite forgets)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: give a timezone")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class District(Base):
+    """A node of the administrative tree: city > district > street > community > grid."""
+
+    __tablename__ = "districts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    level: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("districts.id"), index=True)
+    # Ids from the root down, "/1/4/9/": a subtree is a prefix match on one index.
+    path: Mapped[str] = mapped_column(String(512), index=True)
+    timezone: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(
+            _in("level", ("city", "district", "street", "community", "grid")), name="level"
+        ),
+    )
+
+
+class Volunteer(Base):
+    """A registered steward, identified at kiosks by card code and PIN (stored hashed)."""
+
+    __tablename__ = "volunteers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    phone: Mapped[str | None] = mapped_column(String(32))
+    card_code: Mapped[str] = mapped_column(String(32), unique=True)
+    pin_hash: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    failed_pins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Cached sum of service_minutes rows: only grows, except by an audited correction.
+    service_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", ("active", "suspended", "closed")), name="status"),
+        CheckConstraint("service_minutes >= 0", name="service_minutes"),
+        CheckConstraint("failed_pins >= 0", name="failed_pins"),
+    )
+
+
+class Provider(Base):
+    """A service provider paid in points (a barber, a repair shop, a care service)."""
+
+    __tablename__ = "providers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint(_in("status", ("active", "closed")), name="status"),)
+
+
+class Account(Base):
+    """A ledger account of one district node; only volunteer accounts cache a balance."""
+
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    volunteer_id: Mapped[int | None] = mapped_column(ForeignKey("volunteers.id"), unique=True)
+    provider_id: Mapped[int | None] = mapped_column(ForeignKey("providers.id"))
+    # NULL for unbounded kinds: their balance is the sum of their postings.
+    balance: Mapped[int | None] = mapped_column(BigInteger)
+    held: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", ACCOUNT_KINDS), name="kind"),
+        CheckConstraint(_in("status", ("open", "closed")), name="status"),
+        CheckConstraint(
+            "(kind = 'volunteer') = (volunteer_id IS NOT NULL)", name="volunteer_owner"
+        ),
+        CheckConstraint("(kind = 'provider') = (provider_id IS NOT NULL)", name="provider_owner"),
+        CheckConstraint("(kind = 'volunteer') = (balance IS NOT NULL)", name="cached_balance"),
+        CheckConstraint(
+            "balance IS NULL OR (balance >= 0 AND held >= 0 AND balance - held >= 0)",
+            name="non_negative",
+        ),
+        CheckConstraint("kind = 'volunteer' OR held = 0", name="held_only_volunteer"),
+        Index("ix_accounts_district_kind", "district_id", "kind"),
+        # One issuance, expired and clearing account per node; one account per provider
+        # and node.
+        Index(
+            "uq_accounts_district_system_kind",
+            "district_id",
+            "kind",
+            unique=True,
+            sqlite_where=text("kind IN ('issuance', 'expired', 'clearing')"),
+            postgresql_where=text("kind IN ('issuance', 'expired', 'clearing')"),
+        ),
+        UniqueConstraint("provider_id", "district_id"),
+    )
+
+
+class Entry(Base):
+    """One business event moving points; its postings sum to zero. Never updated."""
+
+    __tablename__ = "entries"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    effective_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    # Provenance: which plugin and rule proposed it, under which config version.
+    plugin: Mapped[str | None] = mapped_column(String(64))
+    rule: Mapped[str | None] = mapped_column(String(64))
+    config_version: Mapped[int | None] = mapped_column(Integer)
+    # Links to what the entry is about.
+    service_record_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"), index=True)
+    reverses_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("entries.id"), unique=True
+    )
+    # The other half of a cross-district transfer (two entries through clearing accounts).
+    related_entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("entries.id"))
+    # sha256 of the entry's content and postings, see points.ledger.entry_hash.
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", ENTRY_KINDS), name="kind"),
+        CheckConstraint("(kind = 'reversal') = (reverses_id IS NOT NULL)", name="reversal_link"),
+        Index("ix_entries_district_id_id", "district_id", "id"),
+    )
+
+
+class Posting(Base):
+    """One side of an entry: a signed, non-zero amount on one account."""
+
+    __tablename__ = "postings"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), index=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint("amount <> 0", name="non_zero"),
+        Index("ix_postings_account_id_id", "account_id", "id"),
+    )
+
+
+class Lot(Base):
+    """Points credited to a volunteer together, with one expiry; debits use them up."""
+
+    __tablename__ = "lots"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    # amount minus the lot's uses: a cache, kept in step by points.ledger.
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="positive"),
+        CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining"),
+        Index("ix_lots_account_id_expires_at", "account_id", "expires_at"),
+        Index(
+            "ix_lots_open_expiry",
+            "expires_at",
+            sqlite_where=text("remaining > 0"),
+            postgresql_where=text("remaining > 0"),
+        ),
+    )
+
+
+class LotUse(Base):
+    """Points of a lot consumed by a debit entry. Never updated."""
+
+    __tablename__ = "lot_uses"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    lot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("lots.id"), index=True)
+    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("amount > 0", name="positive"),)
+
+
+class Hold(Base):
+    """Points reserved for a redemption: pending, then posted, voided or timed out."""
+
+    __tablename__ = "holds"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    destination_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolution: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="positive"),
+        CheckConstraint(_in("status", HOLD_STATES), name="status"),
+        CheckConstraint("(status = 'pending') = (resolved_at IS NULL)", name="resolved"),
+        Index(
+            "ix_holds_pending_expiry",
+            "expires_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class ServiceMinutes(Base):
+    """Service time credited to a volunteer; only corrections may be negative."""
+
+    __tablename__ = "service_minutes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"), index=True)
+    minutes: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(16))
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    service_record_id: Mapped[int | None] = mapped_column(Integer, unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", ("service", "correction")), name="kind"),
+        CheckConstraint("minutes <> 0", name="non_zero"),
+        CheckConstraint("kind = 'correction' OR minutes > 0", name="only_grows"),
+    )
+
+
+class IdempotencyKey(Base):
+    """A client-chosen key: the hash of the request it first came with, and its result."""
+
+    __tablename__ = "idempotency_keys"
+
+    scope: Mapped[str] = mapped_column(String(100), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    result: Mapped[dict | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Seal(Base):
+    """A link of a district's hash chain: hash = sha256(prev_hash, seq, entry, entry.hash)."""
+
+    __tablename__ = "seals"
+
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), unique=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class UnsealedEntry(Base):
+    """An entry waiting for the sealer to link it into its district's chain (a work queue).
+
+    Writers only insert here, so chaining never serialises the writers of a district;
+    `points.ledger.seal` empties it in batches.
+    """
+
+    __tablename__ = "unsealed_entries"
+
+    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
+
+
+class ChainHead(Base):
+    """The last seal of a district's chain; the sealer locks this row."""
+
+    __tablename__ = "chain_heads"
+
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApiToken(Base):
+    """A bearer token (stored as a sha256 hash) with a role scoped to a district node."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
+    volunteer_id: Mapped[int | None] = mapped_column(ForeignKey("volunteers.id"))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(
+            _in("role", ("admin", "office", "auditor", "kiosk", "volunteer")), name="role"
+        ),
+        CheckConstraint("(role = 'volunteer') = (volunteer_id IS NOT NULL)", name="volunteer"),
+    )

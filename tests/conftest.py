@@ -1,0 +1,165 @@
+"""Fixtures: an app per test on a fresh database, SQLite always, PostgreSQL when configured.
+
+Set POINTS_TEST_DATABASE_URL (for example postgresql://postgres@127.0.0.1/test) to run
+every database test on PostgreSQL too. The tests own that database: they drop and
+rebuild its public schema once per run and empty every table before each test.
+Isolation is by emptying tables rather than by a rolled-back transaction, because the
+ledger's tests need real commits: concurrent connections, deferred triggers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from points.app import create_app
+from points.config import database_url
+from points.extensions import db
+
+PG_URL = os.environ.get("POINTS_TEST_DATABASE_URL")
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _config(url: str) -> dict:
+    return {
+        "TESTING": True,
+        "DATABASE_URL": url,
+        "SECRET_KEY": "test-secret",
+        "PIN_HASH_METHOD": "pbkdf2:sha256:1000",
+    }
+
+
+def _migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app(_config(url))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory) -> str:
+    """A migrated SQLite database file, copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "points.sqlite"
+    _migrate(f"sqlite:///{path}")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The migrated PostgreSQL test database (skips when none is configured)."""
+    if not PG_URL:
+        pytest.skip("PostgreSQL not configured: set POINTS_TEST_DATABASE_URL")
+    engine = create_engine(database_url(PG_URL))
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+    _migrate(PG_URL)
+    return PG_URL
+
+
+def _empty_postgres(url: str) -> None:
+    engine = create_engine(database_url(url))
+    try:
+        with engine.begin() as connection:
+            tables = connection.execute(
+                text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tablename <> 'alembic_version'"
+                )
+            ).scalars()
+            connection.execute(
+                text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
+            )
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url_for_test(request, tmp_path) -> str:
+    """The URL of an empty, migrated database of each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "points.sqlite"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_url")
+    _empty_postgres(url)
+    return url
+
+
+@pytest.fixture
+def app(database_url_for_test):
+    """The app on a fresh database, with an app context pushed."""
+    app = create_app(_config(database_url_for_test))
+    with app.app_context():
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def backend(app) -> str:
+    """The database backend of this test: 'sqlite' or 'postgresql'."""
+    return db.engine.dialect.name
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def tree(app):
+    """Beijing > Dongcheng > Longtan street > two communities."""
+    from points.directory import create_district
+
+    create_district("beijing", "北京市", "city")
+    create_district("dongcheng", "东城区", "district", parent="beijing")
+    create_district("longtan", "龙潭街道", "street", parent="dongcheng")
+    east = create_district("xizhaosi", "夕照寺社区", "community", parent="longtan")
+    west = create_district("zuoanmen", "左安门社区", "community", parent="longtan")
+    return {"xizhaosi": east.id, "zuoanmen": west.id}
+
+
+@pytest.fixture
+def volunteer(tree):
+    """A volunteer id in xizhaosi community."""
+    from points.directory import register_volunteer
+
+    return register_volunteer("王秀英", "xizhaosi", "123456", phone="13900000001").id
+
+
+@pytest.fixture
+def other_volunteer(tree):
+    """A second volunteer id in the same community."""
+    from points.directory import register_volunteer
+
+    return register_volunteer("李桂兰", "xizhaosi", "654321").id
+
+
+@pytest.fixture
+def far_volunteer(tree):
+    """A volunteer id in the other community (zuoanmen)."""
+    from points.directory import register_volunteer
+
+    return register_volunteer("张建国", "zuoanmen", "111222").id
+
+
+@pytest.fixture
+def provider(tree):
+    """A barber's provider id."""
+    from points.directory import create_provider
+
+    return create_provider("barber-wang", "王师傅便民理发", "longtan").id

@@ -1,0 +1,3 @@
+from points.app import create_app
+
+app = create_app()
