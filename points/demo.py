@@ -28,8 +28,28 @@ PROVIDERS = [
     ("clean-home", "安家家政保洁", "longtan"),
 ]
 SURNAMES = "王李张刘陈杨赵黄周吴徐孙马朱胡郭何林高罗"
-GIVEN = ["秀英", "桂兰", "建国", "淑珍", "志强", "玉兰", "德明", "凤琴", "国华", "丽华",
-         "文斌", "春梅", "海燕", "宝山", "翠花", "振华", "金凤", "永福", "慧敏", "长顺"]
+GIVEN = [
+    "秀英",
+    "桂兰",
+    "建国",
+    "淑珍",
+    "志强",
+    "玉兰",
+    "德明",
+    "凤琴",
+    "国华",
+    "丽华",
+    "文斌",
+    "春梅",
+    "海燕",
+    "宝山",
+    "翠花",
+    "振华",
+    "金凤",
+    "永福",
+    "慧敏",
+    "长顺",
+]
 # (rule, zh-CN reason template, points per unit, unit minutes)
 ACTIVITIES = [
     ("patrol", "每日巡 巡查 {h} 小时 × 5 分 = {p} 分 / patrol {h} h × 5 = {p}", 5, 60),
@@ -71,8 +91,9 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
         volunteers.append((volunteer.id, volunteer.name, volunteer.card_code, pin, community))
 
     # Five weeks of service, in the stewards' local days.
-    start = (now.astimezone(zone) - timedelta(days=35)).replace(hour=8, minute=0, second=0,
-                                                               microsecond=0)
+    start = (now.astimezone(zone) - timedelta(days=35)).replace(
+        hour=8, minute=0, second=0, microsecond=0
+    )
     earned = 0
     for volunteer_id, *_ in volunteers:
         diligence = rng.uniform(0.3, 0.9)
@@ -145,15 +166,29 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
             continue
 
     # Donations: to a family member, and across communities to a household in need.
-    ledger.transfer(volunteers[2][0], volunteers[4][0], 10, actor=f"volunteer:{volunteers[2][0]}",
-                    reason="赠与家人 / to family")
-    ledger.transfer(volunteers[3][0], volunteers[6][0], 8, actor=f"volunteer:{volunteers[3][0]}",
-                    reason="爱心捐赠 / to a household in need")
+    ledger.transfer(
+        volunteers[2][0],
+        volunteers[4][0],
+        10,
+        actor=f"volunteer:{volunteers[2][0]}",
+        reason="赠与家人 / to family",
+    )
+    ledger.transfer(
+        volunteers[3][0],
+        volunteers[6][0],
+        8,
+        actor=f"volunteer:{volunteers[3][0]}",
+        reason="爱心捐赠 / to a household in need",
+    )
     # An office correction: a patrol logged twice.
     duplicate = ledger.earn(
-        volunteers[5][0], 10, actor="office:longtan",
+        volunteers[5][0],
+        10,
+        actor="office:longtan",
         reason="每日巡 巡查 2 小时 × 5 分 = 10 分 / patrol 2 h × 5 = 10",
-        plugin="steward", rule="patrol", config_version=1,
+        plugin="steward",
+        rule="patrol",
+        config_version=1,
     )
     ledger.reverse(duplicate.id, actor="office:longtan", reason="重复登记 / logged twice")
     sealed = ledger.seal()

@@ -122,7 +122,9 @@ def register_volunteer(
         errors["name"] = ["Must not be empty; at most 200 characters."]
     if not isinstance(pin, str) or not PIN_PATTERN.match(pin):
         errors["pin"] = ["Must be exactly 6 digits."]
-    if phone is not None and (not isinstance(phone, str) or not re.match(r"^\+?[0-9 -]{5,20}$", phone)):
+    if phone is not None and (
+        not isinstance(phone, str) or not re.match(r"^\+?[0-9 -]{5,20}$", phone)
+    ):
         errors["phone"] = ["Digits, spaces and '-', 5 to 20."]
     if errors:
         raise InvalidInputError("invalid volunteer", errors=errors)

@@ -134,8 +134,11 @@ def check_cached_balances() -> list[Problem]:
     )
     if wrong_balance:
         problems.append(
-            Problem("cached-balance", "balance differs from postings (account, cached, sum)",
-                    wrong_balance)
+            Problem(
+                "cached-balance",
+                "balance differs from postings (account, cached, sum)",
+                wrong_balance,
+            )
         )
     wrong_held = _rows(
         select(Account.id, Account.held, func.coalesce(pending.c.total, 0))
@@ -145,8 +148,11 @@ def check_cached_balances() -> list[Problem]:
     )
     if wrong_held:
         problems.append(
-            Problem("cached-balance", "held differs from pending holds (account, cached, sum)",
-                    wrong_held)
+            Problem(
+                "cached-balance",
+                "held differs from pending holds (account, cached, sum)",
+                wrong_held,
+            )
         )
     return problems
 
@@ -182,8 +188,11 @@ def check_lots() -> list[Problem]:
     )
     if wrong_lot:
         problems.append(
-            Problem("lots", "lot remaining is not amount less uses (lot, amount, remaining, used)",
-                    wrong_lot)
+            Problem(
+                "lots",
+                "lot remaining is not amount less uses (lot, amount, remaining, used)",
+                wrong_lot,
+            )
         )
     return problems
 
@@ -253,8 +262,11 @@ def check_entry_hashes() -> list[Problem]:
             if ledger.entry_hash(fields, postings.get(row.id, [])) != row.hash:
                 bad.append((row.id,))
     if bad:
-        return [Problem("hash", "entries whose content no longer matches their hash",
-                        tuple(bad[:SAMPLE]))]
+        return [
+            Problem(
+                "hash", "entries whose content no longer matches their hash", tuple(bad[:SAMPLE])
+            )
+        ]
     return []
 
 
@@ -268,7 +280,9 @@ def check_chains() -> list[Problem]:
         prev, seq = ledger.GENESIS_HASH, 0
         broken = None
         for link in db.session.execute(
-            select(Seal.seq, Seal.entry_id, Seal.prev_hash, Seal.hash, Entry.hash, Entry.district_id)
+            select(
+                Seal.seq, Seal.entry_id, Seal.prev_hash, Seal.hash, Entry.hash, Entry.district_id
+            )
             .outerjoin(Entry, Entry.id == Seal.entry_id)
             .where(Seal.district_id == district_id)
             .order_by(Seal.seq)
@@ -286,8 +300,9 @@ def check_chains() -> list[Problem]:
                 break
             prev = link.hash
         if broken:
-            problems.append(Problem("chain", "hash chain broken at (district, seq, entry)",
-                                    (broken,)))
+            problems.append(
+                Problem("chain", "hash chain broken at (district, seq, entry)", (broken,))
+            )
             continue
         head = heads.get(district_id)
         if head is None or head.seq != seq or head.hash != prev:

@@ -75,9 +75,7 @@ def _empty_postgres(url: str) -> None:
                     "AND tablename <> 'alembic_version'"
                 )
             ).scalars()
-            connection.execute(
-                text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE")
-            )
+            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
     finally:
         engine.dispose()
 

@@ -9,6 +9,8 @@ from sqlalchemy import func, select
 
 from points import errors, ledger
 from points.extensions import db
+from points.ledger import accounts as ledger_accounts
+from points.ledger import posting as ledger_posting
 from points.models import Entry, Hold, Lot, Posting
 from points.verify import verify
 
@@ -152,8 +154,14 @@ def test_expired_hold_cannot_be_posted_and_times_out(volunteer, provider):
 def test_hold_in_the_past_is_refused(volunteer, provider):
     earn(volunteer, 5)
     with pytest.raises(errors.InvalidInputError):
-        ledger.hold(volunteer, 5, provider_id=provider, actor="k", reason="r",
-                    expires_at=NOW - timedelta(days=1))
+        ledger.hold(
+            volunteer,
+            5,
+            provider_id=provider,
+            actor="k",
+            reason="r",
+            expires_at=NOW - timedelta(days=1),
+        )
 
 
 def test_unknown_hold_and_provider(volunteer):
@@ -251,9 +259,7 @@ def test_reverse_of_redeem_restores_lots_with_their_expiry(volunteer, provider):
     earn(volunteer, 10, expires_at=soon)
     redeem = ledger.redeem(volunteer, 10, provider_id=provider, actor="kiosk", reason="haircut")
     ledger.reverse(redeem.id, actor="office", reason="service not delivered")
-    lots = db.session.execute(
-        select(Lot.remaining, Lot.expires_at).where(Lot.remaining > 0)
-    ).all()
+    lots = db.session.execute(select(Lot.remaining, Lot.expires_at).where(Lot.remaining > 0)).all()
     assert [(lot.remaining, lot.expires_at) for lot in lots] == [(10, soon)]
     assert_ok()
 
@@ -272,31 +278,40 @@ def test_idempotent_earn_replays_and_conflicts(volunteer):
 
 def test_idempotent_hold_replays(volunteer, provider):
     earn(volunteer, 10)
-    first = ledger.hold(volunteer, 10, provider_id=provider, actor="k", reason="r",
-                        idempotency_key="h-1")
-    again = ledger.hold(volunteer, 10, provider_id=provider, actor="k", reason="r",
-                        idempotency_key="h-1")
+    first = ledger.hold(
+        volunteer, 10, provider_id=provider, actor="k", reason="r", idempotency_key="h-1"
+    )
+    again = ledger.hold(
+        volunteer, 10, provider_id=provider, actor="k", reason="r", idempotency_key="h-1"
+    )
     assert again.id == first.id and again.replayed
     assert ledger.balance(volunteer).held == 10
 
 
 def test_failed_call_does_not_burn_its_idempotency_key(volunteer, provider):
     with pytest.raises(errors.InsufficientPointsError):
-        ledger.redeem(volunteer, 10, provider_id=provider, actor="k", reason="r",
-                      idempotency_key="r-1")
+        ledger.redeem(
+            volunteer, 10, provider_id=provider, actor="k", reason="r", idempotency_key="r-1"
+        )
     earn(volunteer, 10)
-    entry = ledger.redeem(volunteer, 10, provider_id=provider, actor="k", reason="r",
-                          idempotency_key="r-1")
+    entry = ledger.redeem(
+        volunteer, 10, provider_id=provider, actor="k", reason="r", idempotency_key="r-1"
+    )
     assert not entry.replayed
 
 
 def test_service_minutes_only_grow_except_by_correction(volunteer):
     assert ledger.add_service_minutes(volunteer, 120, actor="office", reason="patrol") == 120
-    assert ledger.add_service_minutes(volunteer, 30, actor="office", reason="visit",
-                                      service_record_id=7) == 150
+    assert (
+        ledger.add_service_minutes(
+            volunteer, 30, actor="office", reason="visit", service_record_id=7
+        )
+        == 150
+    )
     with pytest.raises(errors.ConflictError):
-        ledger.add_service_minutes(volunteer, 30, actor="office", reason="visit",
-                                   service_record_id=7)
+        ledger.add_service_minutes(
+            volunteer, 30, actor="office", reason="visit", service_record_id=7
+        )
     for bad in (0, -5, 24 * 60 + 1, 1.5):
         with pytest.raises(errors.InvalidInputError):
             ledger.add_service_minutes(volunteer, bad, actor="office", reason="x")
@@ -307,12 +322,13 @@ def test_service_minutes_only_grow_except_by_correction(volunteer):
 
 
 def test_cross_district_posting_is_refused(volunteer, far_volunteer):
-    account = ledger._volunteer_account(volunteer)
-    far = ledger._volunteer_account(far_volunteer)
+    account = ledger_accounts._volunteer_account(volunteer)
+    far = ledger_accounts._volunteer_account(far_volunteer)
     with pytest.raises(errors.CrossDistrictError):
         ledger.atomic(
-            lambda: ledger._post(account.district_id, "transfer", [(account, -1), (far, 1)],
-                                 actor="x", reason="y")
+            lambda: ledger_posting._post(
+                account.district_id, "transfer", [(account, -1), (far, 1)], actor="x", reason="y"
+            )
         )
     assert snapshot()[0] == 0
 

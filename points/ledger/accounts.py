@@ -1,0 +1,198 @@
+"""Account lookups, opening accounts, and balance reads."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from sqlalchemy import func, select, update
+
+from points.errors import (
+    AccountClosedError,
+    InvalidInputError,
+    NotFoundError,
+)
+from points.extensions import db
+from points.ledger.units import (
+    Balance,
+    HoldState,
+    PostedEntry,
+    _dialect_insert,
+    atomic,
+)
+from points.models import (
+    Account,
+    Entry,
+    Hold,
+    Posting,
+    Provider,
+    utcnow,
+)
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def load_entry(entry_id: int, *, replayed: bool = False) -> PostedEntry:
+    """Return the entry `entry_id` with its postings; raise NotFoundError."""
+    entry = db.session.execute(
+        select(Entry.id, Entry.kind, Entry.district_id, Entry.related_entry_id).where(
+            Entry.id == entry_id
+        )
+    ).one_or_none()
+    if entry is None:
+        raise NotFoundError(f"no entry {entry_id}")
+    postings = db.session.execute(
+        select(Posting.account_id, Posting.amount)
+        .where(Posting.entry_id == entry_id)
+        .order_by(Posting.id)
+    ).all()
+    return PostedEntry(
+        entry.id,
+        entry.kind,
+        entry.district_id,
+        tuple((p.account_id, p.amount) for p in postings),
+        entry.related_entry_id,
+        replayed,
+    )
+
+
+def load_hold(hold_id: int, *, replayed: bool = False) -> HoldState:
+    """Return the hold `hold_id` as it stands; raise NotFoundError."""
+    hold = db.session.get(Hold, hold_id, populate_existing=True)
+    if hold is None:
+        raise NotFoundError(f"no hold {hold_id}")
+    entry_id = None
+    if hold.status == "posted":
+        entry_id = db.session.scalar(select(Entry.id).where(Entry.hold_id == hold_id))
+    return HoldState(
+        hold.id, hold.account_id, hold.amount, hold.status, hold.expires_at, entry_id, replayed
+    )
+
+
+def balance(volunteer_id: int) -> Balance:
+    """Return the volunteer's cached balance: one indexed row, whatever the history."""
+    row = db.session.execute(
+        select(Account.id, Account.balance, Account.held).where(
+            Account.volunteer_id == volunteer_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no account for volunteer {volunteer_id}")
+    return Balance(volunteer_id, row.id, row.balance, row.held, row.balance - row.held)
+
+
+def account_balance(account_id: int) -> int:
+    """Return any account's balance as the sum of its postings (slow for hot accounts)."""
+    return db.session.scalar(
+        select(func.coalesce(func.sum(Posting.amount), 0)).where(Posting.account_id == account_id)
+    )
+
+
+class _AccountRow(NamedTuple):
+    id: int
+    district_id: int
+    kind: str
+    status: str
+
+
+def _volunteer_account(volunteer_id: Any, field: str = "volunteer_id") -> _AccountRow:
+    if isinstance(volunteer_id, bool) or not isinstance(volunteer_id, int):
+        raise InvalidInputError(
+            f"{field} must be a volunteer id", errors={field: ["Must be an integer id."]}
+        )
+    row = db.session.execute(
+        select(Account.id, Account.district_id, Account.kind, Account.status).where(
+            Account.volunteer_id == volunteer_id
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no volunteer {volunteer_id}", errors={field: ["No such volunteer."]})
+    return _AccountRow(*row)
+
+
+def _system_account(district_id: int, kind: str) -> _AccountRow:
+    row = db.session.execute(
+        select(Account.id, Account.district_id, Account.kind, Account.status).where(
+            Account.district_id == district_id, Account.kind == kind
+        )
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"district {district_id} has no {kind} account")
+    return _AccountRow(*row)
+
+
+def _provider_account(provider_id: Any, district_id: int) -> _AccountRow:
+    """Return the provider's account in `district_id`, opening it on first use."""
+    if isinstance(provider_id, bool) or not isinstance(provider_id, int):
+        raise InvalidInputError(
+            "provider_id must be a provider id", errors={"provider_id": ["Must be an integer id."]}
+        )
+    provider = db.session.execute(
+        select(Provider.id, Provider.status).where(Provider.id == provider_id)
+    ).one_or_none()
+    if provider is None:
+        raise NotFoundError(
+            f"no provider {provider_id}", errors={"provider_id": ["No such provider."]}
+        )
+    if provider.status != "active":
+        raise AccountClosedError(f"provider {provider_id} is closed")
+    db.session.execute(
+        _dialect_insert(Account)
+        .values(
+            district_id=district_id,
+            kind="provider",
+            provider_id=provider_id,
+            held=0,
+            status="open",
+            created_at=utcnow(),
+        )
+        .on_conflict_do_nothing()
+    )
+    row = db.session.execute(
+        select(Account.id, Account.district_id, Account.kind, Account.status).where(
+            Account.provider_id == provider_id, Account.district_id == district_id
+        )
+    ).one()
+    return _AccountRow(*row)
+
+
+# -- accounts ----------------------------------------------------------------------------
+
+
+def open_district_accounts(district_id: int) -> None:
+    """Open the issuance, expired and clearing accounts of a district node (idempotent)."""
+    for kind in ("issuance", "expired", "clearing"):
+        db.session.execute(
+            _dialect_insert(Account)
+            .values(district_id=district_id, kind=kind, held=0, status="open", created_at=utcnow())
+            .on_conflict_do_nothing()
+        )
+
+
+def open_volunteer_account(volunteer_id: int, district_id: int) -> int:
+    """Open the volunteer's account in their district node; return its id."""
+    return db.session.execute(
+        _dialect_insert(Account)
+        .values(
+            district_id=district_id,
+            kind="volunteer",
+            volunteer_id=volunteer_id,
+            balance=0,
+            held=0,
+            status="open",
+            created_at=utcnow(),
+        )
+        .returning(Account.id)
+    ).scalar_one()
+
+
+def close_account(account_id: int) -> None:
+    """Close an account: no points move in or out of it afterwards."""
+
+    def work() -> None:
+        done = db.session.execute(
+            update(Account).where(Account.id == account_id).values(status="closed")
+        )
+        if done.rowcount != 1:
+            raise NotFoundError(f"no account {account_id}")
+
+    atomic(work)

@@ -1,0 +1,295 @@
+"""Writing one balanced entry: cached balances, postings, lots and lot uses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from points.errors import (
+    AccountClosedError,
+    CrossDistrictError,
+    InsufficientPointsError,
+)
+from points.extensions import db
+from points.ledger.accounts import (
+    _AccountRow,
+)
+from points.ledger.units import (
+    LedgerInvariantError,
+    PostedEntry,
+)
+from points.models import (
+    Account,
+    Entry,
+    Lot,
+    LotUse,
+    Posting,
+    UnsealedEntry,
+    utcnow,
+)
+
+# -- posting -----------------------------------------------------------------------------
+
+
+def entry_hash(fields: dict[str, Any], postings: Iterable[tuple[int, int]]) -> str:
+    """Return the sha256 content hash of an entry's fields and its postings."""
+    content = dict(fields)
+    effective_at = content["effective_at"]
+    content["effective_at"] = _utc_text(effective_at)
+    content["postings"] = sorted(postings)
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# The entry fields covered by its hash (all of them but id, created_at and hash).
+HASHED_FIELDS = (
+    "district_id",
+    "kind",
+    "effective_at",
+    "actor",
+    "reason",
+    "plugin",
+    "rule",
+    "config_version",
+    "service_record_id",
+    "hold_id",
+    "reverses_id",
+    "related_entry_id",
+)
+
+
+def _apply_to_bounded(
+    account: _AccountRow, amount: int, *, from_hold: bool = False, bookkeeping: bool = False
+) -> None:
+    """Move a volunteer account's cached balance by `amount`, never below what is held."""
+    if amount > 0:
+        done = db.session.execute(
+            update(Account)
+            .where(Account.id == account.id, Account.status == "open")
+            .values(balance=Account.balance + amount)
+        )
+        if done.rowcount != 1:
+            raise AccountClosedError(f"account {account.id} is closed")
+        return
+    debit = -amount
+    if from_hold:
+        # The points were reserved by the hold: they leave balance and held together.
+        condition = Account.held >= debit
+        values = {"balance": Account.balance - debit, "held": Account.held - debit}
+    else:
+        condition = Account.balance - Account.held >= debit
+        if not bookkeeping:
+            condition &= Account.status == "open"
+        values = {"balance": Account.balance - debit}
+    done = db.session.execute(
+        update(Account).where(Account.id == account.id, condition).values(**values)
+    )
+    if done.rowcount != 1:
+        if account.status != "open" and not (from_hold or bookkeeping):
+            raise AccountClosedError(f"account {account.id} is closed")
+        if from_hold:
+            raise LedgerInvariantError(f"account {account.id} holds less than its hold")
+        have = balance_of_account(account.id)
+        raise InsufficientPointsError(
+            f"needs {debit} points, {have} available",
+            errors={"points": [f"Only {have} points are available."]},
+        )
+
+
+def balance_of_account(account_id: int) -> int:
+    """Return the points available (balance minus held) on a volunteer account."""
+    row = db.session.execute(
+        select(Account.balance, Account.held).where(Account.id == account_id)
+    ).one()
+    return row.balance - row.held
+
+
+def _post(
+    district_id: int,
+    kind: str,
+    postings: Sequence[tuple[_AccountRow, int]],
+    *,
+    actor: str,
+    reason: str,
+    effective_at: datetime | None = None,
+    plugin: str | None = None,
+    rule: str | None = None,
+    config_version: int | None = None,
+    service_record_id: int | None = None,
+    hold_id: int | None = None,
+    reverses_id: int | None = None,
+    related_entry_id: int | None = None,
+    from_hold: bool = False,
+    bookkeeping: bool = False,
+    credit_lots: dict[int, list[tuple[int, datetime | None]]] | None = None,
+    mirror_lots: bool = False,
+    debit_first_lot: dict[int, int | None] | None = None,
+) -> PostedEntry:
+    """Write one balanced entry: move cached balances, insert entry and postings, lots.
+
+    Debited volunteer accounts give up lots soonest-expiry first (`debit_first_lot`
+    names one to use before the others). Credited volunteer accounts get the lots
+    (amount, expiry) of `credit_lots`, or with `mirror_lots` the lots this entry just
+    consumed, so that donated points keep their expiry; by default one lot that never
+    expires. `bookkeeping` (expiry) moves points out of closed accounts too.
+    """
+    if sum(amount for _, amount in postings) != 0:
+        raise LedgerInvariantError(f"unbalanced {kind} entry: {postings}")
+    for account, amount in postings:
+        if amount == 0:
+            raise LedgerInvariantError(f"zero posting in {kind} entry")
+        if account.district_id != district_id:
+            raise CrossDistrictError(
+                f"account {account.id} is in district {account.district_id}, "
+                f"the entry in district {district_id}"
+            )
+        if account.kind != "volunteer" and account.status != "open":
+            raise AccountClosedError(f"{account.kind} account {account.id} is closed")
+
+    # Ascending account id: two units never wait on each other's accounts in a cycle.
+    for account, amount in sorted(postings, key=lambda p: p[0].id):
+        if account.kind == "volunteer":
+            _apply_to_bounded(
+                account, amount, from_hold=from_hold and amount < 0, bookkeeping=bookkeeping
+            )
+
+    fields = {
+        "district_id": district_id,
+        "kind": kind,
+        "effective_at": effective_at or utcnow(),
+        "actor": actor,
+        "reason": reason,
+        "plugin": plugin,
+        "rule": rule,
+        "config_version": config_version,
+        "service_record_id": service_record_id,
+        "hold_id": hold_id,
+        "reverses_id": reverses_id,
+        "related_entry_id": related_entry_id,
+    }
+    pairs = tuple((account.id, amount) for account, amount in postings)
+    fields_hash = entry_hash(fields, pairs)
+    entry_id = db.session.execute(
+        Entry.__table__.insert()
+        .values(**fields, created_at=utcnow(), hash=fields_hash)
+        .returning(Entry.id)
+    ).scalar_one()
+    db.session.execute(
+        Posting.__table__.insert(),
+        [
+            {"entry_id": entry_id, "district_id": district_id, "account_id": a, "amount": x}
+            for a, x in pairs
+        ],
+    )
+    db.session.execute(
+        UnsealedEntry.__table__.insert().values(entry_id=entry_id, district_id=district_id)
+    )
+
+    consumed: list[tuple[int, datetime | None]] = []
+    for account, amount in postings:
+        if account.kind == "volunteer" and amount < 0:
+            first = (debit_first_lot or {}).get(account.id)
+            consumed += _consume_lots(account, -amount, entry_id, first)
+    for account, amount in postings:
+        if account.kind == "volunteer" and amount > 0:
+            if mirror_lots:
+                lots = _merge_lots(consumed)
+            else:
+                lots = (credit_lots or {}).get(account.id) or [(amount, None)]
+            if sum(a for a, _ in lots) != amount:
+                raise LedgerInvariantError(f"lots of account {account.id} do not sum to {amount}")
+            _create_lots(account, entry_id, lots)
+    return PostedEntry(entry_id, kind, district_id, pairs, related_entry_id)
+
+
+def _create_lots(
+    account: _AccountRow, entry_id: int, lots: list[tuple[int, datetime | None]]
+) -> None:
+    now = utcnow()
+    db.session.execute(
+        Lot.__table__.insert(),
+        [
+            {
+                "district_id": account.district_id,
+                "account_id": account.id,
+                "entry_id": entry_id,
+                "amount": amount,
+                "remaining": amount,
+                "expires_at": expires_at,
+                "created_at": now,
+            }
+            for amount, expires_at in lots
+        ],
+    )
+
+
+def _consume_lots(
+    account: _AccountRow, amount: int, entry_id: int, first_lot: int | None
+) -> list[tuple[int, datetime | None]]:
+    """Use `amount` points of the account's lots, soonest expiry first (never-expiring
+    last); return what was used as (amount, expires_at) pairs. The caller holds the
+    account's row lock, so no other unit consumes these lots meanwhile."""
+    open_lots = db.session.execute(
+        select(Lot.id, Lot.remaining, Lot.expires_at)
+        .where(Lot.account_id == account.id, Lot.remaining > 0)
+        .order_by(Lot.expires_at.is_(None), Lot.expires_at, Lot.id)
+    ).all()
+    if first_lot is not None:
+        open_lots.sort(key=lambda lot: lot.id != first_lot)
+    used: list[tuple[int, int, datetime | None]] = []
+    left = amount
+    for lot in open_lots:
+        if left == 0:
+            break
+        take = min(left, lot.remaining)
+        used.append((lot.id, take, lot.expires_at))
+        left -= take
+    if left:
+        raise LedgerInvariantError(f"lots of account {account.id} hold less than its balance")
+    for lot_id, take, _ in used:
+        db.session.execute(
+            update(Lot).where(Lot.id == lot_id).values(remaining=Lot.remaining - take)
+        )
+    db.session.execute(
+        LotUse.__table__.insert(),
+        [
+            {
+                "district_id": account.district_id,
+                "lot_id": lot_id,
+                "entry_id": entry_id,
+                "amount": t,
+            }
+            for lot_id, t, _ in used
+        ],
+    )
+    return [(take, expires_at) for _, take, expires_at in used]
+
+
+def _lots_used_by(entry_id: int, account_id: int) -> list[tuple[int, datetime | None]]:
+    """Return (amount, expires_at) of the lots an entry consumed on one account."""
+    rows = db.session.execute(
+        select(LotUse.amount, Lot.expires_at)
+        .join(Lot, Lot.id == LotUse.lot_id)
+        .where(LotUse.entry_id == entry_id, Lot.account_id == account_id)
+        .order_by(LotUse.id)
+    ).all()
+    return _merge_lots((row.amount, row.expires_at) for row in rows)
+
+
+def _merge_lots(
+    lots: Iterable[tuple[int, datetime | None]],
+) -> list[tuple[int, datetime | None]]:
+    """Merge lots of equal expiry, so that a transfer or reversal creates few new lots."""
+    merged: dict[datetime | None, int] = {}
+    for amount, expires_at in lots:
+        merged[expires_at] = merged.get(expires_at, 0) + amount
+    return [(amount, expires_at) for expires_at, amount in merged.items()]

@@ -1,0 +1,239 @@
+"""Units of work, validation, idempotency keys and the values the ledger returns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
+
+from flask import current_app
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from points.database import WRITE_LOCK, is_retryable
+from points.errors import (
+    IdempotencyConflictError,
+    InvalidAmountError,
+    InvalidInputError,
+)
+from points.extensions import db
+from points.models import (
+    MAX_POINTS,
+    IdempotencyKey,
+    utcnow,
+)
+
+T = TypeVar("T")
+
+_IN_UNIT = "points_unit_of_work"
+GENESIS_HASH = "0" * 64
+MAX_SERVICE_MINUTES = 24 * 60
+
+
+class LedgerInvariantError(Exception):
+    """Raised when the ledger's own bookkeeping disagrees with itself: a bug, never input."""
+
+
+@dataclass(frozen=True)
+class PostedEntry:
+    """An entry as written: its id, kind, district and (account, amount) postings."""
+
+    id: int
+    kind: str
+    district_id: int
+    postings: tuple[tuple[int, int], ...]
+    related_entry_id: int | None = None
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class HoldState:
+    """A hold as it stands after the call: status pending, posted, voided or timed_out."""
+
+    id: int
+    account_id: int
+    amount: int
+    status: str
+    expires_at: datetime
+    entry_id: int | None = None
+    replayed: bool = False
+
+
+class Balance(NamedTuple):
+    """A volunteer's points: balance, held by pending holds, and available to spend."""
+
+    volunteer_id: int
+    account_id: int
+    balance: int
+    held: int
+    available: int
+
+
+# -- units of work -----------------------------------------------------------------------
+
+
+def atomic(work: Callable[[], T]) -> T:
+    """Run `work` in one write transaction, retried on lost races; return its result.
+
+    Joins the unit already open in this session, if any. Raises whatever `work` raises,
+    after rolling everything back.
+    """
+    session = db.session
+    if session.info.get(_IN_UNIT):
+        return work()
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("a unit of work cannot start with unflushed ORM changes")
+    retries = current_app.config["WRITE_RETRIES"]
+    attempt = 0
+    while True:
+        # End any read transaction, so the write lock is taken when this one begins.
+        session.rollback()
+        session.connection(execution_options={WRITE_LOCK: True})
+        session.info[_IN_UNIT] = True
+        try:
+            result = work()
+            session.commit()
+            return result
+        except Exception as error:
+            session.rollback()
+            if attempt < retries and is_retryable(error):
+                attempt += 1
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+                continue
+            raise
+        finally:
+            session.info.pop(_IN_UNIT, None)
+
+
+def in_unit_of_work() -> bool:
+    """Return True inside `atomic`."""
+    return bool(db.session.info.get(_IN_UNIT))
+
+
+def _dialect_insert(model):
+    """Return a Core INSERT for `model` that supports ON CONFLICT on this database."""
+    table = model.__table__
+    if db.engine.dialect.name == "postgresql":
+        return pg_insert(table)
+    return sqlite_insert(table)
+
+
+# -- validation --------------------------------------------------------------------------
+
+
+def check_points(points: Any, field: str = "points") -> int:
+    """Return `points` if it is a whole number from 1 to 2^53; raise InvalidAmountError."""
+    if isinstance(points, bool) or not isinstance(points, int):
+        raise InvalidAmountError(
+            f"points must be a whole number, not {points!r}",
+            errors={field: ["Must be a whole number of points."]},
+        )
+    if points <= 0:
+        raise InvalidAmountError(
+            f"points must be at least 1, not {points}",
+            errors={field: ["Must be at least 1."]},
+        )
+    if points > MAX_POINTS:
+        raise InvalidAmountError(
+            f"points must be at most 2^53 ({MAX_POINTS}), not {points}",
+            errors={field: [f"Must be at most {MAX_POINTS}."]},
+        )
+    return points
+
+
+def _check_time(value: datetime | None, field: str) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidInputError(
+            f"{field} needs a time zone", errors={field: ["Give a time with a UTC offset."]}
+        )
+    return value
+
+
+def _check_text(value: Any, field: str, *, required: bool = True) -> str:
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise InvalidInputError(f"{field} is required", errors={field: ["Must not be empty."]})
+    return value
+
+
+# -- idempotency -------------------------------------------------------------------------
+
+
+def request_hash(operation: str, arguments: dict[str, Any]) -> str:
+    """Return the sha256 of an operation and its arguments in canonical JSON."""
+    canonical = json.dumps(
+        [operation, arguments], sort_keys=True, separators=(",", ":"), default=str
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def claim_idempotency_key(scope: str, key: str, fingerprint: str) -> dict | None:
+    """Reserve `key` in `scope` for this unit of work.
+
+    Returns None when the key is new (the caller does the work, then `record_result`),
+    or the stored result when the key was already used with the same request.
+    Raises IdempotencyConflictError when it was used with a different request.
+    """
+    _check_text(key, "idempotency_key")
+    if len(key) > 200:
+        raise InvalidInputError(
+            "idempotency key too long", errors={"idempotency_key": ["At most 200 characters."]}
+        )
+    # On PostgreSQL a concurrent unit holding the same key makes this wait for its
+    # commit; then the row is visible to the SELECT below (READ COMMITTED).
+    inserted = db.session.execute(
+        _dialect_insert(IdempotencyKey)
+        .values(scope=scope, key=key, request_hash=fingerprint, created_at=utcnow())
+        .on_conflict_do_nothing()
+        .returning(IdempotencyKey.__table__.c.key)
+    ).first()
+    if inserted is not None:
+        return None
+    row = db.session.execute(
+        select(IdempotencyKey.request_hash, IdempotencyKey.result).where(
+            IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        )
+    ).one()
+    if row.request_hash != fingerprint:
+        raise IdempotencyConflictError(
+            f"idempotency key {key!r} was already used with a different request"
+        )
+    if row.result is None:
+        raise LedgerInvariantError(f"idempotency key {key!r} committed without a result")
+    return row.result
+
+
+def record_result(scope: str, key: str, result: dict) -> None:
+    """Store the result of the unit of work that claimed `key`."""
+    db.session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+        .values(result=result)
+    )
+
+
+def _idempotent(
+    operation: str,
+    arguments: dict[str, Any],
+    key: str | None,
+    scope: str,
+    work: Callable[[], T],
+    to_result: Callable[[T], dict],
+    from_result: Callable[[dict], T],
+) -> T:
+    def unit() -> T:
+        if key is None:
+            return work()
+        stored = claim_idempotency_key(scope, key, request_hash(operation, arguments))
+        if stored is not None:
+            return from_result(stored)
+        value = work()
+        record_result(scope, key, to_result(value))
+        return value
+
+    return atomic(unit)
