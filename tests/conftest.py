@@ -1,8 +1,9 @@
 """Fixtures: an app per test on a fresh database, SQLite always, PostgreSQL when configured.
 
 Set POINTS_TEST_DATABASE_URL (for example postgresql://postgres@127.0.0.1/test) to run
-every database test on PostgreSQL too. The tests own that database: they drop and
-rebuild its public schema once per run and empty every table before each test.
+every database test on PostgreSQL too. The run connects there only to create a private
+database of its own (named after the process, so that parallel runs never meet), migrates
+it, empties every table before each test, and drops it at the end.
 Isolation is by emptying tables rather than by a rolled-back transaction, because the
 ledger's tests need real commits: concurrent connections, deferred triggers.
 """
@@ -13,7 +14,7 @@ import os
 import shutil
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from points.app import create_app
 from points.config import database_url
@@ -51,18 +52,23 @@ def sqlite_template(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    """The migrated PostgreSQL test database (skips when none is configured)."""
+    """The URL of a private, migrated PostgreSQL database (skips when none is configured)."""
     if not PG_URL:
         pytest.skip("PostgreSQL not configured: set POINTS_TEST_DATABASE_URL")
-    engine = create_engine(database_url(PG_URL))
+    server = make_url(database_url(PG_URL))
+    name = f"points_test_{os.getpid()}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
     try:
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        url = server.set(database=name).render_as_string(hide_password=False)
+        _migrate(url)
+        yield url
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     finally:
-        engine.dispose()
-    _migrate(PG_URL)
-    return PG_URL
+        admin.dispose()
 
 
 def _empty_postgres(url: str) -> None:
