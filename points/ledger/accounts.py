@@ -82,8 +82,13 @@ def balance(volunteer_id: int) -> Balance:
 
 def account_balance(account_id: int) -> int:
     """Return any account's balance as the sum of its postings (slow for hot accounts)."""
-    return db.session.scalar(
-        select(func.coalesce(func.sum(Posting.amount), 0)).where(Posting.account_id == account_id)
+    # int(): PostgreSQL sums bigint into numeric.
+    return int(
+        db.session.scalar(
+            select(func.coalesce(func.sum(Posting.amount), 0)).where(
+                Posting.account_id == account_id
+            )
+        )
     )
 
 

@@ -528,9 +528,12 @@ def _expire_account(account_id: int, as_of: datetime, actor: str) -> PostedEntry
         .where(Account.id == account_id)
         .with_for_update()
     ).one()
-    due = db.session.scalar(
-        select(func.coalesce(func.sum(Lot.remaining), 0)).where(
-            Lot.account_id == account_id, Lot.remaining > 0, Lot.expires_at <= as_of
+    # int(): PostgreSQL sums bigint into numeric, which would not hash as JSON.
+    due = int(
+        db.session.scalar(
+            select(func.coalesce(func.sum(Lot.remaining), 0)).where(
+                Lot.account_id == account_id, Lot.remaining > 0, Lot.expires_at <= as_of
+            )
         )
     )
     # Points reserved by pending holds are promised to a provider: they do not expire.
