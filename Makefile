@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
-DEMO_DB := $(CURDIR)/instance/demo.sqlite
+DEMO_DB ?= $(CURDIR)/instance/demo.sqlite
 
 .PHONY: run test lint bench clean
 
