@@ -1,0 +1,72 @@
+"""The `points` commands of the ledger core: tokens, ledger maintenance, the demo."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from points import ledger
+from points.directory import token_digest
+from points.extensions import db
+from points.models import ApiToken
+
+
+def test_token_create_prints_the_secret_once_and_stores_its_hash(runner, tree):
+    result = runner.invoke(args=["token", "create", "--role", "office", "--district", "longtan"])
+    assert result.exit_code == 0, result.output
+    secret = result.stdout.strip()
+    assert secret.startswith("sp_") and len(secret) > 40
+    stored = db.session.scalar(select(ApiToken))
+    assert stored.token_hash == token_digest(secret) and secret not in stored.token_hash
+    assert (stored.role, stored.name) == ("office", "office@longtan")
+
+
+def test_token_create_bad_input_is_one_line_and_nonzero(runner, tree):
+    for args, message in [
+        (["--role", "office", "--district", "nowhere"], "no district 'nowhere'"),
+        (["--role", "volunteer", "--district", "longtan"], "needs --volunteer"),
+        (["--role", "king", "--district", "longtan"], "Invalid value for '--role'"),
+    ]:
+        result = runner.invoke(args=["token", "create", *args])
+        assert result.exit_code != 0
+        assert message in result.output
+    assert db.session.scalar(select(ApiToken)) is None
+
+
+def test_token_revoke(runner, tree):
+    runner.invoke(args=["token", "create", "--role", "kiosk", "--district", "xizhaosi"])
+    token_id = db.session.scalar(select(ApiToken.id))
+    assert runner.invoke(args=["token", "revoke", str(token_id)]).exit_code == 0
+    again = runner.invoke(args=["token", "revoke", str(token_id)])
+    assert again.exit_code == 1 and "no active token" in again.output
+
+
+def test_ledger_maintenance_commands(runner, volunteer, provider):
+    past = datetime.now(UTC) - timedelta(days=1)
+    ledger.earn(volunteer, 12, actor="office", reason="patrol", expires_at=past)
+    ledger.hold(
+        volunteer,
+        2,
+        provider_id=provider,
+        actor="kiosk",
+        reason="meal",
+        expires_at=datetime.now(UTC) + timedelta(seconds=1),
+    )
+    result = runner.invoke(args=["ledger", "expire"])
+    assert result.exit_code == 0 and "expired 10 points in 1 entries" in result.output
+    import time
+
+    time.sleep(1.1)
+    assert "timed out 1 holds" in runner.invoke(args=["ledger", "time-out-holds"]).output
+    assert "sealed 2 entries" in runner.invoke(args=["ledger", "seal"]).output
+    assert "ledger OK" in runner.invoke(args=["ledger", "verify"]).output
+
+
+def test_demo_loads_once(runner):
+    result = runner.invoke(args=["demo", "load"])
+    assert result.exit_code == 0, result.output
+    assert "Demo loaded" in result.output
+    assert "ledger OK" in runner.invoke(args=["ledger", "verify"]).output
+    again = runner.invoke(args=["demo", "load"])
+    assert again.exit_code == 1 and "not empty" in again.output
