@@ -43,10 +43,18 @@ def instance_secret(instance_path: str) -> str:
     import secrets
 
     path = os.path.join(instance_path, "secret_key")
-    if not os.path.exists(path):
-        os.makedirs(instance_path, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(secrets.token_hex(32))
+    os.makedirs(instance_path, exist_ok=True)
+    # Written to a private temporary file and linked into place: of several workers
+    # starting at once, the first link wins and all read the same complete key.
+    temporary = f"{path}.{os.getpid()}"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(secrets.token_hex(32))
+    try:
+        os.link(temporary, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temporary)
     with open(path) as file:
         return file.read().strip()

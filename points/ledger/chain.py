@@ -10,6 +10,7 @@ from points.extensions import db
 from points.ledger.units import (
     GENESIS_HASH,
     _dialect_insert,
+    _end_read,
     atomic,
 )
 from points.models import (
@@ -39,7 +40,7 @@ def seal(district_id: int | None = None, *, batch: int = 5000) -> int:
     if district_id is not None:
         query = query.where(UnsealedEntry.district_id == district_id)
     districts = db.session.scalars(query).all()
-    db.session.rollback()
+    _end_read()
     total = 0
     for node in districts:
         while True:

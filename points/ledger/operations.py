@@ -42,6 +42,7 @@ from points.ledger.units import (
     PostedEntry,
     _check_text,
     _check_time,
+    _end_read,
     _idempotent,
     atomic,
     check_points,
@@ -333,7 +334,7 @@ def time_out_holds(as_of: datetime | None = None, *, actor: str = "system:holds"
     due = db.session.scalars(
         select(Hold.id).where(Hold.status == "pending", Hold.expires_at <= as_of).order_by(Hold.id)
     ).all()
-    db.session.rollback()
+    _end_read()
     count = 0
     for hold_id in due:
 
@@ -506,7 +507,7 @@ def expire_lots(
         subtree = select(District.id).where(District.path.startswith(path))
         query = query.where(Lot.district_id.in_(subtree))
     account_ids = db.session.scalars(query).all()
-    db.session.rollback()
+    _end_read()
     entries = []
     for account_id in account_ids:
         entry = atomic(lambda account_id=account_id: _expire_account(account_id, as_of, actor))

@@ -116,6 +116,13 @@ def in_unit_of_work() -> bool:
     return bool(db.session.info.get(_IN_UNIT))
 
 
+def _end_read() -> None:
+    """End the read transaction of a batch job before it runs its own units of work."""
+    if in_unit_of_work():
+        raise RuntimeError("batch jobs (seal, expire, time out) run their own units of work")
+    db.session.rollback()
+
+
 def _dialect_insert(model):
     """Return a Core INSERT for `model` that supports ON CONFLICT on this database."""
     table = model.__table__
