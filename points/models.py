@@ -428,3 +428,148 @@ class ApiToken(Base):
         ),
         CheckConstraint("(role = 'volunteer') = (volunteer_id IS NOT NULL)", name="volunteer"),
     )
+
+
+# -- plugins: policy, service records, redemptions, transfer requests -------------------
+#
+# Per-district plugin configuration is versioned and append-only: every change is a new
+# `policy_versions` row. A service record is pending until the office (or the approval
+# plugin) decides; approval posts earn entries through points.ledger and links them by
+# service_record_id. A redemption is a ledger hold with a voucher code; its status
+# follows the hold (held, then fulfilled or cancelled). None of these tables is written
+# by points.ledger: they hold the business state around the ledger, not points.
+
+SERVICE_STATES = ("pending", "approved", "rejected")
+REDEMPTION_STATES = ("held", "fulfilled", "cancelled", "expired")
+TRANSFER_REQUEST_STATES = ("pending", "approved", "rejected")
+
+
+class PolicyVersion(Base):
+    """One version of a plugin's configuration at one district node. Never updated.
+
+    `config` holds only the keys set at this node; children inherit the rest from their
+    ancestors, except where an ancestor listed a key in `locked`. `enabled` NULL means
+    inherited. The id is the config version an award records.
+    """
+
+    __tablename__ = "policy_versions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    plugin: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    config: Mapped[dict] = mapped_column(JSON)
+    locked: Mapped[list] = mapped_column(JSON)
+    enabled: Mapped[bool | None] = mapped_column()
+    author: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(Text)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("version >= 1", name="version"),
+        UniqueConstraint("district_id", "plugin", "version"),
+    )
+
+
+class ServiceRecord(Base):
+    """A volunteer's service (patrol, visit, ...): pending, then approved or rejected."""
+
+    __tablename__ = "service_records"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    minutes: Mapped[int | None] = mapped_column(Integer)
+    details: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    # Set for kinds allowed once per local day ("checkin:2027-03-05"); cleared on rejection.
+    dedupe_key: Mapped[str | None] = mapped_column(String(64))
+    submitted_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    queue_reason: Mapped[str | None] = mapped_column(Text)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    verified_by: Mapped[str | None] = mapped_column(String(200))
+    # Points posted for this record so far, and each award with its provenance.
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+    awards: Mapped[list | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", SERVICE_STATES), name="status"),
+        CheckConstraint("minutes IS NULL OR (minutes >= 1 AND minutes <= 1440)", name="minutes"),
+        CheckConstraint("points >= 0", name="points"),
+        CheckConstraint("(status = 'pending') = (decided_at IS NULL)", name="decided"),
+        UniqueConstraint("volunteer_id", "dedupe_key"),
+        Index("ix_service_records_volunteer_id_started_at", "volunteer_id", "started_at"),
+        Index("ix_service_records_district_id_started_at", "district_id", "started_at"),
+        Index("ix_service_records_district_id_status_id", "district_id", "status", "id"),
+    )
+
+
+class Redemption(Base):
+    """A catalog item redeemed by a volunteer: a ledger hold and a voucher code."""
+
+    __tablename__ = "redemptions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    # The node whose stock the item draws on (where the catalog item was configured).
+    pool_district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"), index=True)
+    sku: Mapped[str] = mapped_column(String(64))
+    provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    hold_id: Mapped[int] = mapped_column(ForeignKey("holds.id"), unique=True)
+    voucher_code: Mapped[str] = mapped_column(String(16), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="held")
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolved_by: Mapped[str | None] = mapped_column(String(200))
+    resolution: Mapped[str | None] = mapped_column(Text)
+    entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("entries.id"))
+
+    __table_args__ = (
+        CheckConstraint(_in("status", REDEMPTION_STATES), name="status"),
+        CheckConstraint("points > 0", name="positive"),
+        CheckConstraint("(status = 'held') = (resolved_at IS NULL)", name="resolved"),
+        Index(
+            "ix_redemptions_pool_district_id_sku_created_at",
+            "pool_district_id",
+            "sku",
+            "created_at",
+        ),
+    )
+
+
+class TransferRequest(Base):
+    """A gift of points that the transfers policy sends to the office for approval."""
+
+    __tablename__ = "transfer_requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    from_volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"))
+    to_volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"))
+    points: Mapped[int] = mapped_column(BigInteger)
+    relation: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    actor: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decision_reason: Mapped[str | None] = mapped_column(Text)
+    entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("entries.id"))
+
+    __table_args__ = (
+        CheckConstraint(_in("status", TRANSFER_REQUEST_STATES), name="status"),
+        CheckConstraint("points > 0", name="positive"),
+        CheckConstraint("(status = 'pending') = (decided_at IS NULL)", name="decided"),
+        Index("ix_transfer_requests_district_id_status_id", "district_id", "status", "id"),
+    )
