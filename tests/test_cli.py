@@ -70,3 +70,9 @@ def test_demo_loads_once(runner):
     assert "ledger OK" in runner.invoke(args=["ledger", "verify"]).output
     again = runner.invoke(args=["demo", "load"])
     assert again.exit_code == 1 and "not empty" in again.output
+
+
+def test_db_upgrade_is_safe_to_run_twice(runner):
+    for _ in range(2):
+        result = runner.invoke(args=["db", "upgrade"])
+        assert result.exit_code == 0, result.output

@@ -368,3 +368,19 @@ def test_unbalanced_entry_is_refused_by_postgresql(volunteer, backend):
         db.session.commit()
     db.session.rollback()
     assert_ok()
+
+
+def test_database_refuses_a_negative_balance(volunteer):
+    from sqlalchemy import text
+    from sqlalchemy.exc import IntegrityError
+
+    earn(volunteer, 5)
+    for statement in (
+        f"UPDATE accounts SET balance = -1 WHERE volunteer_id = {volunteer}",
+        f"UPDATE accounts SET held = 6 WHERE volunteer_id = {volunteer}",
+        "UPDATE lots SET remaining = amount + 1",
+    ):
+        with pytest.raises(IntegrityError):
+            db.session.execute(text(statement))
+        db.session.rollback()
+    assert_ok()
