@@ -43,6 +43,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
+    # One plugin manager per app, never a module global: tests build apps side by side.
+    from points.plugins import make_plugin_manager
+
+    app.extensions["points.plugins"] = make_plugin_manager(app.config.get("DISABLED_PLUGINS", ""))
     with app.app_context():
         configure_engine(db.engine, busy_seconds=app.config["SQLITE_BUSY_SECONDS"])
 
@@ -83,3 +87,14 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(ledger_cli)
     app.cli.add_command(demo_cli)
     app.cli.add_command(token_cli)
+    register_plugin_commands(app)
+
+
+def register_plugin_commands(app: Flask) -> None:
+    """Add the plugin and policy commands, then each plugin's own (register_commands)."""
+    from points.cli import plugins_cli, policy_cli
+    from points.plugins import call_each
+
+    app.cli.add_command(plugins_cli)
+    app.cli.add_command(policy_cli)
+    call_each(app.extensions["points.plugins"], "register_commands", {"cli": app.cli})

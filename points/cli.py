@@ -145,3 +145,172 @@ def demo_load(seed: int) -> None:
     if not current_app.config["SQLALCHEMY_DATABASE_URI"]:
         fail("no database configured")
     load_demo(seed=seed, echo=click.echo)
+
+
+# -- plugins and per-district policy -----------------------------------------------------
+
+
+def _fail_with(error: PointsError) -> None:
+    """Print an error with its field errors, one per line, and exit non-zero."""
+    click.echo(f"Error: {error.detail}", err=True)
+    for name, messages in sorted((error.errors or {}).items()):
+        for message in messages if isinstance(messages, list) else [messages]:
+            click.echo(f"  {name}: {message}", err=True)
+    sys.exit(1)
+
+
+class PolicyGroup(Handled):
+    """Like Handled, with field errors printed too."""
+
+    def invoke(self, ctx):
+        try:
+            return click.Group.invoke(self, ctx)
+        except PointsError as error:
+            _fail_with(error)
+
+
+def _read_json(path: str) -> object:
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except (OSError, ValueError) as error:
+        fail(f"cannot read JSON from {path}: {error}")
+
+
+@click.group("plugins", cls=Handled)
+def plugins_cli() -> None:
+    """Installed plugins."""
+
+
+@plugins_cli.command("list")
+@with_appcontext
+def plugins_list() -> None:
+    """List registered plugins: name, where from, whether configurable, hooks."""
+    from points.plugins import describe_plugins, plugin_manager
+
+    for row in describe_plugins(plugin_manager()):
+        flags = "configurable" if row["configurable"] else "-"
+        if not row["default_enabled"]:
+            flags += ",off-by-default"
+        click.echo(f"{row['name']:<12} {row['source']:<24} {flags:<14} {' '.join(row['hooks'])}")
+
+
+@click.group("policy", cls=PolicyGroup)
+def policy_cli() -> None:
+    """Per-district plugin configuration: show, set, preview, history."""
+
+
+@policy_cli.command("show")
+@click.argument("district")
+@click.option("--plugin", default=None, help="Show only this plugin.")
+@click.option("--as-of", type=click.DateTime(), help="As it stood at this time (default now).")
+@with_appcontext
+def policy_show(district: str, plugin: str | None, as_of: datetime | None) -> None:
+    """Print the configuration in effect at DISTRICT, resolved down the tree, as JSON."""
+    import json
+
+    from points.policy import show_policy
+
+    shown = show_policy(district, _aware(as_of))
+    if plugin is not None:
+        if plugin not in shown["plugins"]:
+            fail(f"no plugin {plugin!r}")
+        shown["plugins"] = {plugin: shown["plugins"][plugin]}
+    click.echo(json.dumps(shown, ensure_ascii=False, indent=2))
+
+
+@policy_cli.command("set")
+@click.argument("district")
+@click.argument("plugin")
+@click.option("--file", "path", required=True, help="JSON object: the keys set at DISTRICT.")
+@click.option("--effective-from", type=click.DateTime(), help="Date or time it takes effect.")
+@click.option("--lock", "locked", multiple=True, help="A key children may not override.")
+@click.option("--enable/--disable", "enabled", default=None, help="Turn the plugin on or off.")
+@click.option("--comment", default=None, help="Why, for the history.")
+@click.option("--author", default=None, help="Who (default cli:$USER).")
+@with_appcontext
+def policy_set(district, plugin, path, effective_from, locked, enabled, comment, author) -> None:
+    """Store a new version of PLUGIN's configuration at DISTRICT."""
+    import getpass
+
+    from points.policy import set_policy
+
+    version = set_policy(
+        district,
+        plugin,
+        _read_json(path),
+        author=author or f"cli:{getpass.getuser()}",
+        locked=locked,
+        enabled=enabled,
+        effective_from=_aware(effective_from),
+        comment=comment,
+    )
+    click.echo(
+        f"{plugin} at {district}: version {version.version} (config version {version.id}), "
+        f"effective from {version.effective_from.isoformat()}"
+    )
+
+
+@policy_cli.command("preview")
+@click.argument("district")
+@click.argument("plugin")
+@click.option("--file", "path", required=True, help="JSON object: the draft for DISTRICT.")
+@click.option("--from", "start", type=click.DateTime(), required=True, help="Period start.")
+@click.option("--to", "end", type=click.DateTime(), required=True, help="Period end (excluded).")
+@click.option("--lock", "locked", multiple=True, help="A key the draft locks.")
+@click.option("--enable/--disable", "enabled", default=None, help="The draft turns it on/off.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@with_appcontext
+def policy_preview(district, plugin, path, start, end, locked, enabled, as_json) -> None:
+    """Re-run a past period's service records under a draft; write nothing."""
+    import json
+
+    from points.policy import preview_policy
+
+    preview = preview_policy(
+        district,
+        plugin,
+        _read_json(path),
+        start=_aware(start),
+        end=_aware(end),
+        locked=locked,
+        enabled=enabled,
+    )
+    if as_json:
+        click.echo(json.dumps(preview.as_dict(), ensure_ascii=False, indent=2))
+        return
+    click.echo(f"{'volunteer':<24} {'records':>7} {'current':>8} {'draft':>8} {'change':>8}")
+    for row in preview.rows:
+        click.echo(
+            f"{row.name:<24} {row.records:>7} {row.current:>8} {row.draft:>8} "
+            f"{row.draft - row.current:>+8}"
+        )
+    click.echo(
+        f"{'total':<24} {preview.records:>7} {preview.current_total:>8} "
+        f"{preview.draft_total:>8} {preview.draft_total - preview.current_total:>+8}"
+    )
+
+
+@policy_cli.command("history")
+@click.argument("district")
+@click.argument("plugin")
+@with_appcontext
+def policy_history_command(district: str, plugin: str) -> None:
+    """List every version of PLUGIN's configuration set at DISTRICT, newest first."""
+    import json
+
+    from points.policy import policy_history
+
+    for version in policy_history(district, plugin):
+        click.echo(
+            f"v{version.version} (id {version.id}) by {version.author} at "
+            f"{version.created_at.isoformat()}, effective {version.effective_from.isoformat()}"
+            + (f" — {version.comment}" if version.comment else "")
+        )
+        click.echo(f"    config {json.dumps(version.config, ensure_ascii=False)}")
+        if version.locked:
+            click.echo(f"    locked {', '.join(version.locked)}")
+        if version.enabled is not None:
+            click.echo(f"    enabled {str(version.enabled).lower()}")

@@ -130,3 +130,31 @@ def problem(
 def problem_from(error: PointsError) -> Response:
     """Return the problem+json response describing `error`."""
     return problem(error.status, error.title, error.detail, type=error.type, errors=error.errors)
+
+
+class PluginError(PointsError):
+    """Raised when a plugin fails inside a hook; the unit of work it ran in is rolled back.
+
+    A plugin bug, not bad input: status 500, and the detail names the plugin and hook.
+    """
+
+    status = 500
+    title = "Plugin failed"
+    slug = "plugin-failed"
+
+    def __init__(self, detail: str, *, plugin: str, hook: str):
+        super().__init__(detail)
+        self.plugin = plugin
+        self.hook = hook
+
+
+class RefusedError(ConflictError):
+    """Raised when a plugin's policy refuses a redemption, transfer or service record;
+    `reasons` lists each refusing plugin's reason in Chinese and English."""
+
+    title = "Refused by policy"
+    slug = "refused"
+
+    def __init__(self, detail: str, *, reasons: list[dict[str, str]], errors=None):
+        super().__init__(detail, errors=errors)
+        self.reasons = reasons

@@ -1,0 +1,665 @@
+"""Per-district plugin configuration: versioned storage, resolution down the tree, preview.
+
+Public: set_policy(district, plugin, config, *, author, locked=(), enabled=None,
+effective_from=None, comment=None) -> VersionInfo; resolve_policy(district, as_of=None)
+-> Policy; plugin_config(name, district, as_of=None) -> PluginConfig;
+show_policy(district, as_of=None) -> dict; policy_history(district, plugin) ->
+list[VersionInfo]; preview_policy(district, plugin, config, *, start, end, locked=(),
+enabled=None) -> Preview; district_info(district) -> DistrictInfo.
+
+Resolution walks from the root of the tree down to the node: each node's version in
+effect (the latest effective_from at or before `as_of`, then the highest version)
+overrides its ancestors key by key (nested objects merge, lists replace), except keys an
+ancestor locked. Resolved policies are cached in the request (flask.g) and dropped when
+this module writes a version, so that a request reads each node's versions once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import g
+from marshmallow import ValidationError
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from points import ledger
+from points.errors import ConflictError, InvalidInputError, NotFoundError
+from points.extensions import db
+from points.models import District, PolicyVersion, utcnow
+from points.plugins import (
+    DistrictInfo,
+    PluginConfig,
+    config_schemas,
+    default_enabled,
+    plugin_manager,
+    plugin_names,
+)
+
+ENABLED = "enabled"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One stored version of a plugin's configuration at one node."""
+
+    id: int
+    district_id: int
+    plugin: str
+    version: int
+    config: dict
+    locked: tuple[str, ...]
+    enabled: bool | None
+    author: str
+    comment: str | None
+    effective_from: datetime
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "district_id": self.district_id,
+            "plugin": self.plugin,
+            "version": self.version,
+            "config": self.config,
+            "locked": list(self.locked),
+            "enabled": self.enabled,
+            "author": self.author,
+            "comment": self.comment,
+            "effective_from": self.effective_from.isoformat(),
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class Policy:
+    """Every plugin's configuration resolved for one node at one time."""
+
+    def __init__(self, district: DistrictInfo, configs: dict[str, PluginConfig]):
+        self.district = district
+        self.configs = configs
+
+    def config(self, name: str) -> PluginConfig:
+        """Return plugin `name`'s configuration (empty for a plugin without a schema)."""
+        return self.configs[name]
+
+    def enabled(self, name: str) -> bool:
+        """Return whether plugin `name` is on at this node."""
+        config = self.configs.get(name)
+        return config is not None and config.enabled
+
+    @property
+    def enabled_names(self) -> list[str]:
+        return sorted(name for name, config in self.configs.items() if config.enabled)
+
+
+# -- districts ---------------------------------------------------------------------------
+
+
+def _cache() -> dict[str, dict]:
+    if "points_policy" not in g:
+        g.points_policy = {"districts": {}, "rows": {}, "resolved": {}}
+    return g.points_policy
+
+
+def invalidate_cache() -> None:
+    """Forget resolved policies in this request (called after every write)."""
+    g.pop("points_policy", None)
+
+
+def district_info(district: int | str | DistrictInfo) -> DistrictInfo:
+    """Return the node by id or code; raise NotFoundError."""
+    if isinstance(district, DistrictInfo):
+        return district
+    cache = _cache()["districts"]
+    if district in cache:
+        return cache[district]
+    column = District.code if isinstance(district, str) else District.id
+    if isinstance(district, bool) or not isinstance(district, int | str):
+        raise InvalidInputError("district must be a code or an id", errors={"district": ["Bad."]})
+    row = db.session.execute(
+        select(
+            District.id,
+            District.code,
+            District.name,
+            District.level,
+            District.timezone,
+            District.path,
+        ).where(column == district)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no district {district!r}", errors={"district": ["No such district."]})
+    info = DistrictInfo(*row)
+    cache[info.id] = cache[info.code] = info
+    return info
+
+
+def _rows_for(district_ids: Iterable[int]) -> dict[int, list[VersionInfo]]:
+    """Return every stored version of the given nodes, read once per request."""
+    cache = _cache()["rows"]
+    missing = [i for i in district_ids if i not in cache]
+    if missing:
+        for i in missing:
+            cache[i] = []
+        rows = db.session.execute(
+            select(PolicyVersion).where(PolicyVersion.district_id.in_(missing))
+        ).scalars()
+        for row in rows:
+            cache[row.district_id].append(_version_info(row))
+        for i in missing:
+            cache[i].sort(key=lambda v: (v.effective_from, v.version))
+    return {i: cache[i] for i in district_ids}
+
+
+def _version_info(row: PolicyVersion) -> VersionInfo:
+    return VersionInfo(
+        row.id,
+        row.district_id,
+        row.plugin,
+        row.version,
+        row.config,
+        tuple(row.locked),
+        row.enabled,
+        row.author,
+        row.comment,
+        row.effective_from,
+        row.created_at,
+    )
+
+
+def _in_effect(rows: list[VersionInfo], plugin: str, as_of: datetime) -> VersionInfo | None:
+    chosen = None
+    for row in rows:  # sorted by (effective_from, version)
+        if row.plugin == plugin and row.effective_from <= as_of:
+            chosen = row
+    return chosen
+
+
+# -- merging -----------------------------------------------------------------------------
+
+
+def _leaves(doc: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any, bool]]:
+    """Yield (dotted path, value, is_leaf) for every key of a nested document."""
+    for key, value in doc.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield path, value, False
+            yield from _leaves(value, path + ".")
+        else:
+            yield path, value, True
+
+
+def _locked_by(path: str, locks: Mapping[str, int]) -> int | None:
+    """Return the node that locked `path` (or a key above or below it), if any."""
+    for lock, node in locks.items():
+        if path == lock or path.startswith(lock + ".") or lock.startswith(path + "."):
+            return node
+    return None
+
+
+def _set(doc: dict, path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    for key in parents:
+        child = doc.get(key)
+        if not isinstance(child, dict):
+            child = doc[key] = {}
+        doc = child
+    doc[last] = json.loads(json.dumps(value)) if isinstance(value, list | dict) else value
+
+
+@dataclass
+class _Merged:
+    raw: dict
+    origins: dict[str, int]
+    locks: dict[str, int]
+    enabled: bool
+    versions: tuple[int, ...]
+
+
+def _merge(rows: Iterable[VersionInfo], enabled: bool) -> _Merged:
+    merged = _Merged({}, {}, {}, enabled, ())
+    for row in rows:
+        for path, value, leaf in _leaves(row.config):
+            if _locked_by(path, merged.locks) is not None:
+                continue
+            if leaf:
+                _set(merged.raw, path, value)
+                merged.origins[path] = row.district_id
+            else:
+                merged.origins.setdefault(path, row.district_id)
+        if row.enabled is not None and ENABLED not in merged.locks:
+            merged.enabled = row.enabled
+        for lock in row.locked:
+            merged.locks.setdefault(lock, row.district_id)
+        merged.versions += (row.id,)
+    return merged
+
+
+# -- resolution --------------------------------------------------------------------------
+
+
+def resolve_policy(
+    district: int | str | DistrictInfo,
+    as_of: datetime | None = None,
+    *,
+    overrides: Mapping[tuple[int, str], VersionInfo] | None = None,
+) -> Policy:
+    """Return every registered plugin's configuration for the node at `as_of` (now).
+
+    `overrides` replaces the version in effect at (node id, plugin) (a preview's draft).
+    """
+    node = district_info(district)
+    as_of = as_of or utcnow()
+    pm = plugin_manager()
+    schemas = config_schemas(pm)
+    chain = node.ancestor_ids
+    rows = _rows_for(chain)
+    resolved = _cache()["resolved"]
+    configs = {}
+    for name in plugin_names(pm):
+        chosen = []
+        for node_id in chain:
+            row = (overrides or {}).get((node_id, name)) or _in_effect(rows[node_id], name, as_of)
+            if row is not None:
+                chosen.append(row)
+        key = (node.id, name, tuple(row.id for row in chosen), id(overrides) if overrides else 0)
+        if key not in resolved:
+            merged = _merge(chosen, default_enabled(pm, name))
+            schema = schemas.get(name)
+            values = schema.load(merged.raw) if schema is not None else {}
+            resolved[key] = PluginConfig(
+                name,
+                values,
+                enabled=merged.enabled,
+                versions=tuple(v for v in merged.versions if v > 0),
+                locked=frozenset(merged.locks),
+                origins=merged.origins,
+                district_id=node.id,
+                timezone=node.timezone,
+            )
+        configs[name] = resolved[key]
+    return Policy(node, configs)
+
+
+def plugin_config(
+    name: str, district: int | str | DistrictInfo, as_of: datetime | None = None
+) -> PluginConfig:
+    """Return one plugin's configuration for a node: the one reader of per-district config."""
+    policy = resolve_policy(district, as_of)
+    if name not in policy.configs:
+        raise NotFoundError(f"no plugin {name!r}", errors={"plugin": ["No such plugin."]})
+    return policy.config(name)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, date | datetime):
+        return value.isoformat()
+    return value
+
+
+def show_policy(district: int | str | DistrictInfo, as_of: datetime | None = None) -> dict:
+    """Return the resolved policy of a node as JSON-ready data, plugin by plugin."""
+    policy = resolve_policy(district, as_of)
+    return {
+        "district": policy.district.code,
+        "plugins": {
+            name: {
+                "enabled": config.enabled,
+                "version": config.version,
+                "versions": list(config.versions),
+                "locked": sorted(config.locked),
+                "config": _jsonable(dict(config)),
+            }
+            for name, config in policy.configs.items()
+        },
+    }
+
+
+def policy_history(district: int | str | DistrictInfo, plugin: str) -> list[VersionInfo]:
+    """Return every version of `plugin`'s configuration set at the node, newest first."""
+    node = district_info(district)
+    _known_plugin(plugin)
+    rows = db.session.execute(
+        select(PolicyVersion)
+        .where(PolicyVersion.district_id == node.id, PolicyVersion.plugin == plugin)
+        .order_by(PolicyVersion.version.desc())
+    ).scalars()
+    return [_version_info(row) for row in rows]
+
+
+# -- writing -----------------------------------------------------------------------------
+
+
+def _known_plugin(plugin: Any) -> None:
+    if not isinstance(plugin, str) or plugin not in plugin_names(plugin_manager()):
+        raise NotFoundError(f"no plugin {plugin!r}", errors={"plugin": ["No such plugin."]})
+
+
+def _flatten(messages: Any, prefix: str) -> dict[str, list[str]]:
+    if isinstance(messages, Mapping):
+        flat: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
+        return {prefix: list(messages)}
+    return {prefix: [str(messages)]}
+
+
+def _effective_time(value: datetime | date | None, node: DistrictInfo) -> datetime:
+    if value is None:
+        return utcnow()
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidInputError(
+                "effective_from needs a time zone",
+                errors={"effective_from": ["Give a time with a UTC offset, or a date."]},
+            )
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), ZoneInfo(node.timezone))
+    raise InvalidInputError(
+        "effective_from must be a date or time", errors={"effective_from": ["Not a date."]}
+    )
+
+
+def check_draft(
+    district: int | str | DistrictInfo,
+    plugin: str,
+    config: Any,
+    *,
+    locked: Iterable[str] = (),
+    enabled: bool | None = None,
+    effective_from: datetime | date | None = None,
+) -> tuple[DistrictInfo, dict, tuple[str, ...], datetime]:
+    """Validate a draft version as set_policy would; return (node, config, locked, when).
+
+    Raises InvalidInputError with an error per field (`config.<key>`, `locked`,
+    `enabled`, `effective_from`), NotFoundError for an unknown node or plugin.
+    """
+    node = district_info(district)
+    _known_plugin(plugin)
+    when = _effective_time(effective_from, node)
+    errors: dict[str, list[str]] = {}
+    if not isinstance(config, Mapping):
+        raise InvalidInputError(
+            "config must be a JSON object", errors={"config": ["Must be an object."]}
+        )
+    try:
+        config = json.loads(json.dumps(dict(config)))
+    except (TypeError, ValueError):
+        raise InvalidInputError(
+            "config must be plain JSON", errors={"config": ["Must be plain JSON."]}
+        ) from None
+    schema = config_schemas(plugin_manager()).get(plugin)
+    if isinstance(locked, str) or not all(isinstance(key, str) and key for key in locked):
+        raise InvalidInputError(
+            "locked must be a list of keys", errors={"locked": ["A list of keys."]}
+        )
+    locked = tuple(dict.fromkeys(locked))
+    fields_known = set(schema.fields) if schema is not None else set()
+    for key in locked:
+        if key != ENABLED and key.split(".")[0] not in fields_known:
+            errors.setdefault("locked", []).append(f"Unknown key {key!r}.")
+    if enabled is not None and not isinstance(enabled, bool):
+        errors["enabled"] = ["Must be true or false."]
+    if schema is None and config:
+        errors["config"] = [f"Plugin {plugin!r} takes no configuration."]
+    # What the ancestors decide, as it will stand when this version takes effect.
+    rows = _rows_for(node.ancestor_ids)
+    ancestors = [
+        row
+        for node_id in node.ancestor_ids[:-1]
+        if (row := _in_effect(rows[node_id], plugin, when)) is not None
+    ]
+    above = _merge(ancestors, True)
+    codes = {}
+    for path, _value, leaf in _leaves(config):
+        if not leaf:
+            continue
+        owner = _locked_by(path, above.locks)
+        if owner is not None:
+            codes.setdefault(owner, district_info(owner).code)
+            errors[f"config.{path}"] = [f"Locked by {codes[owner]}; it cannot be changed here."]
+    if enabled is not None and ENABLED in above.locks:
+        errors[ENABLED] = [f"Locked by {district_info(above.locks[ENABLED]).code}."]
+    if schema is not None and not errors:
+        draft = VersionInfo(0, node.id, plugin, 0, config, locked, enabled, "", None, when, when)
+        try:
+            schema.load(_merge([*ancestors, draft], True).raw)
+        except ValidationError as error:
+            errors.update(_flatten(error.messages, "config"))
+    if errors:
+        raise InvalidInputError(f"invalid configuration for plugin {plugin!r}", errors=errors)
+    return node, config, locked, when
+
+
+def set_policy(
+    district: int | str | DistrictInfo,
+    plugin: str,
+    config: Any,
+    *,
+    author: str,
+    locked: Iterable[str] = (),
+    enabled: bool | None = None,
+    effective_from: datetime | date | None = None,
+    comment: str | None = None,
+) -> VersionInfo:
+    """Store a new version of `plugin`'s configuration at the node; return it.
+
+    `config` holds only the keys set at this node; `locked` keys cannot be overridden
+    below it; `enabled` None inherits. Older versions stay readable. Raises
+    InvalidInputError (field errors, nothing stored), NotFoundError, ConflictError (a
+    concurrent change took the version number: try again).
+    """
+    if not isinstance(author, str) or not author.strip():
+        raise InvalidInputError("author is required", errors={"author": ["Must not be empty."]})
+    if comment is not None and not isinstance(comment, str):
+        raise InvalidInputError("comment must be text", errors={"comment": ["Must be text."]})
+    node, config, locked, when = check_draft(
+        district, plugin, config, locked=locked, enabled=enabled, effective_from=effective_from
+    )
+
+    def work() -> VersionInfo:
+        latest = db.session.scalar(
+            select(func.max(PolicyVersion.version)).where(
+                PolicyVersion.district_id == node.id, PolicyVersion.plugin == plugin
+            )
+        )
+        row = PolicyVersion(
+            district_id=node.id,
+            plugin=plugin,
+            version=(latest or 0) + 1,
+            config=config,
+            locked=list(locked),
+            enabled=enabled,
+            author=author,
+            comment=comment,
+            effective_from=when,
+            created_at=utcnow(),
+        )
+        db.session.add(row)
+        try:
+            db.session.flush()
+        except IntegrityError:
+            raise ConflictError(
+                f"another change to {plugin!r} at {node.code} came first; try again"
+            ) from None
+        return _version_info(row)
+
+    try:
+        return ledger.atomic(work)
+    finally:
+        invalidate_cache()
+
+
+# -- preview -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreviewRow:
+    """One volunteer in a preview: records in the period, points actually posted for
+    them, and points under the current policy and under the draft."""
+
+    volunteer_id: int
+    name: str
+    records: int
+    actual: int
+    current: int
+    draft: int
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a draft would have awarded over a past period, beside the current policy."""
+
+    district: str
+    plugin: str
+    start: datetime
+    end: datetime
+    rows: tuple[PreviewRow, ...]
+
+    @property
+    def records(self) -> int:
+        return sum(row.records for row in self.rows)
+
+    @property
+    def current_total(self) -> int:
+        return sum(row.current for row in self.rows)
+
+    @property
+    def draft_total(self) -> int:
+        """The draft's cost in points over the period."""
+        return sum(row.draft for row in self.rows)
+
+    @property
+    def actual_total(self) -> int:
+        return sum(row.actual for row in self.rows)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "district": self.district,
+            "plugin": self.plugin,
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "records": self.records,
+            "current_total": self.current_total,
+            "draft_total": self.draft_total,
+            "actual_total": self.actual_total,
+            "volunteers": [row.__dict__ for row in self.rows],
+        }
+
+
+def preview_policy(
+    district: int | str | DistrictInfo,
+    plugin: str,
+    config: Any,
+    *,
+    start: datetime,
+    end: datetime,
+    locked: Iterable[str] = (),
+    enabled: bool | None = None,
+) -> Preview:
+    """Re-run the earning plugins over the node's service records that started in
+    [start, end) (pending or approved, oldest first), under the current policy and
+    under the draft as if it had taken effect at `start`; write nothing.
+
+    Raises what set_policy raises for a bad draft, InvalidInputError for bad dates,
+    PluginError.
+    """
+    from points.models import ServiceRecord, Volunteer
+    from points.plugins import History, RecordInfo
+    from points.service import evaluate, history_for, past_record, volunteer_info
+
+    for name, value in (("start", start), ("end", end)):
+        if not isinstance(value, datetime) or value.tzinfo is None:
+            raise InvalidInputError(f"{name} needs a time zone", errors={name: ["Aware time."]})
+    if end <= start:
+        raise InvalidInputError("end must be after start", errors={"end": ["After start."]})
+    node, config, locked, when = check_draft(
+        district, plugin, config, locked=locked, enabled=enabled, effective_from=start
+    )
+    draft = VersionInfo(-1, node.id, plugin, 0, config, locked, enabled, "", None, when, when)
+    overrides = {(node.id, plugin): draft}
+    pm = plugin_manager()
+    try:
+        from points.models import District
+
+        subtree = select(District.id).where(District.path.startswith(node.path))
+        rows = (
+            db.session.execute(
+                select(ServiceRecord)
+                .where(
+                    ServiceRecord.district_id.in_(subtree),
+                    ServiceRecord.started_at >= start,
+                    ServiceRecord.started_at < end,
+                    ServiceRecord.status.in_(("pending", "approved")),
+                )
+                .order_by(ServiceRecord.started_at, ServiceRecord.id)
+            )
+            .scalars()
+            .all()
+        )
+        totals: dict[int, dict[str, int]] = {}
+        histories: dict[tuple[int, str], History] = {}
+        names = dict(
+            db.session.execute(
+                select(Volunteer.id, Volunteer.name).where(
+                    Volunteer.id.in_({row.volunteer_id for row in rows})
+                )
+            ).all()
+        )
+        for row in rows:
+            zone = district_info(row.district_id).timezone
+            record = RecordInfo(
+                row.id,
+                row.district_id,
+                row.volunteer_id,
+                row.kind,
+                row.started_at,
+                row.minutes,
+                row.details,
+                zone,
+                row.verified_at is not None,
+            )
+            total = totals.setdefault(
+                row.volunteer_id, {"records": 0, "actual": 0, "current": 0, "draft": 0}
+            )
+            total["records"] += 1
+            total["actual"] += row.points
+            for label, extra in (("current", None), ("draft", overrides)):
+                policy = resolve_policy(row.district_id, row.started_at, overrides=extra)
+                key = (row.volunteer_id, label)
+                if key not in histories:
+                    histories[key] = history_for(row.volunteer_id, before=start)
+                history = histories[key]
+                volunteer = volunteer_info(row.volunteer_id, policy)
+                evaluation = evaluate(pm, policy, record, volunteer, history, review=False)
+                total[label] += evaluation.points
+                history.extra.append(
+                    past_record(
+                        row.id,
+                        row.kind,
+                        row.started_at,
+                        row.minutes,
+                        evaluation.points,
+                        row.details,
+                        list(evaluation.awards),
+                    )
+                )
+        preview_rows = tuple(
+            PreviewRow(volunteer_id, names.get(volunteer_id, ""), **total)
+            for volunteer_id, total in sorted(totals.items())
+        )
+    finally:
+        # A preview writes nothing: drop whatever a plugin might have left in the session.
+        db.session.rollback()
+    return Preview(node.code, plugin, start, end, preview_rows)

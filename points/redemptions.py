@@ -1,0 +1,589 @@
+"""Spending points under plugin rules: the catalog, redemptions and gifts (transfers).
+
+Public: catalog_for(district, volunteer=None) -> list[CatalogEntry];
+check_redemption(volunteer_id, sku) -> PolicyDecision; create_redemption(volunteer_id,
+sku, *, actor, idempotency_key=None) -> RedemptionResult; fulfil_redemption(
+redemption_id=None, *, voucher_code=None, actor) -> RedemptionResult;
+cancel_redemption(redemption_id, *, actor, reason) -> RedemptionResult;
+get_redemption(redemption_id=None, *, voucher_code=None) -> RedemptionResult;
+check_transfer(giver_id, receiver_id, points, relation) -> PolicyDecision;
+give_points(giver_id, receiver_id, points, relation, *, actor, reason,
+idempotency_key=None) -> TransferResult; approve_transfer(request_id, actor) ->
+TransferResult; reject_transfer(request_id, actor, reason) -> TransferResult.
+
+A redemption is a ledger hold (the points stop being available) with a voucher code;
+the provider fulfils it (the hold is posted) or it is cancelled (the hold is voided).
+Stock and per-person limits count redemptions held or fulfilled; on PostgreSQL a
+transaction-scoped advisory lock per (pool node, sku) makes count-then-hold safe.
+"""
+
+from __future__ import annotations
+
+import secrets
+import zlib
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, text, update
+
+from points import ledger
+from points.directory import CARD_ALPHABET
+from points.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
+from points.extensions import db
+from points.models import (
+    Account,
+    Entry,
+    Posting,
+    Provider,
+    Redemption,
+    TransferRequest,
+    utcnow,
+)
+from points.plugins import CatalogItem, Decision, VolunteerInfo, call_each, plugin_manager
+from points.policy import Policy, resolve_policy
+from points.service import volunteer_info
+
+COUNTED = ("held", "fulfilled")
+
+
+@dataclass(frozen=True)
+class PolicyDecision:
+    """The plugins' combined answer: allowed (no refusal), whether the office must
+    approve, and every reason given, each as {"plugin", "allowed", "zh", "en"}."""
+
+    allowed: bool
+    needs_approval: bool
+    reasons: tuple[dict, ...] = ()
+
+    @classmethod
+    def combine(cls, decisions: list[Decision]) -> PolicyDecision:
+        reasons = tuple(
+            {"plugin": d.plugin, "allowed": d.allowed, "zh": d.reason_zh, "en": d.reason_en}
+            for d in decisions
+        )
+        allowed = all(d.allowed for d in decisions)
+        return cls(allowed, allowed and any(d.needs_approval for d in decisions), reasons)
+
+    def refusals(self) -> list[dict]:
+        return [r for r in self.reasons if not r["allowed"]]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """A catalog item for one volunteer: eligible (no plugin refuses), affordable
+    (enough available points) and the reasons given."""
+
+    item: CatalogItem
+    eligible: bool = True
+    affordable: bool | None = None
+    reasons: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class RedemptionResult:
+    """A redemption as it stands after the call."""
+
+    id: int
+    volunteer_id: int
+    sku: str
+    points: int
+    provider_id: int
+    hold_id: int
+    voucher_code: str
+    status: str
+    entry_id: int | None = None
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """A gift: posted at once (entry_id) or waiting for the office (request_id)."""
+
+    status: str
+    points: int
+    entry_id: int | None = None
+    request_id: int | None = None
+    reasons: tuple[dict, ...] = field(default_factory=tuple)
+    replayed: bool = False
+
+
+# -- usage counts ------------------------------------------------------------------------
+
+
+def period_start(day: date, period: str) -> date:
+    """Return the first day of the local month, quarter or year containing `day`."""
+    if period == "year":
+        return day.replace(month=1, day=1)
+    if period == "quarter":
+        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    return day.replace(day=1)
+
+
+class Usage:
+    """Counts that catalog and transfer plugins decide on, in the node's time zone."""
+
+    def __init__(self, timezone: str, now: datetime | None = None):
+        self.zone = ZoneInfo(timezone)
+        self.now = now or utcnow()
+        self.today = self.now.astimezone(self.zone).date()
+
+    def since(self, period: str) -> datetime:
+        return datetime.combine(period_start(self.today, period), time(0), self.zone)
+
+    def item_count(self, item: CatalogItem, period: str = "month") -> int:
+        """Redemptions held or fulfilled drawing on the item's pool since the period began."""
+        return db.session.scalar(
+            select(func.count(Redemption.id)).where(
+                Redemption.pool_district_id == item.pool_district_id,
+                Redemption.sku == item.sku,
+                Redemption.status.in_(COUNTED),
+                Redemption.created_at >= self.since(period),
+            )
+        )
+
+    def person_count(self, item: CatalogItem, volunteer_id: int, period: str = "month") -> int:
+        """The volunteer's redemptions of the item held or fulfilled this period."""
+        return db.session.scalar(
+            select(func.count(Redemption.id)).where(
+                Redemption.volunteer_id == volunteer_id,
+                Redemption.sku == item.sku,
+                Redemption.status.in_(COUNTED),
+                Redemption.created_at >= self.since(period),
+            )
+        )
+
+    def given_this_month(self, volunteer_id: int) -> int:
+        """Points the volunteer gave this local month, or asked to give (pending)."""
+        since = self.since("month")
+        posted = db.session.scalar(
+            select(func.coalesce(func.sum(-Posting.amount), 0))
+            .join(Entry, Entry.id == Posting.entry_id)
+            .join(Account, Account.id == Posting.account_id)
+            .where(
+                Account.volunteer_id == volunteer_id,
+                Entry.kind == "transfer",
+                Posting.amount < 0,
+                Entry.effective_at >= since,
+            )
+        )
+        pending = db.session.scalar(
+            select(func.coalesce(func.sum(TransferRequest.points), 0)).where(
+                TransferRequest.from_volunteer_id == volunteer_id,
+                TransferRequest.status == "pending",
+                TransferRequest.created_at >= since,
+            )
+        )
+        return int(posted) + int(pending)
+
+
+# -- the catalog -------------------------------------------------------------------------
+
+
+def _items(policy: Policy) -> list[CatalogItem]:
+    from dataclasses import replace
+
+    items: dict[str, CatalogItem] = {}
+    for name, found in call_each(
+        plugin_manager(),
+        "register_catalog_items",
+        {"district": policy.district},
+        enabled=policy.enabled,
+        config_for=policy.config,
+    ):
+        for item in found:
+            if item.sku not in items:
+                items[item.sku] = replace(item, plugin=name)
+    return sorted(items.values(), key=lambda item: item.sku)
+
+
+def _redemption_decision(
+    policy: Policy, volunteer: VolunteerInfo, item: CatalogItem, usage: Usage
+) -> PolicyDecision:
+    from dataclasses import replace
+
+    answers = call_each(
+        plugin_manager(),
+        "check_redemption",
+        {"volunteer": volunteer, "item": item, "usage": usage},
+        enabled=policy.enabled,
+        config_for=policy.config,
+    )
+    return PolicyDecision.combine([replace(d, plugin=name) for name, d in answers])
+
+
+def catalog_for(district: int | str, volunteer: int | None = None) -> list[CatalogEntry]:
+    """Return the node's catalog; for a volunteer, each item's eligibility and reasons."""
+    if volunteer is None:
+        policy = resolve_policy(district)
+        return [CatalogEntry(item) for item in _items(policy)]
+    info = volunteer_info(volunteer)
+    policy = resolve_policy(info.district_id)
+    usage = Usage(policy.district.timezone)
+    available = ledger.balance(info.id).available
+    entries = []
+    for item in _items(policy):
+        decision = _redemption_decision(policy, info, item, usage)
+        entries.append(
+            CatalogEntry(item, decision.allowed, available >= item.cost, decision.reasons)
+        )
+    return entries
+
+
+def _find(policy: Policy, sku: str) -> CatalogItem:
+    for item in _items(policy):
+        if item.sku == sku:
+            return item
+    raise NotFoundError(f"no catalog item {sku!r}", errors={"sku": ["No such item here."]})
+
+
+def check_redemption(volunteer_id: int, sku: str) -> PolicyDecision:
+    """Return whether the volunteer may redeem `sku` now, with every reason given."""
+    info = volunteer_info(volunteer_id)
+    policy = resolve_policy(info.district_id)
+    item = _find(policy, sku)
+    return _redemption_decision(policy, info, item, Usage(policy.district.timezone))
+
+
+def _lock_item(pool_district_id: int, sku: str) -> None:
+    """Serialise redemptions of one item in one pool (PostgreSQL; SQLite writes are
+    serial already), so that counting stock and then holding cannot oversell."""
+    if db.engine.dialect.name == "postgresql":
+        key = zlib.crc32(f"{pool_district_id}:{sku}".encode()) - 2**31
+        db.session.execute(text("SELECT pg_advisory_xact_lock(1, :key)"), {"key": key})
+
+
+def _voucher() -> str:
+    return "".join(secrets.choice(CARD_ALPHABET) for _ in range(10))
+
+
+def _redemption_result(row: Redemption, replayed: bool = False) -> RedemptionResult:
+    return RedemptionResult(
+        row.id,
+        row.volunteer_id,
+        row.sku,
+        row.points,
+        row.provider_id,
+        row.hold_id,
+        row.voucher_code,
+        row.status,
+        row.entry_id,
+        replayed,
+    )
+
+
+def create_redemption(
+    volunteer_id: int, sku: str, *, actor: str, idempotency_key: str | None = None
+) -> RedemptionResult:
+    """Redeem a catalog item: check the plugins, hold its cost, issue a voucher.
+
+    Raises NotFoundError (volunteer, item, provider), RefusedError (a plugin refused:
+    star level, dates, stock, per-person limit; `reasons` says why),
+    InsufficientPointsError, AccountClosedError, IdempotencyConflictError, PluginError.
+    """
+    if not isinstance(actor, str) or not actor.strip():
+        raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
+    if not isinstance(sku, str):
+        raise InvalidInputError("sku must be text", errors={"sku": ["Must be text."]})
+    info = volunteer_info(volunteer_id)
+    policy = resolve_policy(info.district_id)
+
+    def work() -> RedemptionResult:
+        item = _find(policy, sku)
+        _lock_item(item.pool_district_id, item.sku)
+        decision = _redemption_decision(policy, info, item, Usage(policy.district.timezone))
+        if not decision.allowed:
+            refusals = decision.refusals()
+            raise RefusedError(
+                "; ".join(r["en"] for r in refusals),
+                reasons=refusals,
+                errors={"sku": [r["zh"] + " / " + r["en"] for r in refusals]},
+            )
+        provider = db.session.execute(
+            select(Provider.id).where(Provider.code == item.provider)
+        ).scalar_one_or_none()
+        if provider is None:
+            raise NotFoundError(f"item {sku!r} names an unknown provider {item.provider!r}")
+        held = ledger.hold(
+            info.id,
+            item.cost,
+            provider_id=provider,
+            actor=actor,
+            reason=f"兑换 {item.name_zh} / redeemed {item.name_en}",
+        )
+        row = Redemption(
+            district_id=info.district_id,
+            pool_district_id=item.pool_district_id,
+            volunteer_id=info.id,
+            sku=item.sku,
+            provider_id=provider,
+            points=item.cost,
+            hold_id=held.id,
+            voucher_code=_voucher(),
+            status="held",
+            actor=actor,
+            created_at=utcnow(),
+        )
+        db.session.add(row)
+        db.session.flush()
+        return _redemption_result(row)
+
+    def unit() -> RedemptionResult:
+        if idempotency_key is None:
+            return work()
+        fingerprint = ledger.request_hash("redeem_item", {"volunteer_id": volunteer_id, "sku": sku})
+        stored = ledger.claim_idempotency_key("redemptions", idempotency_key, fingerprint)
+        if stored is not None:
+            return get_redemption(stored["redemption_id"], replayed=True)
+        result = work()
+        ledger.record_result("redemptions", idempotency_key, {"redemption_id": result.id})
+        return result
+
+    return ledger.atomic(unit)
+
+
+def get_redemption(
+    redemption_id: int | None = None, *, voucher_code: str | None = None, replayed: bool = False
+) -> RedemptionResult:
+    """Return a redemption by id or voucher code; raise NotFoundError."""
+    return _redemption_result(_row(redemption_id, voucher_code), replayed)
+
+
+def _row(redemption_id: int | None, voucher_code: str | None) -> Redemption:
+    if voucher_code is not None:
+        query = select(Redemption).where(Redemption.voucher_code == voucher_code)
+    else:
+        query = select(Redemption).where(Redemption.id == redemption_id)
+    row = db.session.execute(query.execution_options(populate_existing=True)).scalar_one_or_none()
+    if row is None:
+        raise NotFoundError(
+            "no such redemption",
+            errors={"voucher_code" if voucher_code else "redemption_id": ["Not found."]},
+        )
+    return row
+
+
+def fulfil_redemption(
+    redemption_id: int | None = None, *, voucher_code: str | None = None, actor: str
+) -> RedemptionResult:
+    """Mark a redemption delivered: its hold is posted to the provider. Raises
+    NotFoundError, ConflictError (not held), HoldExpiredError (the hold timed out)."""
+
+    def work() -> RedemptionResult:
+        row = _row(redemption_id, voucher_code)
+        done = db.session.execute(
+            update(Redemption)
+            .where(Redemption.id == row.id, Redemption.status == "held")
+            .values(status="fulfilled", resolved_at=utcnow(), resolved_by=actor)
+        )
+        if done.rowcount != 1:
+            raise ConflictError(f"redemption {row.id} is {row.status}, not held")
+        entry = ledger.post_hold(row.hold_id, actor=actor, reason="兑换已完成 / service delivered")
+        db.session.execute(
+            update(Redemption).where(Redemption.id == row.id).values(entry_id=entry.id)
+        )
+        return get_redemption(row.id)
+
+    result = ledger.atomic(work)
+    _notify_entry(result.entry_id)
+    return result
+
+
+def cancel_redemption(redemption_id: int, *, actor: str, reason: str) -> RedemptionResult:
+    """Cancel a held redemption: its hold is voided and the points are available again.
+    Raises InvalidInputError (no reason), NotFoundError, ConflictError (not held)."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInputError("a cancellation needs a reason", errors={"reason": ["Required."]})
+
+    def work() -> RedemptionResult:
+        row = _row(redemption_id, None)
+        done = db.session.execute(
+            update(Redemption)
+            .where(Redemption.id == row.id, Redemption.status == "held")
+            .values(status="cancelled", resolved_at=utcnow(), resolved_by=actor, resolution=reason)
+        )
+        if done.rowcount != 1:
+            raise ConflictError(f"redemption {row.id} is {row.status}, not held")
+        ledger.void_hold(row.hold_id, actor=actor, reason=reason)
+        return get_redemption(row.id)
+
+    return ledger.atomic(work)
+
+
+def _notify_entry(entry_id: int | None) -> None:
+    if entry_id is None:
+        return
+    entry = ledger.load_entry(entry_id)
+    policy = resolve_policy(entry.district_id)
+    from points.service import _notify
+
+    _notify(plugin_manager(), policy, [entry])
+
+
+# -- gifts -------------------------------------------------------------------------------
+
+
+def _transfer_decision(giver, receiver, points, relation, policy) -> PolicyDecision:
+    from dataclasses import replace
+
+    answers = call_each(
+        plugin_manager(),
+        "check_transfer",
+        {
+            "giver": giver,
+            "receiver": receiver,
+            "points": points,
+            "relation": relation,
+            "usage": Usage(policy.district.timezone),
+        },
+        enabled=policy.enabled,
+        config_for=policy.config,
+    )
+    return PolicyDecision.combine([replace(d, plugin=name) for name, d in answers])
+
+
+def _gift_input(giver_id, receiver_id, points, relation):
+    ledger.check_points(points)
+    if not isinstance(relation, str) or not relation:
+        raise InvalidInputError("relation is required", errors={"relation": ["Required."]})
+    if giver_id == receiver_id:
+        raise InvalidInputError(
+            "a volunteer cannot give points to themselves",
+            errors={"to_volunteer_id": ["Must differ from the giver."]},
+        )
+    giver = volunteer_info(giver_id)
+    receiver = volunteer_info(receiver_id)
+    return giver, receiver, resolve_policy(giver.district_id)
+
+
+def check_transfer(giver_id: int, receiver_id: int, points: int, relation: str) -> PolicyDecision:
+    """Return whether the giver may give `points` to the receiver, and if the office must
+    approve first. Raises InvalidInputError, NotFoundError."""
+    giver, receiver, policy = _gift_input(giver_id, receiver_id, points, relation)
+    return _transfer_decision(giver, receiver, points, relation, policy)
+
+
+def give_points(
+    giver_id: int,
+    receiver_id: int,
+    points: int,
+    relation: str,
+    *,
+    actor: str,
+    reason: str,
+    idempotency_key: str | None = None,
+) -> TransferResult:
+    """Give points under the transfers policy: posted at once, or queued for the office.
+
+    Raises InvalidInputError, NotFoundError, RefusedError (with reasons),
+    InsufficientPointsError, AccountClosedError, IdempotencyConflictError, PluginError.
+    """
+    giver, receiver, policy = _gift_input(giver_id, receiver_id, points, relation)
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInputError("a gift needs a reason", errors={"reason": ["Required."]})
+
+    def work() -> TransferResult:
+        decision = _transfer_decision(giver, receiver, points, relation, policy)
+        if not decision.allowed:
+            refusals = decision.refusals()
+            raise RefusedError(
+                "; ".join(r["en"] for r in refusals),
+                reasons=refusals,
+                errors={"points": [r["zh"] + " / " + r["en"] for r in refusals]},
+            )
+        if decision.needs_approval:
+            ledger.balance(giver.id)  # the giver must have an account
+            row = TransferRequest(
+                district_id=giver.district_id,
+                from_volunteer_id=giver.id,
+                to_volunteer_id=receiver.id,
+                points=points,
+                relation=relation,
+                reason=reason,
+                status="pending",
+                actor=actor,
+                created_at=utcnow(),
+            )
+            db.session.add(row)
+            db.session.flush()
+            return TransferResult("pending", points, request_id=row.id, reasons=decision.reasons)
+        entry = ledger.transfer(giver.id, receiver.id, points, actor=actor, reason=reason)
+        return TransferResult("posted", points, entry_id=entry.id, reasons=decision.reasons)
+
+    def unit() -> TransferResult:
+        if idempotency_key is None:
+            return work()
+        arguments = {
+            "giver_id": giver_id,
+            "receiver_id": receiver_id,
+            "points": points,
+            "relation": relation,
+            "reason": reason,
+        }
+        fingerprint = ledger.request_hash("give_points", arguments)
+        stored = ledger.claim_idempotency_key("transfers", idempotency_key, fingerprint)
+        if stored is not None:
+            return TransferResult(**stored, replayed=True)
+        result = work()
+        ledger.record_result(
+            "transfers",
+            idempotency_key,
+            {
+                "status": result.status,
+                "points": result.points,
+                "entry_id": result.entry_id,
+                "request_id": result.request_id,
+            },
+        )
+        return result
+
+    result = ledger.atomic(unit)
+    if result.entry_id and not result.replayed:
+        _notify_entry(result.entry_id)
+    return result
+
+
+def _decide_request(
+    request_id: int, status: str, actor: str, reason: str | None
+) -> TransferRequest:
+    done = db.session.execute(
+        update(TransferRequest)
+        .where(TransferRequest.id == request_id, TransferRequest.status == "pending")
+        .values(status=status, decided_at=utcnow(), decided_by=actor, decision_reason=reason)
+    )
+    row = db.session.get(TransferRequest, request_id, populate_existing=True)
+    if row is None:
+        raise NotFoundError(f"no transfer request {request_id}")
+    if done.rowcount != 1:
+        raise ConflictError(f"transfer request {request_id} was already {row.status}")
+    return row
+
+
+def approve_transfer(request_id: int, actor: str) -> TransferResult:
+    """Approve a pending gift: post it now. Raises NotFoundError, ConflictError,
+    InsufficientPointsError (the giver spent the points meanwhile: nothing changes)."""
+
+    def work() -> TransferResult:
+        row = _decide_request(request_id, "approved", actor, "街道批准 / approved by the office")
+        entry = ledger.transfer(
+            row.from_volunteer_id, row.to_volunteer_id, row.points, actor=actor, reason=row.reason
+        )
+        row.entry_id = entry.id
+        db.session.flush()
+        return TransferResult("posted", row.points, entry_id=entry.id, request_id=row.id)
+
+    result = ledger.atomic(work)
+    _notify_entry(result.entry_id)
+    return result
+
+
+def reject_transfer(request_id: int, actor: str, reason: str) -> TransferResult:
+    """Reject a pending gift with a reason; nothing moves."""
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInputError("a rejection needs a reason", errors={"reason": ["Required."]})
+
+    def work() -> TransferResult:
+        row = _decide_request(request_id, "rejected", actor, reason)
+        return TransferResult("rejected", row.points, request_id=row.id)
+
+    return ledger.atomic(work)

@@ -1,0 +1,764 @@
+"""Service records: submit, approve, reject, verify; the earning pipeline; star levels.
+
+Public: record_service(volunteer_id, kind, started_at, minutes=None, details=None, *,
+actor, idempotency_key=None) -> RecordResult; approve(record_id, actor) -> RecordResult;
+reject(record_id, actor, reason) -> RecordResult; mark_verified(record_id, actor) ->
+RecordResult; get_record(record_id) -> RecordResult; pending_records(district, *,
+after_id=None, limit=50) -> list[RecordResult]; volunteer_info(volunteer_id, policy=None)
+-> VolunteerInfo; star_level(minutes, district=None) -> int; expiring_soon(volunteer_id,
+as_of=None) -> list[tuple[int, datetime]]; evaluate(pm, policy, record, volunteer,
+history) -> Evaluation (pure: used by approval and by preview alike).
+
+Earning: `award_points` proposes, `award_bonuses` adds on top, `limit_awards` clips
+(the lowest ceiling wins, bonuses are clipped before base awards), `review_record`
+decides approve-now or queue. Approval posts one earn entry per award with points,
+each naming its plugin, rule, config version and reason, and counts the record's
+minutes once, all in one unit of work: a plugin that fails leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from marshmallow import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from points import ledger
+from points.errors import (
+    AccountClosedError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PluginError,
+)
+from points.extensions import db
+from points.models import Account, Lot, ServiceRecord, Volunteer, utcnow
+from points.plugins import (
+    Award,
+    Decision,
+    History,
+    Limit,
+    LotInfo,
+    PastRecord,
+    PointsPluginManager,
+    RecordInfo,
+    VolunteerInfo,
+    activity_kinds,
+    call_each,
+    plugin_manager,
+)
+from points.policy import Policy, district_info, resolve_policy
+
+# A clock running a little fast on a kiosk must not make a fresh record "in the future".
+FUTURE_SLACK = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What the plugins make of one record: awards after limits, and the approval decision."""
+
+    awards: tuple[dict[str, Any], ...]
+    decisions: tuple[Decision, ...]
+
+    @property
+    def points(self) -> int:
+        return sum(award["points"] for award in self.awards)
+
+    @property
+    def approve_now(self) -> bool:
+        return bool(self.decisions) and all(d.allowed for d in self.decisions)
+
+    @property
+    def queue_reason(self) -> str:
+        denied = [d for d in self.decisions if not d.allowed]
+        if denied:
+            return (
+                "；".join(d.reason_zh for d in denied)
+                + " / "
+                + "; ".join(d.reason_en for d in denied)
+            )
+        return "无自动批准规则，待街道审核 / no approval rule: waits for the office"
+
+
+@dataclass(frozen=True)
+class RecordResult:
+    """A service record as it stands after the call."""
+
+    id: int
+    volunteer_id: int
+    district_id: int
+    kind: str
+    started_at: datetime
+    minutes: int | None
+    details: dict
+    status: str
+    points: int
+    awards: list[dict] = field(default_factory=list)
+    queue_reason: str | None = None
+    decision_reason: str | None = None
+    verified: bool = False
+    entry_ids: tuple[int, ...] = ()
+    replayed: bool = False
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+def _record_result(row: ServiceRecord, entry_ids=(), replayed: bool = False) -> RecordResult:
+    return RecordResult(
+        id=row.id,
+        volunteer_id=row.volunteer_id,
+        district_id=row.district_id,
+        kind=row.kind,
+        started_at=row.started_at,
+        minutes=row.minutes,
+        details=row.details,
+        status=row.status,
+        points=row.points,
+        awards=list(row.awards or []),
+        queue_reason=row.queue_reason,
+        decision_reason=row.decision_reason,
+        verified=row.verified_at is not None,
+        entry_ids=tuple(entry_ids),
+        replayed=replayed,
+    )
+
+
+def get_record(record_id: int, *, replayed: bool = False) -> RecordResult:
+    """Return a service record; raise NotFoundError."""
+    row = db.session.get(ServiceRecord, _id(record_id, "record_id"), populate_existing=True)
+    if row is None:
+        raise NotFoundError(f"no service record {record_id}")
+    entry_ids = [a["entry_id"] for a in row.awards or [] if a.get("entry_id")]
+    return _record_result(row, entry_ids, replayed)
+
+
+def pending_records(
+    district: int | str, *, after_id: int | None = None, limit: int = 50
+) -> list[RecordResult]:
+    """Return the records waiting for the office in the node and below, oldest first."""
+    node = district_info(district)
+    from points.models import District
+
+    subtree = select(District.id).where(District.path.startswith(node.path))
+    query = (
+        select(ServiceRecord)
+        .where(ServiceRecord.district_id.in_(subtree), ServiceRecord.status == "pending")
+        .order_by(ServiceRecord.id)
+        .limit(max(1, min(limit, 500)))
+    )
+    if after_id is not None:
+        query = query.where(ServiceRecord.id > after_id)
+    return [_record_result(row) for row in db.session.scalars(query)]
+
+
+def _id(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(f"{name} must be an id", errors={name: ["Must be an integer id."]})
+    return value
+
+
+def volunteer_info(volunteer_id: int, policy: Policy | None = None) -> VolunteerInfo:
+    """Return the volunteer as plugins see them, star level included; raise NotFoundError."""
+    row = db.session.execute(
+        select(
+            Volunteer.id,
+            Volunteer.district_id,
+            Volunteer.name,
+            Volunteer.service_minutes,
+            Volunteer.status,
+        ).where(Volunteer.id == _id(volunteer_id, "volunteer_id"))
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(
+            f"no volunteer {volunteer_id}", errors={"volunteer_id": ["No such volunteer."]}
+        )
+    policy = policy or resolve_policy(row.district_id)
+    level = _star_level(plugin_manager(), policy, row.service_minutes)
+    info = VolunteerInfo(row.id, row.district_id, row.name, row.service_minutes, level)
+    object.__setattr__(info, "_status", row.status)
+    return info
+
+
+def _star_level(pm: PointsPluginManager, policy: Policy, minutes: int) -> int:
+    answers = call_each(
+        pm,
+        "star_level_for",
+        {"minutes": minutes},
+        enabled=policy.enabled,
+        config_for=policy.config,
+    )
+    return max((level for _, level in answers), default=0)
+
+
+def star_level(minutes: int, district: int | str | None = None) -> int:
+    """Return the star level for `minutes` of service under the node's policy (or the
+    built-in defaults when no node is given)."""
+    if isinstance(minutes, bool) or not isinstance(minutes, int) or minutes < 0:
+        raise InvalidInputError("minutes must be >= 0", errors={"minutes": ["Must be >= 0."]})
+    pm = plugin_manager()
+    if district is None:
+        from points.plugins import PluginConfig, config_schemas, default_enabled, plugin_names
+
+        schemas = config_schemas(pm)
+        configs = {
+            name: PluginConfig(
+                name,
+                schemas[name].load({}) if name in schemas else {},
+                enabled=default_enabled(pm, name),
+            )
+            for name in plugin_names(pm)
+        }
+        return _star_level(pm, Policy(None, configs), minutes)
+    return _star_level(pm, resolve_policy(district), minutes)
+
+
+def expiring_soon(volunteer_id: int, as_of: datetime | None = None) -> list[tuple[int, datetime]]:
+    """Return (points, expires_at) of the volunteer's lots that expire within the expiry
+    plugin's `soon_days` window, soonest first."""
+    volunteer = volunteer_info(volunteer_id)
+    policy = resolve_policy(volunteer.district_id)
+    days = policy.config("expiry")["soon_days"] if "expiry" in policy.configs else 30
+    now = as_of or utcnow()
+    rows = db.session.execute(
+        select(Lot.expires_at, func.sum(Lot.remaining))
+        .join(Account, Account.id == Lot.account_id)
+        .where(
+            Account.volunteer_id == volunteer.id,
+            Lot.remaining > 0,
+            Lot.expires_at > now,
+            Lot.expires_at <= now + timedelta(days=days),
+        )
+        .group_by(Lot.expires_at)
+        .order_by(Lot.expires_at)
+    ).all()
+    return [(int(points), expires_at) for expires_at, points in rows]
+
+
+def history_for(
+    volunteer_id: int, *, exclude_id: int | None = None, before: datetime | None = None
+) -> History:
+    """Return the volunteer's approved records as a lazily read History."""
+
+    def load(since: datetime | None) -> list[PastRecord]:
+        query = select(
+            ServiceRecord.id,
+            ServiceRecord.kind,
+            ServiceRecord.started_at,
+            ServiceRecord.minutes,
+            ServiceRecord.points,
+            ServiceRecord.details,
+            ServiceRecord.awards,
+        ).where(ServiceRecord.volunteer_id == volunteer_id, ServiceRecord.status == "approved")
+        if exclude_id is not None:
+            query = query.where(ServiceRecord.id != exclude_id)
+        if since is not None:
+            query = query.where(ServiceRecord.started_at >= since)
+        if before is not None:
+            query = query.where(ServiceRecord.started_at < before)
+        return [past_record(*row) for row in db.session.execute(query)]
+
+    return History(load)
+
+
+def past_record(id, kind, started_at, minutes, points, details, awards) -> PastRecord:
+    """Return a PastRecord from a record's columns."""
+    rules = tuple(a["rule"] for a in awards or () if a.get("points", 0) > 0)
+    return PastRecord(id, kind, started_at, minutes, points, details, rules)
+
+
+# -- the earning pipeline ----------------------------------------------------------------
+
+
+def _checked_awards(name: str, hook: str, awards: Any, policy: Policy) -> list[Award]:
+    if not isinstance(awards, list | tuple) or not all(isinstance(a, Award) for a in awards):
+        raise PluginError(
+            f"plugin {name!r} returned something other than Awards from {hook}",
+            plugin=name,
+            hook=hook,
+        )
+    checked = []
+    for award in awards:
+        if isinstance(award.points, bool) or not isinstance(award.points, int) or award.points < 0:
+            raise PluginError(
+                f"plugin {name!r} proposed {award.points!r} points in {hook}",
+                plugin=name,
+                hook=hook,
+            )
+        checked.append(replace(award, plugin=name, config_version=policy.config(name).version))
+    return checked
+
+
+def _award_dict(award: Award, proposed: int, clip: Limit | None) -> dict[str, Any]:
+    return {
+        "plugin": award.plugin,
+        "rule": award.rule,
+        "points": award.points,
+        "proposed": proposed,
+        "reason_zh": award.reason_zh,
+        "reason_en": award.reason_en,
+        "config_version": award.config_version,
+        "clip": None
+        if clip is None
+        else {"plugin": clip.plugin, "reason_zh": clip.reason_zh, "reason_en": clip.reason_en},
+        "entry_id": None,
+    }
+
+
+def apply_limits(awards: list[Award], limits: list[Limit]) -> list[dict[str, Any]]:
+    """Clip awards to the limits: each rule to its lowest ceiling, then the total to the
+    lowest overall ceiling, taking points off the last awards first."""
+    points = [a.points for a in awards]
+    clips: list[Limit | None] = [None] * len(awards)
+    for limit in sorted(limits, key=lambda lim: (lim.points, lim.plugin)):
+        if limit.rule is not None:
+            for i, award in enumerate(awards):
+                if award.rule == limit.rule and points[i] > limit.points:
+                    points[i] = max(limit.points, 0)
+                    clips[i] = limit
+    overall = [lim for lim in limits if lim.rule is None]
+    if overall:
+        lowest = min(overall, key=lambda lim: (lim.points, lim.plugin))
+        excess = sum(points) - max(lowest.points, 0)
+        for i in reversed(range(len(awards))):
+            if excess <= 0:
+                break
+            take = min(points[i], excess)
+            if take:
+                points[i] -= take
+                excess -= take
+                clips[i] = lowest
+    return [
+        _award_dict(replace(a, points=p), a.points, clip)
+        for a, p, clip in zip(awards, points, clips, strict=True)
+    ]
+
+
+def evaluate(
+    pm: PointsPluginManager,
+    policy: Policy,
+    record: RecordInfo,
+    volunteer: VolunteerInfo,
+    history: History,
+    *,
+    review: bool = True,
+) -> Evaluation:
+    """Run the earning plugins over one record; write nothing. Raises PluginError."""
+    common = {"record": record, "volunteer": volunteer, "history": history}
+    options = {"enabled": policy.enabled, "config_for": policy.config}
+    base: list[Award] = []
+    for name, awards in call_each(pm, "award_points", common, **options):
+        base += _checked_awards(name, "award_points", awards, policy)
+    base.sort(key=lambda a: a.key)
+    extra: list[Award] = []
+    for name, awards in call_each(
+        pm, "award_bonuses", {**common, "awards": tuple(base)}, **options
+    ):
+        extra += _checked_awards(name, "award_bonuses", awards, policy)
+    extra.sort(key=lambda a: a.key)
+    proposed = base + extra
+    limits: list[Limit] = []
+    for name, found in call_each(
+        pm, "limit_awards", {**common, "awards": tuple(proposed)}, **options
+    ):
+        for limit in found:
+            if not isinstance(limit, Limit) or isinstance(limit.points, bool):
+                raise PluginError(
+                    f"plugin {name!r} returned a bad limit", plugin=name, hook="limit_awards"
+                )
+            limits.append(replace(limit, plugin=name))
+    awards = apply_limits(proposed, limits)
+    decisions: list[Decision] = []
+    if review:
+        final = tuple(replace(a, points=d["points"]) for a, d in zip(proposed, awards, strict=True))
+        for name, decision in call_each(
+            pm,
+            "review_record",
+            {"record": record, "volunteer": volunteer, "awards": final},
+            **options,
+        ):
+            if not isinstance(decision, Decision):
+                raise PluginError(
+                    f"plugin {name!r} returned a bad decision", plugin=name, hook="review_record"
+                )
+            decisions.append(replace(decision, plugin=name))
+    return Evaluation(tuple(awards), tuple(decisions))
+
+
+# -- submitting --------------------------------------------------------------------------
+
+
+def _check_record(pm, policy, kind, started_at, minutes, details, now):
+    errors: dict[str, list[str]] = {}
+    kinds = {name: k for name, k in activity_kinds(pm).items() if policy.enabled(k.plugin)}
+    spec = kinds.get(kind) if isinstance(kind, str) else None
+    if spec is None:
+        errors["kind"] = [f"Unknown kind; one of {', '.join(sorted(kinds))}."]
+    if not isinstance(started_at, datetime) or started_at.tzinfo is None:
+        errors["started_at"] = ["Give a time with a UTC offset."]
+    elif started_at > now + FUTURE_SLACK:
+        errors["started_at"] = ["Must not be in the future."]
+    if minutes is None:
+        if spec is not None and spec.minutes == "required":
+            errors["minutes"] = ["Required for this kind."]
+    elif isinstance(minutes, bool) or not isinstance(minutes, int):
+        errors["minutes"] = ["Must be a whole number of minutes."]
+    elif not 0 < minutes <= ledger.MAX_SERVICE_MINUTES:
+        errors["minutes"] = [f"Must be from 1 to {ledger.MAX_SERVICE_MINUTES} (24 hours)."]
+    if details is None:
+        details = {}
+    loaded: dict = {}
+    if not isinstance(details, Mapping):
+        errors["details"] = ["Must be an object."]
+    elif spec is not None:
+        try:
+            loaded = spec.schema().load(dict(details))
+        except ValidationError as error:
+            for key, messages in _flat(error.messages, "details").items():
+                errors[key] = messages
+    if errors:
+        raise InvalidInputError("invalid service record", errors=errors)
+    return spec, json.loads(json.dumps(loaded, default=str))
+
+
+def _flat(messages: Any, prefix: str) -> dict[str, list[str]]:
+    if isinstance(messages, Mapping):
+        out: dict[str, list[str]] = {}
+        for key, value in messages.items():
+            out.update(_flat(value, f"{prefix}.{key}"))
+        return out
+    return {prefix: [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]}
+
+
+def record_service(
+    volunteer_id: int,
+    kind: str,
+    started_at: datetime,
+    minutes: int | None = None,
+    details: Mapping[str, Any] | None = None,
+    *,
+    actor: str,
+    idempotency_key: str | None = None,
+) -> RecordResult:
+    """Record a volunteer's service; approve it at once if the approval policy says so.
+
+    Returns the record (status "approved" with its entries, or "pending" with the
+    reason it waits). Raises InvalidInputError (field errors: kind, started_at,
+    minutes, details.<field>), NotFoundError, AccountClosedError, ConflictError (a
+    second check-in the same day), IdempotencyConflictError, PluginError.
+    """
+    if not isinstance(actor, str) or not actor.strip():
+        raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
+    pm = plugin_manager()
+    volunteer = volunteer_info(volunteer_id)
+    if getattr(volunteer, "_status", "active") != "active":
+        raise AccountClosedError(f"volunteer {volunteer_id} is not active")
+    node = district_info(volunteer.district_id)
+    now = utcnow()
+    as_of = started_at if isinstance(started_at, datetime) and started_at.tzinfo else now
+    policy = resolve_policy(node, min(as_of, now))
+    spec, clean = _check_record(pm, policy, kind, started_at, minutes, details, now)
+    local_day = started_at.astimezone(policy_zone(node)).date()
+    dedupe = f"{kind}:{local_day.isoformat()}" if spec.once_per_day else None
+    if dedupe and db.session.scalar(
+        select(ServiceRecord.id).where(
+            ServiceRecord.volunteer_id == volunteer.id, ServiceRecord.dedupe_key == dedupe
+        )
+    ):
+        raise _duplicate(kind, local_day)
+    info = RecordInfo(None, node.id, volunteer.id, kind, started_at, minutes, clean, node.timezone)
+
+    def work() -> tuple[RecordResult, list]:
+        evaluation = evaluate(pm, policy, info, volunteer, history_for(volunteer.id))
+        approve_now = evaluation.approve_now
+        values = {
+            "district_id": node.id,
+            "volunteer_id": volunteer.id,
+            "kind": kind,
+            "started_at": started_at,
+            "minutes": minutes,
+            "details": clean,
+            "status": "approved" if approve_now else "pending",
+            "dedupe_key": dedupe,
+            "submitted_by": actor,
+            "created_at": now,
+            "points": 0,
+            "awards": list(evaluation.awards),
+            "queue_reason": None if approve_now else evaluation.queue_reason,
+        }
+        if approve_now:
+            reason = "；".join(d.reason_zh for d in evaluation.decisions)
+            values |= {"decided_at": now, "decided_by": actor, "decision_reason": reason}
+        try:
+            record_id = db.session.execute(
+                ServiceRecord.__table__.insert().values(**values).returning(ServiceRecord.id)
+            ).scalar_one()
+        except IntegrityError:
+            raise _duplicate(kind, local_day) from None
+        posted = []
+        if approve_now:
+            posted = _post(
+                pm,
+                policy,
+                replace(info, id=record_id),
+                volunteer,
+                evaluation.awards,
+                actor,
+                count_minutes=True,
+            )
+        return get_record(record_id), posted
+
+    def unit() -> tuple[RecordResult, list]:
+        if idempotency_key is None:
+            return work()
+        arguments = {
+            "volunteer_id": volunteer_id,
+            "kind": kind,
+            "started_at": started_at,
+            "minutes": minutes,
+            "details": clean,
+        }
+        fingerprint = ledger.request_hash("record_service", arguments)
+        stored = ledger.claim_idempotency_key("service", idempotency_key, fingerprint)
+        if stored is not None:
+            return get_record(stored["record_id"], replayed=True), []
+        result = work()
+        ledger.record_result("service", idempotency_key, {"record_id": result[0].id})
+        return result
+
+    result, posted = ledger.atomic(unit)
+    _notify(pm, policy, posted)
+    return result
+
+
+def policy_zone(node):
+    from zoneinfo import ZoneInfo
+
+    return ZoneInfo(node.timezone)
+
+
+def _duplicate(kind: str, day) -> ConflictError:
+    return ConflictError(
+        f"a {kind} on {day} is already recorded",
+        errors={"started_at": [f"Already a {kind} on {day} (local date)."]},
+    )
+
+
+def _post(
+    pm: PointsPluginManager,
+    policy: Policy,
+    record: RecordInfo,
+    volunteer: VolunteerInfo,
+    awards: tuple[dict, ...],
+    actor: str,
+    *,
+    count_minutes: bool,
+    skip: frozenset[tuple[str, str]] = frozenset(),
+) -> list:
+    """Post one earn entry per award with points (inside the caller's unit); store the
+    awards with their entry ids on the record; count its minutes once."""
+    now = utcnow()
+    posted = []
+    stored = []
+    for award in awards:
+        award = dict(award)
+        if award["points"] > 0 and (award["plugin"], award["rule"]) not in skip:
+            lot = LotInfo(
+                volunteer.id,
+                record.district_id,
+                award["points"],
+                now,
+                award["plugin"],
+                award["rule"],
+                record.timezone,
+            )
+            answers = call_each(
+                pm, "expiry_for", {"lot": lot}, enabled=policy.enabled, config_for=policy.config
+            )
+            expires = min((when for _, when in answers), default=None)
+            reason = award["reason_zh"] + " / " + award["reason_en"]
+            if award["clip"]:
+                reason += f"（{award['clip']['reason_zh']}）/ ({award['clip']['reason_en']})"
+            entry = ledger.earn(
+                volunteer.id,
+                award["points"],
+                actor=actor,
+                reason=reason,
+                expires_at=expires,
+                plugin=award["plugin"],
+                rule=award["rule"],
+                config_version=award["config_version"],
+                service_record_id=record.id,
+            )
+            award["entry_id"] = entry.id
+            posted.append(entry)
+        stored.append(award)
+    if count_minutes and record.minutes:
+        ledger.add_service_minutes(
+            volunteer.id,
+            record.minutes,
+            actor=actor,
+            reason=f"service record {record.id} ({record.kind})",
+            service_record_id=record.id,
+        )
+    db.session.execute(
+        update(ServiceRecord)
+        .where(ServiceRecord.id == record.id)
+        .values(
+            points=ServiceRecord.points + sum(e.postings[-1][1] for e in posted if e),
+            awards=stored,
+        )
+    )
+    return posted
+
+
+def _notify(pm: PointsPluginManager, policy: Policy, entries: list) -> None:
+    """Tell plugins about committed entries; a failing listener is logged, never undone."""
+    for entry in entries:
+        try:
+            call_each(pm, "entry_posted", {"entry": entry}, enabled=policy.enabled)
+        except PluginError:
+            continue
+
+
+# -- the office's decisions --------------------------------------------------------------
+
+
+def _lock_pending(record_id: int, status: str, actor: str, reason: str | None) -> ServiceRecord:
+    done = db.session.execute(
+        update(ServiceRecord)
+        .where(ServiceRecord.id == record_id, ServiceRecord.status == "pending")
+        .values(status=status, decided_at=utcnow(), decided_by=actor, decision_reason=reason)
+    )
+    row = db.session.get(ServiceRecord, record_id, populate_existing=True)
+    if row is None:
+        raise NotFoundError(f"no service record {record_id}")
+    if done.rowcount != 1:
+        raise ConflictError(
+            f"service record {record_id} was already {row.status}",
+            errors={"record_id": [f"Already {row.status}."]},
+        )
+    return row
+
+
+def _record_info(row: ServiceRecord) -> RecordInfo:
+    node = district_info(row.district_id)
+    return RecordInfo(
+        row.id,
+        row.district_id,
+        row.volunteer_id,
+        row.kind,
+        row.started_at,
+        row.minutes,
+        row.details,
+        node.timezone,
+        row.verified_at is not None,
+    )
+
+
+def approve(record_id: int, actor: str) -> RecordResult:
+    """Approve a pending record: post its awards as earn entries, count its minutes.
+
+    The awards are computed now, under the policy in effect when the service started.
+    Raises NotFoundError, ConflictError (not pending), PluginError (nothing posted).
+    """
+    _id(record_id, "record_id")
+    if not isinstance(actor, str) or not actor.strip():
+        raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
+    pm = plugin_manager()
+    state: dict[str, Any] = {}
+
+    def work() -> RecordResult:
+        row = _lock_pending(record_id, "approved", actor, "街道批准 / approved by the office")
+        record = _record_info(row)
+        policy = resolve_policy(record.district_id, record.started_at)
+        volunteer = volunteer_info(row.volunteer_id, policy)
+        history = history_for(row.volunteer_id, exclude_id=row.id)
+        evaluation = evaluate(pm, policy, record, volunteer, history, review=False)
+        state["policy"] = policy
+        state["posted"] = _post(
+            pm, policy, record, volunteer, evaluation.awards, actor, count_minutes=True
+        )
+        return get_record(record_id)
+
+    result = ledger.atomic(work)
+    _notify(pm, state["policy"], state["posted"])
+    return result
+
+
+def reject(record_id: int, actor: str, reason: str) -> RecordResult:
+    """Reject a pending record with a reason; nothing is posted and no minutes count.
+
+    Raises InvalidInputError (no reason), NotFoundError, ConflictError (not pending).
+    """
+    _id(record_id, "record_id")
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidInputError("a rejection needs a reason", errors={"reason": ["Required."]})
+    if not isinstance(actor, str) or not actor.strip():
+        raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
+
+    def work() -> RecordResult:
+        _lock_pending(record_id, "rejected", actor, reason)
+        # A rejected check-in does not block a corrected one the same day.
+        db.session.execute(
+            update(ServiceRecord).where(ServiceRecord.id == record_id).values(dedupe_key=None)
+        )
+        return get_record(record_id)
+
+    return ledger.atomic(work)
+
+
+def mark_verified(record_id: int, actor: str) -> RecordResult:
+    """Mark a record (a report) verified by the office. If it was approved already, post
+    the awards that verification adds (a bonus), once. Raises NotFoundError,
+    ConflictError (rejected, or verified already), PluginError."""
+    _id(record_id, "record_id")
+    pm = plugin_manager()
+    state: dict[str, Any] = {"posted": [], "policy": None}
+
+    def work() -> RecordResult:
+        done = db.session.execute(
+            update(ServiceRecord)
+            .where(
+                ServiceRecord.id == record_id,
+                ServiceRecord.verified_at.is_(None),
+                ServiceRecord.status != "rejected",
+            )
+            .values(verified_at=utcnow(), verified_by=actor)
+        )
+        row = db.session.get(ServiceRecord, record_id, populate_existing=True)
+        if row is None:
+            raise NotFoundError(f"no service record {record_id}")
+        if done.rowcount != 1:
+            raise ConflictError(f"service record {record_id} cannot be verified now")
+        if row.status == "approved":
+            record = _record_info(row)
+            policy = resolve_policy(record.district_id, record.started_at)
+            volunteer = volunteer_info(row.volunteer_id, policy)
+            history = history_for(row.volunteer_id, exclude_id=row.id)
+            evaluation = evaluate(pm, policy, record, volunteer, history, review=False)
+            earlier = [a for a in row.awards or []]
+            done_keys = frozenset((a["plugin"], a["rule"]) for a in earlier if a.get("entry_id"))
+            fresh = [a for a in evaluation.awards if (a["plugin"], a["rule"]) not in done_keys]
+            state["policy"] = policy
+            state["posted"] = _post(
+                pm,
+                policy,
+                record,
+                volunteer,
+                tuple(earlier + fresh),
+                actor,
+                count_minutes=False,
+                skip=done_keys,
+            )
+        return get_record(record_id)
+
+    result = ledger.atomic(work)
+    if state["policy"] is not None:
+        _notify(pm, state["policy"], state["posted"])
+    return result
