@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from flask import Flask, jsonify, request
-from sqlalchemy import text
+from flask import Flask, request
 from werkzeug.exceptions import HTTPException
 
 from points import config as defaults
+from points.api import register_api
+from points.api.problems import http_problem
 from points.database import configure_engine
 from points.errors import PointsError, problem, problem_from
 from points.extensions import db, migrate
@@ -52,15 +53,7 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    @app.get("/api/v1/health")
-    def health():
-        """Report whether the service and its database answer."""
-        try:
-            db.session.execute(text("SELECT 1"))
-        except Exception:
-            app.logger.exception("health check: database unreachable")
-            return problem(503, "Database unavailable", "The database does not answer.")
-        return jsonify(status="ok", database="ok")
+    register_api(app)
 
 
 def register_errorhandlers(app: Flask) -> None:
@@ -71,7 +64,7 @@ def register_errorhandlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
-        return problem(error.code or 500, error.name, error.description)
+        return http_problem(error)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):

@@ -132,6 +132,53 @@ def problem_from(error: PointsError) -> Response:
     return problem(error.status, error.title, error.detail, type=error.type, errors=error.errors)
 
 
+class AuthenticationError(PointsError):
+    """Raised when a request carries no bearer token, or one unknown, expired or revoked."""
+
+    status = 401
+    title = "Unauthorized"
+    slug = "unauthorized"
+
+
+class ForbiddenError(PointsError):
+    """Raised when a token's role or district node does not reach what a request asks for."""
+
+    status = 403
+    title = "Forbidden"
+    slug = "forbidden"
+
+
+class WrongPinError(InvalidInputError):
+    """Raised when a card code is unknown or the PIN given with it is wrong."""
+
+    title = "Wrong card or PIN"
+    slug = "wrong-pin"
+
+
+class CardLockedError(PointsError):
+    """Raised when a card is used while locked after too many wrong PINs."""
+
+    status = 423
+    title = "Card locked"
+    slug = "card-locked"
+
+    def __init__(self, detail: str, *, retry_after: int, errors: dict[str, Any] | None = None):
+        super().__init__(detail, errors=errors)
+        self.retry_after = retry_after
+
+
+class RateLimitedError(PointsError):
+    """Raised when one token sends more requests than its limit allows."""
+
+    status = 429
+    title = "Too many requests"
+    slug = "rate-limited"
+
+    def __init__(self, detail: str, *, retry_after: int):
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
 class PluginError(PointsError):
     """Raised when a plugin fails inside a hook; the unit of work it ran in is rolled back.
 

@@ -1,0 +1,97 @@
+"""Schemas, fields and helpers shared by the API's resources."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from copy import deepcopy
+from functools import wraps
+from typing import Any
+
+from flask import Response, json
+from marshmallow import Schema, fields, validate
+
+from points.auth import require
+from points.models import MAX_POINTS
+
+# Path converters: ids within the columns' range, so a huge id is a 404, not an overflow.
+VOLUNTEER_ID = "int(min=1, max=2147483647)"
+ENTRY_ID = "int(min=1, max=9223372036854775807)"
+ROW_ID = "int(min=1, max=2147483647)"
+
+MAX_INT_ID = 2**31 - 1
+
+
+def Id(**kwargs: Any) -> fields.Integer:
+    """An integer id field: strict (no strings), 1 to 2^31 - 1."""
+    return fields.Integer(strict=True, validate=validate.Range(1, MAX_INT_ID), **kwargs)
+
+
+def Points(**kwargs: Any) -> fields.Integer:
+    """A whole number of points from 1 to 2^53."""
+    return fields.Integer(strict=True, validate=validate.Range(1, MAX_POINTS), **kwargs)
+
+
+class ProblemSchema(Schema):
+    """An RFC 9457 problem: what went wrong, and per field where input was invalid."""
+
+    type = fields.String(required=True, metadata={"description": "A URI naming the problem."})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True)
+    detail = fields.String()
+    errors = fields.Dict(
+        keys=fields.String(),
+        metadata={"description": "Messages per invalid field (a list, or nested per key)."},
+    )
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """Return a JSON response with an already serialised body."""
+    return Response(
+        json.dumps(body, ensure_ascii=False),
+        status=status,
+        mimetype="application/json",
+        headers=headers,
+    )
+
+
+def mask_phone(phone: str | None) -> str | None:
+    """Return a phone number with all but its first three and last four digits hidden."""
+    if not phone:
+        return phone
+    digits = [c for c in phone if c.isdigit()]
+    if len(digits) <= 7:
+        return "*" * len(digits)
+    return "".join(digits[:3]) + "*" * (len(digits) - 7) + "".join(digits[-4:])
+
+
+def mask_name(name: str) -> str:
+    """Return a name as a kiosk may show it: first and last character, '*' between."""
+    if len(name) <= 1:
+        return name
+    if len(name) == 2:
+        return name[0] + "*"
+    return name[0] + "*" * (len(name) - 2) + name[-1]
+
+
+def allow(
+    *roles: str, replay: bool = False, admin: bool = True, who: str | None = None
+) -> Callable:
+    """Let only these roles (and admin) in, before the body is parsed: 401 comes before 422.
+
+    The view reads the principal with `current_principal()`. `who` describes the roles in
+    the OpenAPI document when the role names alone do not say it (self, in scope).
+    """
+
+    def decorator(func: Callable) -> Callable:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            require(*roles, replay=replay, admin=admin)
+            return func(*args, **kwargs)
+
+        wrapper._apidoc = deepcopy(getattr(func, "_apidoc", {}))
+        manual = wrapper._apidoc.setdefault("manual_doc", {})
+        everyone = ("admin", *roles) if admin else roles
+        manual["description"] = "Who: " + (who or ", ".join(everyone)) + "."
+        return wrapper
+
+    return decorator

@@ -1,0 +1,282 @@
+"""Volunteers: registration, profile, balance and the history of their points."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from datetime import timedelta
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+from sqlalchemy import func, select
+
+from points import directory, ledger
+from points.api.common import VOLUNTEER_ID, allow, mask_phone
+from points.auth import current_principal, reach_volunteer, require_scope
+from points.errors import InvalidInputError
+from points.extensions import db
+from points.models import Account, District, Entry, Lot, Posting, Volunteer, utcnow
+
+blp = Blueprint("volunteers", __name__, url_prefix="/api/v1/volunteers", description="Volunteers.")
+
+IN_NODE = "of the volunteer's node or above"
+
+# Lots expiring within this many days are listed in a balance as "expiring".
+EXPIRING_DAYS = 60
+EXPIRING_ITEMS = 10
+
+
+class VolunteerCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, 200))
+    phone = fields.String(
+        load_default=None, allow_none=True, validate=validate.Regexp(r"^\+?[0-9 -]{5,20}$")
+    )
+    district = fields.String(required=True, validate=validate.Length(1, 64))
+    pin = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Regexp(directory.PIN_PATTERN),
+        metadata={"description": "Six digits, for the card at kiosks."},
+    )
+
+
+class VolunteerCreatedSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    district = fields.String(required=True)
+    card_code = fields.String(required=True)
+    status = fields.String(required=True)
+
+
+class VolunteerProfileSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    phone = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Masked (139****0001) unless the token is an office's."},
+    )
+    district = fields.String(required=True)
+    card_code = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "Shown to offices and to the volunteer only."},
+    )
+    status = fields.String(required=True)
+    service_minutes = fields.Integer(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class ExpiringSchema(Schema):
+    points = fields.Integer(required=True)
+    expires_at = fields.DateTime(required=True)
+
+
+class BalanceSchema(Schema):
+    volunteer_id = fields.Integer(required=True)
+    balance = fields.Integer(required=True)
+    held = fields.Integer(
+        required=True, metadata={"description": "Reserved by redemptions not yet delivered."}
+    )
+    available = fields.Integer(required=True, metadata={"description": "balance - held"})
+    service_minutes = fields.Integer(
+        required=True, metadata={"description": "Service time; only grows."}
+    )
+    expiring = fields.List(
+        fields.Nested(ExpiringSchema),
+        required=True,
+        metadata={"description": f"Points expiring within {EXPIRING_DAYS} days, soonest first."},
+    )
+
+
+class EntriesQuerySchema(Schema):
+    cursor = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 200),
+        metadata={"description": "From next_cursor."},
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+
+
+class VolunteerEntrySchema(Schema):
+    id = fields.Integer(required=True)
+    kind = fields.String(required=True)
+    points = fields.Integer(
+        required=True, metadata={"description": "Signed: credited (+) or debited (-)."}
+    )
+    reason = fields.String(required=True)
+    created_at = fields.DateTime(required=True)
+    effective_at = fields.DateTime(required=True)
+    plugin = fields.String(required=True, allow_none=True)
+    rule = fields.String(required=True, allow_none=True)
+    reverses_id = fields.Integer(required=True, allow_none=True)
+
+
+class EntryPageSchema(Schema):
+    items = fields.List(fields.Nested(VolunteerEntrySchema), required=True)
+    next_cursor = fields.String(
+        required=True, allow_none=True, metadata={"description": "null on the last page."}
+    )
+
+
+@blp.route("")
+class Volunteers(MethodView):
+    @allow("office", who="admin, an office whose node holds the district")
+    @blp.arguments(VolunteerCreateSchema)
+    @blp.response(201, VolunteerCreatedSchema)
+    def post(self, body):
+        """Register a volunteer with a card and PIN."""
+        principal = current_principal()
+        district = directory.district_by_code(body["district"])
+        require_scope(principal, district.path)
+        volunteer = directory.register_volunteer(
+            body["name"], body["district"], body["pin"], phone=body["phone"]
+        )
+        return {
+            "id": volunteer.id,
+            "name": volunteer.name,
+            "district": district.code,
+            "card_code": volunteer.card_code,
+            "status": volunteer.status,
+        }
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>")
+class VolunteerById(MethodView):
+    @allow("office", "auditor", "volunteer", who=f"admin, office and auditor {IN_NODE}, self")
+    @blp.response(200, VolunteerProfileSchema)
+    def get(self, volunteer_id):
+        """Show a volunteer's profile; the phone number is masked except for offices."""
+        principal = current_principal()
+        reach_volunteer(principal, volunteer_id)
+        row = db.session.execute(
+            select(Volunteer, District.code)
+            .join(District, District.id == Volunteer.district_id)
+            .where(Volunteer.id == volunteer_id)
+        ).one()
+        volunteer, code = row
+        office = principal.role in ("admin", "office")
+        return {
+            "id": volunteer.id,
+            "name": volunteer.name,
+            "phone": volunteer.phone if office else mask_phone(volunteer.phone),
+            "district": code,
+            "card_code": volunteer.card_code if principal.role != "auditor" else None,
+            "status": volunteer.status,
+            "service_minutes": volunteer.service_minutes,
+            "created_at": volunteer.created_at,
+        }
+
+
+def balance_of(volunteer_id: int) -> dict:
+    """Return the balance as the API shows it: cached balance, held, minutes, expiring."""
+    row = db.session.execute(
+        select(Account.balance, Account.held, Account.id, Volunteer.service_minutes)
+        .join(Volunteer, Volunteer.id == Account.volunteer_id)
+        .where(Account.volunteer_id == volunteer_id)
+    ).one()
+    now = utcnow()
+    expiring = db.session.execute(
+        select(Lot.expires_at, func.sum(Lot.remaining))
+        .where(
+            Lot.account_id == row.id,
+            Lot.remaining > 0,
+            Lot.expires_at > now,
+            Lot.expires_at <= now + timedelta(days=EXPIRING_DAYS),
+        )
+        .group_by(Lot.expires_at)
+        .order_by(Lot.expires_at)
+        .limit(EXPIRING_ITEMS)
+    ).all()
+    return {
+        "volunteer_id": volunteer_id,
+        "balance": row.balance,
+        "held": row.held,
+        "available": row.balance - row.held,
+        "service_minutes": row.service_minutes,
+        "expiring": [{"points": int(points), "expires_at": at} for at, points in expiring],
+    }
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/balance")
+class VolunteerBalance(MethodView):
+    @allow(
+        "office",
+        "auditor",
+        "volunteer",
+        "session",
+        who=f"admin, office and auditor {IN_NODE}, self, a kiosk session of the volunteer",
+    )
+    @blp.response(200, BalanceSchema)
+    def get(self, volunteer_id):
+        """Show a volunteer's points: balance, held, available, service time, expiring."""
+        principal = current_principal()
+        reach_volunteer(principal, volunteer_id)
+        return balance_of(volunteer_id)
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+            return value
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise InvalidInputError("invalid cursor", errors={"cursor": ["Use next_cursor as given."]})
+
+
+def _encode_cursor(posting_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps(posting_id).encode()).decode().rstrip("=")
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/entries")
+class VolunteerEntries(MethodView):
+    @allow("office", "auditor", "volunteer", who=f"admin, office and auditor {IN_NODE}, self")
+    @blp.arguments(EntriesQuerySchema, location="query")
+    @blp.response(200, EntryPageSchema)
+    def get(self, query, volunteer_id):
+        """List a volunteer's entries, newest first, each saying why; page with the cursor."""
+        principal = current_principal()
+        reach_volunteer(principal, volunteer_id)
+        account_id = ledger.balance(volunteer_id).account_id
+        statement = (
+            select(
+                Posting.id.label("posting_id"),
+                Posting.amount,
+                Entry.id,
+                Entry.kind,
+                Entry.reason,
+                Entry.created_at,
+                Entry.effective_at,
+                Entry.plugin,
+                Entry.rule,
+                Entry.reverses_id,
+            )
+            .join(Entry, Entry.id == Posting.entry_id)
+            .where(Posting.account_id == account_id)
+            .order_by(Posting.id.desc())
+            .limit(query["limit"] + 1)
+        )
+        if query["cursor"] is not None:
+            statement = statement.where(Posting.id < _decode_cursor(query["cursor"]))
+        rows = db.session.execute(statement).all()
+        page = rows[: query["limit"]]
+        return {
+            "items": [
+                {
+                    "id": row.id,
+                    "kind": row.kind,
+                    "points": row.amount,
+                    "reason": row.reason,
+                    "created_at": row.created_at,
+                    "effective_at": row.effective_at,
+                    "plugin": row.plugin,
+                    "rule": row.rule,
+                    "reverses_id": row.reverses_id,
+                }
+                for row in page
+            ],
+            "next_cursor": _encode_cursor(page[-1].posting_id) if len(rows) > len(page) else None,
+        }

@@ -1,0 +1,440 @@
+"""Bearer tokens, roles and district scope, kiosk sessions, card PINs and rate limits."""
+
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flask import current_app, request
+from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.orm import aliased
+
+from points import ledger
+from points.directory import check_pin, token_digest
+from points.errors import (
+    AccountClosedError,
+    AuthenticationError,
+    CardLockedError,
+    ForbiddenError,
+    NotFoundError,
+    RateLimitedError,
+    WrongPinError,
+)
+from points.extensions import db
+from points.models import ApiToken, District, Volunteer, utcnow
+
+# Roles a request can act in. A kiosk session is stored as a volunteer token (see
+# open_kiosk_session) but acts in a role of its own: fewer rights than either parent.
+ROLES = ("admin", "office", "auditor", "kiosk", "volunteer", "session")
+
+# A kiosk session's token row is named after the kiosk that opened it.
+SESSION_PREFIX = "kiosk-session:"
+
+MAX_WRONG_PINS = 5
+LOCK_MINUTES = 15
+
+DEFAULTS = {
+    # Requests per minute per token (kiosk sessions count against their kiosk); 0: no limit.
+    # Counted per worker process: with N workers a token may reach N times this.
+    "API_RATE_LIMIT_PER_MINUTE": 600,
+    # A kiosk session ends after this long without use, and at the latest after the maximum.
+    "KIOSK_SESSION_IDLE_SECONDS": 120,
+    "KIOSK_SESSION_MAX_SECONDS": 900,
+    # An ended kiosk session may still replay its own writes (same Idempotency-Key) this
+    # long, so that a kiosk retrying a redemption whose answer it lost gets that answer.
+    "KIOSK_SESSION_REPLAY_SECONDS": 600,
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is asking: a token's role, the district path it reaches, and its volunteer."""
+
+    token_id: int
+    role: str
+    district_id: int
+    # The district path the principal reaches ("/1/4/"); every node below it too.
+    path: str
+    volunteer_id: int | None = None
+    # For a kiosk session: the kiosk token that opened it.
+    kiosk_id: int | None = None
+    # For an ended kiosk session: only replays of its own writes are allowed.
+    replay_only: bool = False
+
+    @property
+    def owner_id(self) -> int:
+        """The token whose rate limit and idempotency keys this request uses."""
+        return self.kiosk_id if self.kiosk_id is not None else self.token_id
+
+    @property
+    def actor(self) -> str:
+        """How the ledger records this principal as the actor of an entry."""
+        if self.role == "session":
+            return f"kiosk:{self.kiosk_id}/volunteer:{self.volunteer_id}"
+        return f"{self.role}:{self.token_id}"
+
+    @property
+    def at_kiosk(self) -> bool:
+        """True for a kiosk and for a volunteer session opened at a kiosk."""
+        return self.role in ("kiosk", "session")
+
+    def covers(self, path: str) -> bool:
+        """Return True when the district node with `path` is within reach."""
+        return self.role == "admin" or path.startswith(self.path)
+
+
+# -- authentication ----------------------------------------------------------------------
+
+
+def current_principal() -> Principal:
+    """Return who is asking, authenticating the bearer token once per request.
+
+    Raises AuthenticationError, RateLimitedError.
+    """
+    # Kept in the WSGI environ, which lives exactly as long as the request (g may outlive
+    # it when an app context was already pushed, as in tests).
+    principal = request.environ.get("points.principal")
+    if principal is None:
+        principal = _authenticate(request.headers.get("Authorization", ""))
+        limiter: RateLimiter = current_app.extensions["points_rate_limiter"]
+        wait = limiter.hit(principal.owner_id)
+        if wait is not None:
+            raise RateLimitedError(
+                "too many requests from this token; slow down",
+                retry_after=max(1, math.ceil(wait)),
+            )
+        request.environ["points.principal"] = principal
+    return principal
+
+
+def require(*roles: str, replay: bool = False, admin: bool = True) -> Principal:
+    """Return the principal if its role is one of `roles` (or admin, unless `admin=False`).
+
+    `replay=True` lets an ended kiosk session through to an idempotent write, which then
+    only replays. Raises AuthenticationError, ForbiddenError, RateLimitedError.
+    """
+    principal = current_principal()
+    if principal.replay_only and not replay:
+        raise AuthenticationError("this kiosk session has ended")
+    if principal.role not in roles and not (admin and principal.role == "admin"):
+        raise ForbiddenError(f"a {_role_name(principal)} token may not do this")
+    return principal
+
+
+def require_scope(principal: Principal, path: str, what: str = "this district node") -> None:
+    """Raise ForbiddenError unless `principal` reaches the district node with `path`."""
+    if not principal.covers(path):
+        raise ForbiddenError(f"{what} is outside this token's district node")
+
+
+def _role_name(principal: Principal) -> str:
+    return "kiosk session" if principal.role == "session" else principal.role
+
+
+def _authenticate(header: str) -> Principal:
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        raise AuthenticationError("send Authorization: Bearer <token>")
+    if len(secret) > 200:
+        raise AuthenticationError("unknown token")
+    token_district = aliased(District)
+    volunteer_district = aliased(District)
+    row = db.session.execute(
+        select(
+            ApiToken.id,
+            ApiToken.role,
+            ApiToken.name,
+            ApiToken.district_id,
+            ApiToken.volunteer_id,
+            ApiToken.created_at,
+            ApiToken.expires_at,
+            ApiToken.revoked_at,
+            token_district.path,
+            Volunteer.district_id.label("volunteer_district_id"),
+            volunteer_district.path.label("volunteer_path"),
+        )
+        .join(token_district, token_district.id == ApiToken.district_id)
+        .outerjoin(Volunteer, Volunteer.id == ApiToken.volunteer_id)
+        .outerjoin(volunteer_district, volunteer_district.id == Volunteer.district_id)
+        .where(ApiToken.token_hash == token_digest(secret))
+    ).one_or_none()
+    if row is None:
+        raise AuthenticationError("unknown token")
+    now = utcnow()
+    if row.role == "volunteer" and row.name.startswith(SESSION_PREFIX):
+        return _session_principal(row, now)
+    if row.revoked_at is not None:
+        raise AuthenticationError("this token was revoked")
+    if row.expires_at is not None and row.expires_at <= now:
+        raise AuthenticationError("this token has expired")
+    if row.role == "volunteer":
+        return Principal(
+            row.id, "volunteer", row.volunteer_district_id, row.volunteer_path, row.volunteer_id
+        )
+    return Principal(row.id, row.role, row.district_id, row.path)
+
+
+def _session_principal(row, now: datetime) -> Principal:
+    config = current_app.config
+    try:
+        kiosk_id = int(row.name[len(SESSION_PREFIX) :])
+    except ValueError:
+        raise AuthenticationError("unknown token") from None
+    if row.expires_at is None:
+        raise AuthenticationError("unknown token")
+    kiosk = db.session.execute(
+        select(ApiToken.role, ApiToken.expires_at, ApiToken.revoked_at).where(
+            ApiToken.id == kiosk_id
+        )
+    ).one_or_none()
+    if (
+        kiosk is None
+        or kiosk.role != "kiosk"
+        or kiosk.revoked_at is not None
+        or (kiosk.expires_at is not None and kiosk.expires_at <= now)
+    ):
+        raise AuthenticationError("the kiosk that opened this session is no longer valid")
+    ended = row.revoked_at or (row.expires_at if row.expires_at <= now else None)
+    if ended is not None:
+        if now - ended > timedelta(seconds=config["KIOSK_SESSION_REPLAY_SECONDS"]):
+            raise AuthenticationError("this kiosk session has ended")
+        return Principal(
+            row.id, "session", row.district_id, row.path, row.volunteer_id, kiosk_id, True
+        )
+    idle = timedelta(seconds=config["KIOSK_SESSION_IDLE_SECONDS"])
+    if row.expires_at - now < idle / 2:
+        # Extended on use, but not on every use: a write per request would cost more
+        # than the session is worth. Never past the session's maximum age.
+        latest = row.created_at + timedelta(seconds=config["KIOSK_SESSION_MAX_SECONDS"])
+        new_expiry = min(now + idle, latest)
+        if new_expiry > row.expires_at:
+            ledger.atomic(lambda: _set_expiry(row.id, new_expiry))
+    return Principal(row.id, "session", row.district_id, row.path, row.volunteer_id, kiosk_id)
+
+
+def _set_expiry(token_id: int, expires_at: datetime) -> None:
+    db.session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
+        .values(expires_at=expires_at)
+    )
+
+
+# -- kiosk sessions and cards ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CardHolder:
+    """The volunteer a card code and PIN identified."""
+
+    volunteer_id: int
+    district_id: int
+    path: str
+    name: str
+
+
+def verify_card(principal: Principal, card_code: str, pin: str) -> CardHolder:
+    """Return the volunteer whose card and PIN these are, counting wrong PINs per card.
+
+    Every attempt is counted in the database before the PIN is checked, so that all
+    workers agree and parallel guesses cannot exceed the limit; a right PIN clears the
+    count. Raises WrongPinError, ForbiddenError (card outside the kiosk's node),
+    CardLockedError, AccountClosedError.
+    """
+    row = db.session.execute(
+        select(
+            Volunteer.id,
+            Volunteer.district_id,
+            Volunteer.name,
+            Volunteer.pin_hash,
+            Volunteer.status,
+            District.path,
+        )
+        .join(District, District.id == Volunteer.district_id)
+        .where(Volunteer.card_code == card_code)
+    ).one_or_none()
+    if row is None:
+        raise WrongPinError("unknown card", errors={"card_code": ["Unknown card."]})
+    require_scope(principal, row.path, "this card's volunteer")
+    now = utcnow()
+    attempts = ledger.atomic(lambda: _count_attempt(row.id, now))
+    if attempts is None:
+        raise _locked(row.id, now)
+    if not check_pin(pin, row.pin_hash):
+        left = MAX_WRONG_PINS - attempts
+        if left <= 0:
+            raise _locked(row.id, now)
+        raise WrongPinError(
+            "wrong PIN",
+            errors={"pin": [f"Wrong PIN: {left} more tries before the card locks."]},
+        )
+    ledger.atomic(lambda: _clear_attempts(row.id))
+    if row.status != "active":
+        raise AccountClosedError("this card's volunteer is not active")
+    return CardHolder(row.id, row.district_id, row.path, row.name)
+
+
+def _count_attempt(volunteer_id: int, now: datetime) -> int | None:
+    """Count one PIN attempt; return the count, or None while the card is locked."""
+    lapsed = and_(Volunteer.locked_until.is_not(None), Volunteer.locked_until <= now)
+    count = case((lapsed, 1), else_=Volunteer.failed_pins + 1)
+    return db.session.execute(
+        update(Volunteer)
+        .where(
+            Volunteer.id == volunteer_id,
+            or_(Volunteer.locked_until.is_(None), Volunteer.locked_until <= now),
+        )
+        .values(
+            failed_pins=count,
+            locked_until=case(
+                (count >= MAX_WRONG_PINS, now + timedelta(minutes=LOCK_MINUTES)),
+                (lapsed, None),
+                else_=Volunteer.locked_until,
+            ),
+        )
+        .returning(Volunteer.failed_pins)
+    ).scalar_one_or_none()
+
+
+def _clear_attempts(volunteer_id: int) -> None:
+    db.session.execute(
+        update(Volunteer)
+        .where(Volunteer.id == volunteer_id)
+        .values(failed_pins=0, locked_until=None)
+    )
+
+
+def _locked(volunteer_id: int, now: datetime) -> CardLockedError:
+    until = db.session.scalar(select(Volunteer.locked_until).where(Volunteer.id == volunteer_id))
+    seconds = max(1, math.ceil((until - now).total_seconds())) if until else LOCK_MINUTES * 60
+    return CardLockedError(
+        f"too many wrong PINs: the card is locked for {math.ceil(seconds / 60)} minutes",
+        retry_after=seconds,
+    )
+
+
+@dataclass(frozen=True)
+class KioskSession:
+    """A volunteer session opened at a kiosk: the token (shown once) and when it ends."""
+
+    token_id: int
+    token: str
+    volunteer_id: int
+    name: str
+    expires_at: datetime
+
+
+def open_kiosk_session(principal: Principal, card_code: str, pin: str) -> KioskSession:
+    """Open a short volunteer session at the kiosk `principal` after card and PIN.
+
+    The session is an api_tokens row with role volunteer, named after the kiosk, that
+    expires when idle. Raises what verify_card raises.
+    """
+    holder = verify_card(principal, card_code, pin)
+    secret = "sk_" + secrets.token_urlsafe(32)
+    expires_at = utcnow() + timedelta(seconds=current_app.config["KIOSK_SESSION_IDLE_SECONDS"])
+
+    def work() -> int:
+        return db.session.execute(
+            ApiToken.__table__.insert()
+            .values(
+                name=f"{SESSION_PREFIX}{principal.token_id}",
+                role="volunteer",
+                district_id=principal.district_id,
+                volunteer_id=holder.volunteer_id,
+                token_hash=token_digest(secret),
+                created_at=utcnow(),
+                expires_at=expires_at,
+            )
+            .returning(ApiToken.id)
+        ).scalar_one()
+
+    token_id = ledger.atomic(work)
+    return KioskSession(token_id, secret, holder.volunteer_id, holder.name, expires_at)
+
+
+def end_kiosk_session(principal: Principal) -> None:
+    """End a kiosk session now (joins the caller's unit of work, if one is open)."""
+    if principal.role != "session":
+        return
+
+    def work() -> None:
+        db.session.execute(
+            update(ApiToken)
+            .where(ApiToken.id == principal.token_id, ApiToken.revoked_at.is_(None))
+            .values(revoked_at=utcnow())
+        )
+
+    ledger.atomic(work)
+
+
+def volunteer_path(volunteer_id: int) -> tuple[int, str]:
+    """Return a volunteer's district id and path. Raises NotFoundError."""
+    row = db.session.execute(
+        select(Volunteer.district_id, District.path)
+        .join(District, District.id == Volunteer.district_id)
+        .where(Volunteer.id == volunteer_id)
+    ).one_or_none()
+    if row is None:
+        raise NotFoundError(f"no volunteer {volunteer_id}")
+    return row.district_id, row.path
+
+
+def reach_volunteer(principal: Principal, volunteer_id: int) -> tuple[int, str]:
+    """Check that `principal` may see volunteer `volunteer_id`; return district id and path.
+
+    Volunteers and kiosk sessions reach only their own volunteer (403 for any other id,
+    existing or not); other roles reach volunteers in their node. Raises ForbiddenError,
+    NotFoundError.
+    """
+    if principal.role in ("volunteer", "session"):
+        if volunteer_id != principal.volunteer_id:
+            raise ForbiddenError("a volunteer token sees only its own volunteer")
+        return volunteer_path(volunteer_id)
+    found = volunteer_path(volunteer_id)
+    require_scope(principal, found[1], "this volunteer")
+    return found
+
+
+# -- rate limits -------------------------------------------------------------------------
+
+
+class RateLimiter:
+    """A token bucket per token, in this process: `per_minute` requests, refilled steadily."""
+
+    def __init__(self, per_minute: int):
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._buckets: dict[int, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def hit(self, owner: int) -> float | None:
+        """Take one request from `owner`'s bucket; return seconds to wait if it is empty."""
+        if self.capacity <= 0:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(owner, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens < 1:
+                self._buckets[owner] = (tokens, now)
+                return (1 - tokens) / self.rate
+            self._buckets[owner] = (tokens - 1, now)
+            if len(self._buckets) > 10_000:
+                self._forget_full(now)
+            return None
+
+    def _forget_full(self, now: float) -> None:
+        # A bucket that has refilled is the same as no bucket: drop it to bound memory.
+        full = [
+            owner
+            for owner, (tokens, last) in self._buckets.items()
+            if tokens + (now - last) * self.rate >= self.capacity
+        ]
+        for owner in full:
+            del self._buckets[owner]

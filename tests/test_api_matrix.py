@@ -1,0 +1,228 @@
+"""The authorization matrix: every endpoint, every role, inside and outside its node."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import count
+from typing import Any
+
+import pytest
+
+from points import ledger
+from points.directory import create_token
+
+pytest_plugins = ("tests.api_fixtures",)
+
+PRINCIPALS = (
+    "admin",
+    "office_above",
+    "office_in",
+    "office_out",
+    "auditor_in",
+    "auditor_out",
+    "kiosk_in",
+    "kiosk_out",
+    "volunteer_self",
+    "volunteer_peer",
+    "volunteer_far",
+    "session",  # last: one case ends it
+)
+# Offices over xizhaosi (the node of self and peer), and those who may read there.
+OFFICES_IN = {"admin", "office_above", "office_in"}
+READERS_IN = OFFICES_IN | {"auditor_in"}
+
+_unique = count(1)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One endpoint: how to call it, and who may."""
+
+    name: str
+    method: str
+    path: str | Callable[[Any], str]
+    allowed: frozenset[str]
+    body: Callable[[Any], Any] | None = None
+
+    def url(self, world) -> str:
+        return self.path(world) if callable(self.path) else self.path
+
+
+def _fresh_entry(world) -> str:
+    entry = ledger.earn(world.volunteers["self"], 5, actor="office:test", reason="visit")
+    return f"entries/{entry.id}/reverse"
+
+
+def _fresh_token(world) -> str:
+    token, _ = create_token("kiosk", "xizhaosi", name="spare kiosk")
+    return f"tokens/{token.id}"
+
+
+CASES = [
+    Case(
+        "create district below xizhaosi",
+        "POST",
+        "districts",
+        frozenset(OFFICES_IN),
+        lambda w: {"code": f"grid-{next(_unique)}", "name": "第一网格", "parent": "xizhaosi"},
+    ),
+    Case(
+        "read district xizhaosi",
+        "GET",
+        "districts/xizhaosi",
+        frozenset(READERS_IN | {"kiosk_in", "volunteer_self", "volunteer_peer", "session"}),
+    ),
+    Case("read district longtan", "GET", "districts/longtan", frozenset({"admin", "office_above"})),
+    Case(
+        "register volunteer in xizhaosi",
+        "POST",
+        "volunteers",
+        frozenset(OFFICES_IN),
+        lambda w: {
+            "name": "赵志强",
+            "phone": "13900000099",
+            "district": "xizhaosi",
+            "pin": "222333",
+        },
+    ),
+    Case(
+        "read profile of self",
+        "GET",
+        lambda w: f"volunteers/{w.volunteers['self']}",
+        frozenset(READERS_IN | {"volunteer_self"}),
+    ),
+    Case(
+        "read balance of self",
+        "GET",
+        lambda w: f"volunteers/{w.volunteers['self']}/balance",
+        frozenset(READERS_IN | {"volunteer_self", "session"}),
+    ),
+    Case(
+        "read entries of self",
+        "GET",
+        lambda w: f"volunteers/{w.volunteers['self']}/entries",
+        frozenset(READERS_IN | {"volunteer_self"}),
+    ),
+    Case(
+        "read balance of far",
+        "GET",
+        lambda w: f"volunteers/{w.volunteers['far']}/balance",
+        frozenset({"admin", "office_above", "office_out", "auditor_out", "volunteer_far"}),
+    ),
+    Case(
+        "transfer from self to peer",
+        "POST",
+        "transfers",
+        frozenset(OFFICES_IN | {"volunteer_self"}),
+        lambda w: {
+            "from_volunteer_id": w.volunteers["self"],
+            "to_volunteer_id": w.volunteers["peer"],
+            "points": 1,
+            "memo": "赠与家人",
+        },
+    ),
+    Case(
+        "reverse an entry of self",
+        "POST",
+        _fresh_entry,
+        frozenset(OFFICES_IN),
+        lambda w: {"reason": "logged twice"},
+    ),
+    Case(
+        "verify the ledger",
+        "GET",
+        "ledger/verify",
+        frozenset({"admin", "auditor_in", "auditor_out"}),
+    ),
+    Case(
+        "open a kiosk session for self",
+        "POST",
+        "kiosk/sessions",
+        frozenset({"kiosk_in"}),
+        lambda w: {"card_code": w.cards["self"], "pin": w.pins["self"]},
+    ),
+    Case("read the current session", "GET", "kiosk/sessions/current", frozenset({"session"})),
+    Case(
+        "create a kiosk token in xizhaosi",
+        "POST",
+        "tokens",
+        frozenset(OFFICES_IN),
+        lambda w: {"role": "kiosk", "district": "xizhaosi", "name": f"kiosk {next(_unique)}"},
+    ),
+    Case("revoke a kiosk token of xizhaosi", "DELETE", _fresh_token, frozenset(OFFICES_IN)),
+    Case("end the current session", "DELETE", "kiosk/sessions/current", frozenset({"session"})),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_api_roles_reach_only_their_nodes(api, world, case):
+    outcomes = {}
+    for principal in PRINCIPALS:
+        body = case.body(world) if case.body else None
+        response = api.call(
+            case.method,
+            case.url(world),
+            world.tokens[principal],
+            body,
+            headers={"Idempotency-Key": world.key()},
+        )
+        outcomes[principal] = response.status_code
+        if principal in case.allowed:
+            assert response.status_code < 300, (principal, response.get_json())
+        else:
+            assert response.status_code == 403, (principal, response.get_json())
+            assert response.content_type == "application/problem+json"
+    anonymous = api.call(
+        case.method, case.url(world), None, case.body(world) if case.body else None
+    )
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_api_health_needs_no_token(api, app):
+    response = api.get("health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "database": "ok"}
+
+
+def test_api_kiosk_never_sees_a_phone_number(api, world):
+    phone = "13900000001"  # self's, from the conftest fixture
+    for principal in ("kiosk_in", "session"):
+        for path in [
+            f"volunteers/{world.volunteers['self']}",
+            f"volunteers/{world.volunteers['self']}/balance",
+            f"volunteers/{world.volunteers['self']}/entries",
+            "kiosk/sessions/current",
+            "districts/xizhaosi",
+        ]:
+            response = api.get(path, world.tokens[principal])
+            assert phone not in response.get_data(as_text=True), (principal, path)
+    opened = api.post(
+        "kiosk/sessions",
+        world.tokens["kiosk_in"],
+        {"card_code": world.cards["self"], "pin": world.pins["self"]},
+    )
+    assert opened.status_code == 201
+    assert phone not in opened.get_data(as_text=True)
+    assert opened.get_json()["display_name"] == "王*英"
+
+
+def test_api_volunteer_never_sees_another_volunteer(api, world):
+    me = world.tokens["volunteer_self"]
+    for other in ("peer", "far"):
+        volunteer_id = world.volunteers[other]
+        for path in ("", "/balance", "/entries"):
+            response = api.get(f"volunteers/{volunteer_id}{path}", me)
+            assert response.status_code == 403, (other, path)
+    # Not even whether an id exists.
+    assert api.get("volunteers/99999", me).status_code == 403
+
+
+def test_api_phone_is_masked_except_for_offices(api, world):
+    path = f"volunteers/{world.volunteers['self']}"
+    assert api.get(path, world.tokens["office_in"]).get_json()["phone"] == "13900000001"
+    assert api.get(path, world.tokens["admin"]).get_json()["phone"] == "13900000001"
+    for principal in ("auditor_in", "volunteer_self"):
+        assert api.get(path, world.tokens[principal]).get_json()["phone"] == "139****0001"
+    assert api.get(path, world.tokens["auditor_in"]).get_json()["card_code"] is None
