@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,8 +17,27 @@ from points import ledger
 from points.directory import create_token
 from points.extensions import db
 from points.models import Volunteer
+from points.policy import set_policy
 
 PINS = {"self": "123456", "peer": "654321", "far": "111222"}
+
+# The catalog of Longtan street in the API tests: a haircut for 30 points at barber-wang.
+CATALOG = {
+    "items": {
+        "haircut": {
+            "names": {"zh-CN": "理发", "en": "haircut"},
+            "cost": 30,
+            "provider": "barber-wang",
+        },
+        "repair": {
+            "names": {"zh-CN": "家电维修", "en": "appliance repair"},
+            "cost": 60,
+            "provider": "barber-wang",
+            "stock_per_month": 1,
+            "min_star": 1,
+        },
+    }
+}
 
 
 class Api:
@@ -68,6 +88,11 @@ class World:
         """A fresh Idempotency-Key."""
         return f"key-{next(self.counter)}"
 
+    @staticmethod
+    def started(hours_ago: float = 2) -> str:
+        """An ISO time some hours ago, for a service record."""
+        return (datetime.now(UTC) - timedelta(hours=hours_ago)).isoformat()
+
 
 @pytest.fixture
 def api(client) -> Api:
@@ -75,12 +100,20 @@ def api(client) -> Api:
 
 
 @pytest.fixture
-def world(api, tree, volunteer, other_volunteer, far_volunteer) -> World:
+def world(api, tree, volunteer, other_volunteer, far_volunteer, provider) -> World:
     """Beijing > Dongcheng > Longtan > {xizhaosi, zuoanmen}, with every role at each node.
 
-    self and peer are volunteers in xizhaosi, far is in zuoanmen; self has 1000 points.
-    `session` is a kiosk session of self at the xizhaosi kiosk.
+    self and peer are volunteers in xizhaosi, far is in zuoanmen; self and far have 1000
+    points. Longtan's catalog is CATALOG. `session` is a kiosk session of self at the
+    xizhaosi kiosk.
     """
+    set_policy(
+        "longtan",
+        "catalog",
+        CATALOG,
+        author="office:test",
+        effective_from=datetime.now(UTC) - timedelta(days=1),
+    )
     volunteers = {"self": volunteer, "peer": other_volunteer, "far": far_volunteer}
     tokens = {}
     for name, role, district, volunteer_id in [

@@ -50,11 +50,11 @@ def test_api_insufficient_points_is_409(api, world):
     body = problem_of(
         api.post(
             "transfers",
-            world.tokens["volunteer_self"],
+            world.tokens["volunteer_peer"],
             {
-                "from_volunteer_id": world.volunteers["self"],
-                "to_volunteer_id": world.volunteers["peer"],
-                "points": 1001,
+                "from_volunteer_id": world.volunteers["peer"],
+                "to_volunteer_id": world.volunteers["self"],
+                "points": 5,
             },
         ),
         409,
@@ -508,3 +508,289 @@ def test_api_expired_token_is_401(api, world):
 def test_api_malformed_authorization_is_401(api, world, header):
     response = api.get("ledger/verify", headers={"Authorization": header})
     problem_of(response, 401)
+
+
+# -- service records ---------------------------------------------------------------------
+
+
+def _record(api, world, minutes=60, token="office_in", **extra):
+    body = {
+        "volunteer_id": world.volunteers["self"],
+        "kind": "patrol",
+        "started_at": world.started(),
+        "minutes": minutes,
+        "details": {"route": "夕照寺中街"},
+    } | extra
+    return api.post("service-records", world.tokens[token], body)
+
+
+def test_api_small_record_is_approved_at_once_with_its_awards(api, world):
+    response = _record(api, world, minutes=60, token="volunteer_self")
+    assert response.status_code == 201
+    body = response.get_json()
+    assert body["status"] == "approved" and body["points"] == 5
+    assert body["awards"] == [
+        {
+            "points": 5,
+            "plugin": "steward",
+            "rule": "patrol-hours",
+            "reason": body["awards"][0]["reason"],
+        }
+    ]
+    assert "/" in body["awards"][0]["reason"]
+    balance = api.get(
+        f"volunteers/{world.volunteers['self']}/balance", world.tokens["volunteer_self"]
+    ).get_json()
+    assert balance["balance"] == 1005 and balance["service_minutes"] == 60
+    assert balance["star_level"] == 0
+
+
+def test_api_large_record_waits_then_is_approved_once(api, world):
+    body = _record(api, world, minutes=300).get_json()
+    assert body["status"] == "pending" and body["points"] == 0 and body["queue_reason"]
+    path = f"service-records/{body['id']}/approve"
+    approved = api.post(path, world.tokens["office_in"], headers={"Idempotency-Key": "a-1"})
+    assert approved.status_code == 200
+    assert approved.get_json() == {"id": body["id"], "status": "approved", "points": 25}
+    replay = api.post(path, world.tokens["office_in"], headers={"Idempotency-Key": "a-1"})
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.get_json() == approved.get_json()
+    again = api.post(path, world.tokens["office_in"])
+    problem_of(again, 409)
+    assert ledger.balance(world.volunteers["self"]).balance == 1025
+
+
+def test_api_rejected_record_posts_nothing(api, world):
+    body = _record(api, world, minutes=300).get_json()
+    path = f"service-records/{body['id']}/reject"
+    problem_of(api.post(path, world.tokens["office_in"], {}), 422)
+    rejected = api.post(path, world.tokens["office_in"], {"reason": "无此巡查"})
+    assert rejected.get_json() == {"id": body["id"], "status": "rejected", "points": 0}
+    assert ledger.balance(world.volunteers["self"]).balance == 1000
+
+
+def test_api_record_field_errors(api, world):
+    body = problem_of(_record(api, world, kind="sleeping", details={"route": 5}), 422)
+    assert "kind" in body["errors"]
+    body = problem_of(_record(api, world, started_at="2027-01-01T08:00:00"), 422)
+    assert "started_at" in body["errors"]
+
+
+def test_api_plugin_failure_is_500_without_internals(app, api, world):
+    from points.plugins import plugin_manager, registered
+    from tests.plugins import raising
+
+    with registered(plugin_manager(), raising, "raising"):
+        response = _record(api, world)
+    body = problem_of(response, 500)
+    assert "boom" not in response.get_data(as_text=True)
+    assert "raising" not in body["detail"]
+    assert ledger.balance(world.volunteers["self"]).balance == 1000
+
+
+# -- catalog and redemptions -------------------------------------------------------------
+
+
+def test_api_catalog_with_eligibility_for_a_volunteer(api, world):
+    plain = api.get("districts/xizhaosi/catalog", world.tokens["kiosk_in"]).get_json()
+    assert [item["sku"] for item in plain["items"]] == ["haircut", "repair"]
+    haircut, repair = plain["items"]
+    assert haircut["name"] == "理发" and haircut["cost"] == 30 and haircut["stock_left"] is None
+    assert repair["stock_left"] == 1 and "eligible" not in repair
+    mine = api.get(
+        f"districts/xizhaosi/catalog?volunteer_id={world.volunteers['self']}",
+        world.tokens["session"],
+    ).get_json()["items"]
+    assert mine[0]["eligible"] is True and mine[0]["reason"] is None
+    assert mine[1]["eligible"] is False and "stars" in mine[1]["reason"]
+
+
+def _kiosk_redeem(api, world, key="k-1", sku="haircut", pin=None, token="kiosk_in"):
+    headers = {"Idempotency-Key": key} if key else {}
+    return api.post(
+        "redemptions",
+        world.tokens[token],
+        {"card_code": world.cards["self"], "pin": pin or world.pins["self"], "sku": sku},
+        headers=headers,
+    )
+
+
+def test_api_kiosk_redeems_with_card_and_pin_once_per_key(api, world):
+    problem_of(_kiosk_redeem(api, world, key=None), 422)
+    first = _kiosk_redeem(api, world)
+    assert first.status_code == 201
+    body = first.get_json()
+    assert body["status"] == "held" and body["points"] == 30 and len(body["voucher_code"]) == 10
+    assert body["expires_at"].endswith("+00:00")
+    again = _kiosk_redeem(api, world)
+    assert again.headers["Idempotent-Replayed"] == "true" and again.get_json() == body
+    # The PIN is part of the request: another PIN with the same key is another request.
+    problem_of(_kiosk_redeem(api, world, pin="999999"), 409)
+    points = ledger.balance(world.volunteers["self"])
+    assert (points.balance, points.held, points.available) == (1000, 30, 970)
+    # Nothing about the PIN is stored in the clear, nor hashed without the secret key.
+    from points.models import IdempotencyKey
+
+    stored = db.session.scalar(
+        select(IdempotencyKey.request_hash).where(IdempotencyKey.key == "k-1")
+    )
+    assert world.pins["self"] not in str(stored)
+
+
+def test_api_kiosk_wrong_pin_redeems_nothing(api, world):
+    problem_of(_kiosk_redeem(api, world, pin="000000"), 422)
+    assert ledger.balance(world.volunteers["self"]).held == 0
+
+
+def test_api_kiosk_session_redeems_and_ends(api, world):
+    session = world.tokens["session"]
+    redeem = {"sku": "haircut"}
+    problem_of(api.post("redemptions", session, redeem), 422)  # no key
+    first = api.post("redemptions", session, redeem, headers={"Idempotency-Key": "s-1"})
+    assert first.status_code == 201
+    # The session ended with the redemption, but a retry still gets its answer.
+    problem_of(api.get("kiosk/sessions/current", session), 401)
+    retry = api.post("redemptions", session, redeem, headers={"Idempotency-Key": "s-1"})
+    assert retry.status_code == 201 and retry.headers["Idempotent-Replayed"] == "true"
+    assert retry.get_json() == first.get_json()
+    problem_of(api.post("redemptions", session, redeem, headers={"Idempotency-Key": "s-2"}), 401)
+    assert ledger.balance(world.volunteers["self"]).held == 30
+
+
+def test_api_refused_redemption_says_why(api, world):
+    response = api.post(
+        "redemptions",
+        world.tokens["office_in"],
+        {"volunteer_id": world.volunteers["self"], "sku": "repair"},
+    )
+    body = problem_of(response, 409)
+    assert body["type"].endswith("/refused")
+    assert body["reasons"][0]["plugin"] == "catalog" and "stars" in body["reasons"][0]["en"]
+    problem_of(
+        api.post(
+            "redemptions",
+            world.tokens["office_in"],
+            {"volunteer_id": world.volunteers["self"], "sku": "nothing"},
+        ),
+        404,
+    )
+
+
+def test_api_fulfil_and_cancel(api, world):
+    office = world.tokens["office_in"]
+    first = _kiosk_redeem(api, world, key="r-1").get_json()
+    second = _kiosk_redeem(api, world, key="r-2").get_json()
+    fulfilled = api.post(
+        f"redemptions/{first['id']}/fulfil",
+        world.tokens["kiosk_in"],
+        headers={"Idempotency-Key": "f-1"},
+    )
+    assert fulfilled.get_json() == {"id": first["id"], "status": "fulfilled", "points": 30}
+    cancelled = api.post(f"redemptions/{second['id']}/cancel", world.tokens["volunteer_self"], {})
+    assert cancelled.get_json() == {"id": second["id"], "status": "cancelled", "points": 30}
+    body = problem_of(api.post(f"redemptions/{second['id']}/fulfil", office), 409)
+    assert "cancelled" in body["detail"]
+    problem_of(api.post(f"redemptions/{first['id']}/cancel", office, {}), 409)
+    points = ledger.balance(world.volunteers["self"])
+    assert (points.balance, points.held) == (970, 0)
+    problem_of(api.post("redemptions/424242/fulfil", office), 404)
+    ledger.seal()
+    assert verify().ok
+
+
+# -- gifts -------------------------------------------------------------------------------
+
+
+def test_api_gift_that_needs_the_office_is_pending(api, world):
+    response = api.post(
+        "transfers",
+        world.tokens["volunteer_self"],
+        {
+            "from_volunteer_id": world.volunteers["self"],
+            "to_volunteer_id": world.volunteers["peer"],
+            "points": 50,
+            "relation": "household_in_need",
+        },
+    )
+    body = problem_of(response, 409)
+    assert "household" in body["reasons"][0]["en"]
+    response = api.post(
+        "transfers",
+        world.tokens["volunteer_self"],
+        {
+            "from_volunteer_id": world.volunteers["self"],
+            "to_volunteer_id": world.volunteers["peer"],
+            "points": 201,
+        },
+    )
+    assert "200" in problem_of(response, 409)["reasons"][0]["en"]
+
+
+# -- plugins and policy ------------------------------------------------------------------
+
+
+def test_api_plugins_with_hooks_and_json_schemas(api, world):
+    items = {p["name"]: p for p in api.get("plugins", world.tokens["kiosk_in"]).get_json()["items"]}
+    assert {"steward", "catalog", "stars", "transfers"} <= set(items)
+    stars = items["stars"]
+    assert "star_level_for" in stars["hooks"]
+    assert stars["config_schema"]["$schema"].startswith("https://json-schema.org/")
+    assert stars["config_schema"]["properties"]["levels_hours"]["type"] == "array"
+    kinds = {kind["name"] for kind in items["steward"]["activity_kinds"]}
+    assert {"patrol", "visit", "checkin"} <= kinds
+
+
+def test_api_policy_shows_who_set_each_key(api, world):
+    office = world.tokens["office_in"]
+    put = api.put(
+        "districts/xizhaosi/policy/stars",
+        office,
+        {"config": {"levels_hours": [1, 300]}, "comment": "first star sooner"},
+    )
+    assert put.status_code == 200
+    assert put.get_json()["version"] == 1 and put.get_json()["district"] == "xizhaosi"
+    shown = api.get("districts/xizhaosi/policy", world.tokens["auditor_in"]).get_json()
+    stars = shown["plugins"]["stars"]
+    assert stars["config"]["levels_hours"] == [1, 300]
+    assert stars["set_by"]["levels_hours"] == {"district": "xizhaosi", "version": 1}
+    catalog = shown["plugins"]["catalog"]
+    assert catalog["set_by"]["items.haircut.cost"] == {"district": "longtan", "version": 1}
+    # The new stars policy counts at once.
+    ledger.add_service_minutes(world.volunteers["self"], 60, actor="office:test", reason="x")
+    balance = api.get(f"volunteers/{world.volunteers['self']}/balance", office).get_json()
+    assert balance["star_level"] == 1
+
+
+def test_api_policy_field_errors_are_422(api, world):
+    response = api.put(
+        "districts/xizhaosi/policy/stars", world.tokens["office_in"], {"config": {"levels": 5}}
+    )
+    assert "config.levels" in problem_of(response, 422)["errors"]
+    response = api.put(
+        "districts/xizhaosi/policy/stars",
+        world.tokens["office_in"],
+        {"config": {"levels_hours": [300, 100]}},
+    )
+    assert "config.levels_hours" in problem_of(response, 422)["errors"]
+    problem_of(api.put("districts/xizhaosi/policy/nothing", world.tokens["office_in"], {}), 404)
+
+
+def test_api_policy_preview_writes_nothing(api, world):
+    for hours_ago in (30, 54):
+        _record(api, world, minutes=60, started_at=world.started(hours_ago))
+    before = db.session.query(Entry).count()
+    response = api.post(
+        "districts/xizhaosi/policy/steward/preview",
+        world.tokens["office_above"],
+        {
+            "config": {"patrol": {"points_per_hour": 8}},
+            "since": world.started(24 * 7),
+            "until": world.started(0),
+        },
+    )
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["records"] == 2
+    assert (body["current_total"], body["draft_total"], body["difference"]) == (10, 16, 6)
+    assert body["volunteers"][0]["difference"] == 6
+    assert db.session.query(Entry).count() == before

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from itertools import count
 from typing import Any
 
 import pytest
 
-from points import ledger
+from points import ledger, redemptions, service
 from points.directory import create_token
 
 pytest_plugins = ("tests.api_fixtures",)
@@ -43,7 +44,8 @@ class Case:
     method: str
     path: str | Callable[[Any], str]
     allowed: frozenset[str]
-    body: Callable[[Any], Any] | None = None
+    # Called with (world, principal): some endpoints take another body per role.
+    body: Callable[[Any, str], Any] | None = None
 
     def url(self, world) -> str:
         return self.path(world) if callable(self.path) else self.path
@@ -59,13 +61,44 @@ def _fresh_token(world) -> str:
     return f"tokens/{token.id}"
 
 
+def _pending_record(world) -> int:
+    record = service.record_service(
+        world.volunteers["self"],
+        "patrol",
+        datetime.fromisoformat(world.started(next(_unique) * 5)),
+        300,
+        actor="office:test",
+    )
+    assert record.status == "pending"
+    return record.id
+
+
+def _held_redemption(world) -> int:
+    made = redemptions.create_redemption(world.volunteers["self"], "haircut", actor="office:test")
+    return made.id
+
+
+def _redemption_body(world, principal: str) -> dict:
+    if principal.startswith("kiosk"):
+        return {"card_code": world.cards["self"], "pin": world.pins["self"], "sku": "haircut"}
+    if principal == "session":
+        return {"sku": "haircut"}
+    return {"volunteer_id": world.volunteers["self"], "sku": "haircut"}
+
+
+EVERYONE = frozenset(PRINCIPALS)
+READERS_OF_XIZHAOSI = frozenset(
+    READERS_IN | {"kiosk_in", "volunteer_self", "volunteer_peer", "session"}
+)
+
+
 CASES = [
     Case(
         "create district below xizhaosi",
         "POST",
         "districts",
         frozenset(OFFICES_IN),
-        lambda w: {"code": f"grid-{next(_unique)}", "name": "第一网格", "parent": "xizhaosi"},
+        lambda w, p: {"code": f"grid-{next(_unique)}", "name": "第一网格", "parent": "xizhaosi"},
     ),
     Case(
         "read district xizhaosi",
@@ -79,7 +112,7 @@ CASES = [
         "POST",
         "volunteers",
         frozenset(OFFICES_IN),
-        lambda w: {
+        lambda w, p: {
             "name": "赵志强",
             "phone": "13900000099",
             "district": "xizhaosi",
@@ -115,7 +148,7 @@ CASES = [
         "POST",
         "transfers",
         frozenset(OFFICES_IN | {"volunteer_self"}),
-        lambda w: {
+        lambda w, p: {
             "from_volunteer_id": w.volunteers["self"],
             "to_volunteer_id": w.volunteers["peer"],
             "points": 1,
@@ -127,7 +160,7 @@ CASES = [
         "POST",
         _fresh_entry,
         frozenset(OFFICES_IN),
-        lambda w: {"reason": "logged twice"},
+        lambda w, p: {"reason": "logged twice"},
     ),
     Case(
         "verify the ledger",
@@ -140,7 +173,7 @@ CASES = [
         "POST",
         "kiosk/sessions",
         frozenset({"kiosk_in"}),
-        lambda w: {"card_code": w.cards["self"], "pin": w.pins["self"]},
+        lambda w, p: {"card_code": w.cards["self"], "pin": w.pins["self"]},
     ),
     Case("read the current session", "GET", "kiosk/sessions/current", frozenset({"session"})),
     Case(
@@ -148,9 +181,82 @@ CASES = [
         "POST",
         "tokens",
         frozenset(OFFICES_IN),
-        lambda w: {"role": "kiosk", "district": "xizhaosi", "name": f"kiosk {next(_unique)}"},
+        lambda w, p: {"role": "kiosk", "district": "xizhaosi", "name": f"kiosk {next(_unique)}"},
     ),
     Case("revoke a kiosk token of xizhaosi", "DELETE", _fresh_token, frozenset(OFFICES_IN)),
+    Case(
+        "record service of self",
+        "POST",
+        "service-records",
+        frozenset(OFFICES_IN | {"volunteer_self"}),
+        lambda w, p: {
+            "volunteer_id": w.volunteers["self"],
+            "kind": "patrol",
+            "started_at": w.started(next(_unique) * 3),
+            "minutes": 60,
+            "details": {"route": "夕照寺中街"},
+        },
+    ),
+    Case(
+        "approve a record of self",
+        "POST",
+        lambda w: f"service-records/{_pending_record(w)}/approve",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
+        "reject a record of self",
+        "POST",
+        lambda w: f"service-records/{_pending_record(w)}/reject",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"reason": "no such patrol"},
+    ),
+    Case("list the catalog of xizhaosi", "GET", "districts/xizhaosi/catalog", READERS_OF_XIZHAOSI),
+    Case(
+        "list the catalog for self",
+        "GET",
+        lambda w: f"districts/xizhaosi/catalog?volunteer_id={w.volunteers['self']}",
+        frozenset(READERS_IN | {"volunteer_self", "session"}),
+    ),
+    Case(
+        "redeem for self",
+        "POST",
+        "redemptions",
+        frozenset(OFFICES_IN | {"kiosk_in", "session"}),
+        _redemption_body,
+    ),
+    Case(
+        "fulfil a redemption of self",
+        "POST",
+        lambda w: f"redemptions/{_held_redemption(w)}/fulfil",
+        frozenset(OFFICES_IN | {"kiosk_in"}),
+    ),
+    Case(
+        "cancel a redemption of self",
+        "POST",
+        lambda w: f"redemptions/{_held_redemption(w)}/cancel",
+        frozenset(OFFICES_IN | {"kiosk_in", "volunteer_self", "session"}),
+        lambda w, p: {"reason": "changed my mind"},
+    ),
+    Case("list the plugins", "GET", "plugins", EVERYONE),
+    Case("read the policy of xizhaosi", "GET", "districts/xizhaosi/policy", READERS_OF_XIZHAOSI),
+    Case(
+        "set the stars policy of xizhaosi",
+        "PUT",
+        "districts/xizhaosi/policy/stars",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"config": {"levels_hours": [50, 200]}, "comment": "earlier stars"},
+    ),
+    Case(
+        "preview a steward draft for xizhaosi",
+        "POST",
+        "districts/xizhaosi/policy/steward/preview",
+        frozenset(OFFICES_IN),
+        lambda w, p: {
+            "config": {"patrol": {"points_per_hour": 6}},
+            "since": w.started(24 * 30),
+            "until": w.started(0),
+        },
+    ),
     Case("end the current session", "DELETE", "kiosk/sessions/current", frozenset({"session"})),
 ]
 
@@ -159,7 +265,7 @@ CASES = [
 def test_api_roles_reach_only_their_nodes(api, world, case):
     outcomes = {}
     for principal in PRINCIPALS:
-        body = case.body(world) if case.body else None
+        body = case.body(world, principal) if case.body else None
         response = api.call(
             case.method,
             case.url(world),
@@ -174,7 +280,7 @@ def test_api_roles_reach_only_their_nodes(api, world, case):
             assert response.status_code == 403, (principal, response.get_json())
             assert response.content_type == "application/problem+json"
     anonymous = api.call(
-        case.method, case.url(world), None, case.body(world) if case.body else None
+        case.method, case.url(world), None, case.body(world, "anonymous") if case.body else None
     )
     assert anonymous.status_code == 401
     assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")

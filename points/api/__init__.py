@@ -10,7 +10,7 @@ from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
 from points.api.common import ProblemSchema
-from points.api.problems import PROBLEM_JSON, register_problem_headers
+from points.api.problems import PROBLEM_JSON, register_problem_handlers
 from points.auth import DEFAULTS, RateLimiter
 
 PREFIX = "/api/v1"
@@ -59,6 +59,9 @@ def register_api(app: Flask) -> PointsApi:
         health,
         kiosk,
         ledger,
+        policy,
+        redemptions,
+        service_records,
         tokens,
         transfers,
         volunteers,
@@ -84,10 +87,22 @@ def register_api(app: Flask) -> PointsApi:
     api.spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "An API token."}
     )
-    for module in (health, districts, volunteers, transfers, entries, ledger, kiosk, tokens):
+    for module in (
+        health,
+        districts,
+        volunteers,
+        service_records,
+        redemptions,
+        transfers,
+        entries,
+        policy,
+        ledger,
+        kiosk,
+        tokens,
+    ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())
-    register_problem_headers(app)
+    register_problem_handlers(app)
     app.extensions["points_api"] = api
     return api
 

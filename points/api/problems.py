@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response
+from flask import Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
 from points.errors import (
     PROBLEM_BASE,
     AuthenticationError,
     CardLockedError,
+    PluginError,
     PointsError,
     RateLimitedError,
+    RefusedError,
     problem,
     problem_from,
 )
@@ -74,7 +76,41 @@ def _with_headers(error: PointsError) -> Response:
     return response
 
 
-def register_problem_headers(app: Flask) -> None:
-    """Answer the errors that carry headers (401, 423, 429) with those headers."""
+def _refused(error: RefusedError) -> Response:
+    """A plugin refused: the problem also lists each refusal, zh-CN and en (`reasons`)."""
+    db.session.rollback()
+    response = problem_from(error)
+    body = json.loads(response.get_data())
+    body["reasons"] = [
+        {"plugin": r.get("plugin"), "zh": r.get("zh"), "en": r.get("en")} for r in error.reasons
+    ]
+    response.set_data(json.dumps(body, ensure_ascii=False))
+    return response
+
+
+def _plugin_failed(error: PluginError) -> Response:
+    """A plugin bug: logged with its trace; the client learns nothing internal."""
+    db.session.rollback()
+    current_app.logger.error(
+        "plugin %r failed in %s on %s %s",
+        error.plugin,
+        error.hook,
+        request.method,
+        request.path,
+        exc_info=error.__cause__ or error,
+    )
+    return problem(
+        500,
+        error.title,
+        "A plugin failed; nothing was written. The error was logged.",
+        type=error.type,
+    )
+
+
+def register_problem_handlers(app: Flask) -> None:
+    """Answer errors that carry more than problem_from gives: headers (401, 423, 429),
+    a refusal's reasons, a plugin failure without its internals."""
     for cls in (AuthenticationError, CardLockedError, RateLimitedError):
         app.register_error_handler(cls, _with_headers)
+    app.register_error_handler(RefusedError, _refused)
+    app.register_error_handler(PluginError, _plugin_failed)

@@ -5,26 +5,24 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import timedelta
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from points import directory, ledger
+from points import directory, ledger, service
 from points.api.common import VOLUNTEER_ID, allow, mask_phone
 from points.auth import current_principal, reach_volunteer, require_scope
 from points.errors import InvalidInputError
 from points.extensions import db
-from points.models import Account, District, Entry, Lot, Posting, Volunteer, utcnow
+from points.models import District, Entry, Posting, Volunteer
 
 blp = Blueprint("volunteers", __name__, url_prefix="/api/v1/volunteers", description="Volunteers.")
 
 IN_NODE = "of the volunteer's node or above"
 
-# Lots expiring within this many days are listed in a balance as "expiring".
-EXPIRING_DAYS = 60
+# A balance lists at most this many expiry dates (within the expiry plugin's soon_days).
 EXPIRING_ITEMS = 10
 
 
@@ -84,10 +82,13 @@ class BalanceSchema(Schema):
     service_minutes = fields.Integer(
         required=True, metadata={"description": "Service time; only grows."}
     )
+    star_level = fields.Integer(
+        required=True, metadata={"description": "星级, from service hours under the stars policy."}
+    )
     expiring = fields.List(
         fields.Nested(ExpiringSchema),
         required=True,
-        metadata={"description": f"Points expiring within {EXPIRING_DAYS} days, soonest first."},
+        metadata={"description": "Points expiring soon (the expiry policy's soon_days)."},
     )
 
 
@@ -171,32 +172,20 @@ class VolunteerById(MethodView):
 
 
 def balance_of(volunteer_id: int) -> dict:
-    """Return the balance as the API shows it: cached balance, held, minutes, expiring."""
-    row = db.session.execute(
-        select(Account.balance, Account.held, Account.id, Volunteer.service_minutes)
-        .join(Volunteer, Volunteer.id == Account.volunteer_id)
-        .where(Account.volunteer_id == volunteer_id)
-    ).one()
-    now = utcnow()
-    expiring = db.session.execute(
-        select(Lot.expires_at, func.sum(Lot.remaining))
-        .where(
-            Lot.account_id == row.id,
-            Lot.remaining > 0,
-            Lot.expires_at > now,
-            Lot.expires_at <= now + timedelta(days=EXPIRING_DAYS),
-        )
-        .group_by(Lot.expires_at)
-        .order_by(Lot.expires_at)
-        .limit(EXPIRING_ITEMS)
-    ).all()
+    """Return the balance as the API shows it: points, service time, stars, expiring."""
+    points = ledger.balance(volunteer_id)
+    volunteer = service.volunteer_info(volunteer_id)
     return {
         "volunteer_id": volunteer_id,
-        "balance": row.balance,
-        "held": row.held,
-        "available": row.balance - row.held,
-        "service_minutes": row.service_minutes,
-        "expiring": [{"points": int(points), "expires_at": at} for at, points in expiring],
+        "balance": points.balance,
+        "held": points.held,
+        "available": points.available,
+        "service_minutes": volunteer.service_minutes,
+        "star_level": volunteer.star_level,
+        "expiring": [
+            {"points": amount, "expires_at": at}
+            for amount, at in service.expiring_soon(volunteer_id)[:EXPIRING_ITEMS]
+        ],
     }
 
 

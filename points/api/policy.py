@@ -1,0 +1,319 @@
+"""Plugins and per-district policy: what is installed, what is in effect, drafts."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, datetime
+from typing import Any
+
+from apispec.ext.marshmallow.openapi import OpenAPIConverter
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, ValidationError, fields, validate
+from sqlalchemy import select
+
+from points import policy
+from points.api.common import allow
+from points.api.districts import READERS, district_in_reach
+from points.auth import current_principal
+from points.extensions import db
+from points.models import District, PolicyVersion
+from points.plugins import activity_kinds, config_schemas, describe_plugins, plugin_manager
+
+blp = Blueprint(
+    "policy",
+    __name__,
+    url_prefix="/api/v1",
+    description="Installed plugins and each node's configuration of them.",
+)
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+PLUGIN_NAME = "string(maxlength=64)"
+
+
+class DateOrDateTime(fields.Field):
+    """A local date (midnight in the node's time zone) or a time with a UTC offset."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str):
+            raise ValidationError("A date (2027-03-01) or a time with a UTC offset.")
+        try:
+            if len(value) == 10:
+                return date.fromisoformat(value)
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError("A date (2027-03-01) or a time with a UTC offset.") from None
+        if moment.tzinfo is None:
+            raise ValidationError("Give the time with a UTC offset.")
+        return moment
+
+
+class PluginSchema(Schema):
+    name = fields.String(required=True)
+    source = fields.String(required=True, metadata={"description": "builtin or an entry point"})
+    hooks = fields.List(fields.String(), required=True)
+    default_enabled = fields.Boolean(required=True)
+    config_schema = fields.Dict(
+        required=True,
+        allow_none=True,
+        metadata={"description": "JSON Schema of the plugin's configuration; null: none."},
+    )
+    activity_kinds = fields.List(
+        fields.Dict(), required=True, metadata={"description": "Kinds of service it adds."}
+    )
+
+
+class PluginListSchema(Schema):
+    items = fields.List(fields.Nested(PluginSchema), required=True)
+
+
+class KeyOriginSchema(Schema):
+    district = fields.String(required=True)
+    version = fields.Integer(required=True)
+
+
+class PluginPolicySchema(Schema):
+    enabled = fields.Boolean(required=True)
+    version = fields.Integer(
+        required=True, allow_none=True, metadata={"description": "Newest version id in effect."}
+    )
+    locked = fields.List(fields.String(), required=True)
+    config = fields.Dict(required=True, metadata={"description": "The effective configuration."})
+    set_by = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(KeyOriginSchema),
+        required=True,
+        metadata={"description": "Per dotted key: the node and version that set it."},
+    )
+
+
+class PolicySchema(Schema):
+    district = fields.String(required=True)
+    plugins = fields.Dict(
+        keys=fields.String(), values=fields.Nested(PluginPolicySchema), required=True
+    )
+
+
+class PolicyWriteSchema(Schema):
+    config = fields.Dict(keys=fields.String(), load_default=dict)
+    enabled = fields.Boolean(
+        load_default=None, allow_none=True, metadata={"description": "null: inherited."}
+    )
+    locked = fields.List(
+        fields.String(validate=validate.Length(1, 200)),
+        load_default=list,
+        metadata={"description": "Keys the nodes below may not change."},
+    )
+    effective_from = DateOrDateTime(
+        load_default=None,
+        allow_none=True,
+        metadata={"type": "string", "description": "A date or time; default now."},
+    )
+    comment = fields.String(load_default=None, allow_none=True, validate=validate.Length(0, 1000))
+
+
+class PolicyVersionSchema(Schema):
+    id = fields.Integer(required=True)
+    district = fields.String(required=True)
+    plugin = fields.String(required=True)
+    version = fields.Integer(required=True)
+    config = fields.Dict(required=True)
+    locked = fields.List(fields.String(), required=True)
+    enabled = fields.Boolean(required=True, allow_none=True)
+    author = fields.String(required=True)
+    comment = fields.String(required=True, allow_none=True)
+    effective_from = fields.DateTime(required=True)
+    created_at = fields.DateTime(required=True)
+
+
+class PreviewRequestSchema(Schema):
+    config = fields.Dict(keys=fields.String(), load_default=dict)
+    enabled = fields.Boolean(load_default=None, allow_none=True)
+    locked = fields.List(fields.String(validate=validate.Length(1, 200)), load_default=list)
+    since = fields.AwareDateTime(required=True)
+    until = fields.AwareDateTime(required=True)
+
+
+class PreviewRowSchema(Schema):
+    volunteer_id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    records = fields.Integer(required=True)
+    actual = fields.Integer(required=True, metadata={"description": "Points posted."})
+    current = fields.Integer(required=True, metadata={"description": "Under today's policy."})
+    draft = fields.Integer(required=True, metadata={"description": "Under the draft."})
+    difference = fields.Integer(required=True, metadata={"description": "draft - current"})
+
+
+class PreviewSchema(Schema):
+    district = fields.String(required=True)
+    plugin = fields.String(required=True)
+    since = fields.DateTime(required=True)
+    until = fields.DateTime(required=True)
+    records = fields.Integer(required=True)
+    current_total = fields.Integer(required=True)
+    draft_total = fields.Integer(required=True)
+    actual_total = fields.Integer(required=True)
+    difference = fields.Integer(required=True, metadata={"description": "draft - current"})
+    volunteers = fields.List(fields.Nested(PreviewRowSchema), required=True)
+
+
+def json_schema(schema: Schema) -> dict[str, Any]:
+    """Return a marshmallow schema as JSON Schema (2020-12, through apispec)."""
+    converter = OpenAPIConverter(
+        openapi_version="3.1.0", schema_name_resolver=lambda _schema: None, spec=None
+    )
+    converted = converter.schema2jsonschema(schema)
+    return {"$schema": JSON_SCHEMA_DIALECT, **json.loads(json.dumps(converted, default=str))}
+
+
+@blp.route("/plugins")
+class Plugins(MethodView):
+    @allow("office", "auditor", "kiosk", "volunteer", "session", who="any token")
+    @blp.response(200, PluginListSchema)
+    def get(self):
+        """List the installed plugins: their hooks, activity kinds and config schema."""
+        pm = plugin_manager()
+        schemas = config_schemas(pm)
+        kinds = activity_kinds(pm)
+        items = []
+        for row in describe_plugins(pm):
+            schema = schemas.get(row["name"])
+            items.append(
+                {
+                    "name": row["name"],
+                    "source": row["source"],
+                    "hooks": row["hooks"],
+                    "default_enabled": row["default_enabled"],
+                    "config_schema": json_schema(schema) if schema is not None else None,
+                    "activity_kinds": [
+                        {
+                            "name": kind.name,
+                            "label": f"{kind.label_zh} / {kind.label_en}",
+                            "minutes": kind.minutes,
+                            "details_schema": json_schema(kind.schema()),
+                        }
+                        for kind in kinds.values()
+                        if kind.plugin == row["name"]
+                    ],
+                }
+            )
+        return {"items": items}
+
+
+def _set_by(config, codes: dict[int, str], versions: dict[int, tuple[int, int]]) -> dict:
+    """Per dotted key set by some node: that node's code and its version number."""
+    by_district = {district_id: number for district_id, number in versions.values()}
+    return {
+        key: {"district": codes[district_id], "version": by_district[district_id]}
+        for key, district_id in sorted(config.origins.items())
+        if district_id in by_district
+    }
+
+
+@blp.route("/districts/<string(maxlength=64):code>/policy")
+class DistrictPolicy(MethodView):
+    @allow(*READERS, who="any token whose node holds this one")
+    @blp.response(200, PolicySchema)
+    def get(self, code):
+        """Show each plugin's effective configuration, and which node and version set each
+        key."""
+        principal = current_principal()
+        district = district_in_reach(principal, code)
+        shown = policy.show_policy(district.code)
+        resolved = policy.resolve_policy(district.code)
+        version_ids = {v for config in resolved.configs.values() for v in config.versions}
+        versions = {
+            row.id: (row.district_id, row.version)
+            for row in db.session.execute(
+                select(PolicyVersion.id, PolicyVersion.district_id, PolicyVersion.version).where(
+                    PolicyVersion.id.in_(version_ids)
+                )
+            )
+        }
+        ids = [int(part) for part in district.path.strip("/").split("/")]
+        codes = {
+            row.id: row.code
+            for row in db.session.execute(
+                select(District.id, District.code).where(District.id.in_(ids))
+            )
+        }
+        plugins = {}
+        for name, config in resolved.configs.items():
+            mine = {v: versions[v] for v in config.versions if v in versions}
+            plugins[name] = {
+                "enabled": config.enabled,
+                "version": config.version,
+                "locked": sorted(config.locked),
+                "config": shown["plugins"][name]["config"],
+                "set_by": _set_by(config, codes, mine),
+            }
+        return {"district": district.code, "plugins": plugins}
+
+
+@blp.route(f"/districts/<string(maxlength=64):code>/policy/<{PLUGIN_NAME}:plugin>")
+class DistrictPluginPolicy(MethodView):
+    @allow("office", who="admin, an office whose node holds this one")
+    @blp.arguments(PolicyWriteSchema)
+    @blp.response(200, PolicyVersionSchema)
+    def put(self, body, code, plugin):
+        """Store a new version of the plugin's configuration at the node (422: field errors)."""
+        principal = current_principal()
+        district = district_in_reach(principal, code)
+        stored = policy.set_policy(
+            district.code,
+            plugin,
+            body["config"],
+            author=principal.actor,
+            locked=body["locked"],
+            enabled=body["enabled"],
+            effective_from=body["effective_from"],
+            comment=body["comment"],
+        )
+        return {
+            "id": stored.id,
+            "district": district.code,
+            "plugin": stored.plugin,
+            "version": stored.version,
+            "config": stored.config,
+            "locked": list(stored.locked),
+            "enabled": stored.enabled,
+            "author": stored.author,
+            "comment": stored.comment,
+            "effective_from": stored.effective_from,
+            "created_at": stored.created_at,
+        }
+
+
+@blp.route(f"/districts/<string(maxlength=64):code>/policy/<{PLUGIN_NAME}:plugin>/preview")
+class DistrictPluginPreview(MethodView):
+    @allow("office", who="admin, an office whose node holds this one")
+    @blp.arguments(PreviewRequestSchema)
+    @blp.response(200, PreviewSchema)
+    def post(self, body, code, plugin):
+        """Re-run a draft over the node's records in [since, until): per volunteer and total,
+        what it would award beside today's policy. Writes nothing."""
+        principal = current_principal()
+        district = district_in_reach(principal, code)
+        preview = policy.preview_policy(
+            district.code,
+            plugin,
+            body["config"],
+            start=body["since"],
+            end=body["until"],
+            locked=body["locked"],
+            enabled=body["enabled"],
+        )
+        return {
+            "district": preview.district,
+            "plugin": preview.plugin,
+            "since": preview.start,
+            "until": preview.end,
+            "records": preview.records,
+            "current_total": preview.current_total,
+            "draft_total": preview.draft_total,
+            "actual_total": preview.actual_total,
+            "difference": preview.draft_total - preview.current_total,
+            "volunteers": [
+                {**row.__dict__, "difference": row.draft - row.current} for row in preview.rows
+            ],
+        }

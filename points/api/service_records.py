@@ -1,0 +1,159 @@
+"""Service records: volunteers' service, approved at once by policy or by the office."""
+
+from __future__ import annotations
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from points import service
+from points.api import idempotency
+from points.api.common import ROW_ID, Id, allow
+from points.auth import current_principal, reach_volunteer, require_scope
+from points.extensions import db
+from points.ledger import MAX_SERVICE_MINUTES
+from points.models import District
+
+blp = Blueprint(
+    "service-records",
+    __name__,
+    url_prefix="/api/v1/service-records",
+    description="Service records and the office's decisions on them.",
+)
+
+
+class ServiceRecordCreateSchema(Schema):
+    volunteer_id = Id(required=True)
+    kind = fields.String(
+        required=True,
+        validate=validate.Length(1, 32),
+        metadata={"description": "patrol, visit, fix, report, log, checkin (see GET /plugins)."},
+    )
+    started_at = fields.AwareDateTime(required=True)
+    minutes = fields.Integer(
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(1, MAX_SERVICE_MINUTES),
+    )
+    details = fields.Dict(
+        keys=fields.String(),
+        load_default=dict,
+        metadata={"description": "Per kind, as the kind's schema says."},
+    )
+
+
+class AwardSchema(Schema):
+    points = fields.Integer(required=True)
+    plugin = fields.String(required=True)
+    rule = fields.String(required=True)
+    reason = fields.String(required=True, metadata={"description": "zh-CN / en"})
+
+
+class ServiceRecordSchema(Schema):
+    id = fields.Integer(required=True)
+    volunteer_id = fields.Integer(required=True)
+    kind = fields.String(required=True)
+    status = fields.String(required=True, metadata={"description": "approved, pending"})
+    points = fields.Integer(required=True, metadata={"description": "Points posted so far."})
+    awards = fields.List(fields.Nested(AwardSchema), required=True)
+    queue_reason = fields.String(
+        required=True, allow_none=True, metadata={"description": "Why it waits, if pending."}
+    )
+
+
+class DecisionSchema(Schema):
+    id = fields.Integer(required=True)
+    status = fields.String(required=True)
+    points = fields.Integer(required=True)
+
+
+class RejectSchema(Schema):
+    reason = fields.String(required=True, validate=validate.Length(1, 500))
+
+
+def describe_record(record: service.RecordResult) -> dict:
+    """Return a service record as the API shows it."""
+    return {
+        "id": record.id,
+        "volunteer_id": record.volunteer_id,
+        "kind": record.kind,
+        "status": record.status,
+        "points": record.points,
+        "awards": [
+            {
+                "points": award["points"],
+                "plugin": award["plugin"],
+                "rule": award["rule"],
+                "reason": f"{award['reason_zh']} / {award['reason_en']}",
+            }
+            for award in record.awards
+        ],
+        "queue_reason": record.queue_reason,
+    }
+
+
+def _record_in_reach(principal, record_id: int) -> service.RecordResult:
+    record = service.get_record(record_id)
+    path = db.session.get(District, record.district_id).path
+    require_scope(principal, path, "this service record")
+    return record
+
+
+@blp.route("")
+class ServiceRecords(MethodView):
+    @allow("office", "volunteer", replay=True, who="admin, the volunteer's office, self")
+    @blp.doc(parameters=[idempotency.PARAMETER])
+    @blp.arguments(ServiceRecordCreateSchema)
+    @blp.response(201, ServiceRecordSchema, headers=idempotency.REPLAY_HEADER_DOC)
+    def post(self, body):
+        """Record service; it is approved at once if the approval policy says so."""
+        principal = current_principal()
+        reach_volunteer(principal, body["volunteer_id"])
+
+        def work() -> dict:
+            record = service.record_service(
+                body["volunteer_id"],
+                body["kind"],
+                body["started_at"],
+                body["minutes"],
+                body["details"],
+                actor=principal.actor,
+            )
+            return ServiceRecordSchema().dump(describe_record(record))
+
+        return idempotency.idempotent(principal, "record_service", body, work)
+
+
+@blp.route(f"/<{ROW_ID}:record_id>/approve")
+class ServiceRecordApprove(MethodView):
+    @allow("office", replay=True, who="admin, the record's office")
+    @blp.doc(parameters=[idempotency.PARAMETER])
+    @blp.response(200, DecisionSchema, headers=idempotency.REPLAY_HEADER_DOC)
+    def post(self, record_id):
+        """Approve a pending record: post its awards and count its minutes."""
+        principal = current_principal()
+        _record_in_reach(principal, record_id)
+
+        def work() -> dict:
+            record = service.approve(record_id, principal.actor)
+            return DecisionSchema().dump(
+                {"id": record.id, "status": record.status, "points": record.points}
+            )
+
+        return idempotency.idempotent(
+            principal, "approve_record", {"record_id": record_id}, work, status=200
+        )
+
+
+@blp.route(f"/<{ROW_ID}:record_id>/reject")
+class ServiceRecordReject(MethodView):
+    @allow("office", who="admin, the record's office")
+    @blp.arguments(RejectSchema)
+    @blp.response(200, DecisionSchema)
+    def post(self, body, record_id):
+        """Reject a pending record with a reason; nothing is posted."""
+        principal = current_principal()
+        _record_in_reach(principal, record_id)
+        record = service.reject(record_id, principal.actor, body["reason"])
+        return {"id": record.id, "status": record.status, "points": record.points}
