@@ -13,7 +13,8 @@ from marshmallow import Schema, fields, validate
 from points.plugins import Limit, hookimpl
 
 NAME = "caps"
-PERIODS = (("day", "每日", "daily"), ("week", "每周", "weekly"), ("month", "每月", "monthly"))
+# Longest first: the history is then read once, for the month, and filtered after.
+PERIODS = (("month", "每月", "monthly"), ("week", "每周", "weekly"), ("day", "每日", "daily"))
 
 
 def _cap() -> fields.Integer:
@@ -65,6 +66,7 @@ def period_bounds(local: datetime, period: str) -> tuple[datetime, datetime]:
 @hookimpl
 def limit_awards(record, config, history):
     local = record.local_start
+    history.records(since=min(period_bounds(local, p)[0] for p in ("month", "week")))
     limits = []
     scopes = [(None, config["overall"], "合计", "all kinds")]
     if record.kind in config["per_kind"]:

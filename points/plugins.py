@@ -182,6 +182,7 @@ class VolunteerInfo:
     name: str
     service_minutes: int
     star_level: int = 0
+    status: str = "active"
 
 
 @dataclass(frozen=True)
@@ -397,7 +398,12 @@ def registered(pm: pluggy.PluginManager, plugin: object, name: str | None = None
 
 def plugin_names(pm: pluggy.PluginManager) -> list[str]:
     """Return the names of the registered plugins, sorted."""
-    return sorted(name for name, plugin in pm.list_name_plugin() if plugin is not None)
+    derived = getattr(pm, "derived", {})
+    if "names" not in derived:
+        derived["names"] = sorted(
+            name for name, plugin in pm.list_name_plugin() if plugin is not None
+        )
+    return derived["names"]
 
 
 def describe_plugins(pm: PointsPluginManager) -> list[dict[str, Any]]:
@@ -480,9 +486,14 @@ def call_each(
     A plugin's PointsError passes through; any other exception becomes a PluginError
     naming the plugin, so that the caller's unit of work rolls back.
     """
-    caller = getattr(pm.hook, hook)
+    derived = getattr(pm, "derived", {})
+    impls = derived.get(("impls", hook))
+    if impls is None:
+        impls = derived[("impls", hook)] = sorted(
+            getattr(pm.hook, hook).get_hookimpls(), key=lambda impl: impl.plugin_name
+        )
     results = []
-    for impl in sorted(caller.get_hookimpls(), key=lambda impl: impl.plugin_name):
+    for impl in impls:
         name = impl.plugin_name
         if enabled is not None and not enabled(name):
             continue

@@ -16,6 +16,7 @@ this module writes a version, so that a request reads each node's versions once.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 from flask import g
 from marshmallow import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from points import ledger
@@ -138,6 +139,17 @@ def district_info(district: int | str | DistrictInfo) -> DistrictInfo:
     return info
 
 
+def remember_district(info: DistrictInfo) -> None:
+    """Keep a node read elsewhere (joined to a volunteer) for the rest of the request."""
+    cache = _cache()["districts"]
+    cache[info.id] = cache[info.code] = info
+
+
+_VERSIONS = select(
+    *[getattr(PolicyVersion, name) for name in VersionInfo.__dataclass_fields__]
+).where(PolicyVersion.district_id.in_(bindparam("ids", expanding=True)))
+
+
 def _rows_for(district_ids: Iterable[int]) -> dict[int, list[VersionInfo]]:
     """Return every stored version of the given nodes, read once per request."""
     cache = _cache()["rows"]
@@ -145,11 +157,12 @@ def _rows_for(district_ids: Iterable[int]) -> dict[int, list[VersionInfo]]:
     if missing:
         for i in missing:
             cache[i] = []
-        rows = db.session.execute(
-            select(PolicyVersion).where(PolicyVersion.district_id.in_(missing))
-        ).scalars()
+        rows = db.session.connection().execute(_VERSIONS, {"ids": missing}).all()
         for row in rows:
-            cache[row.district_id].append(_version_info(row))
+            version = VersionInfo(*row)
+            cache[version.district_id].append(
+                dataclasses.replace(version, locked=tuple(version.locked))
+            )
         for i in missing:
             cache[i].sort(key=lambda v: (v.effective_from, v.version))
     return {i: cache[i] for i in district_ids}
@@ -258,7 +271,10 @@ def resolve_policy(
     schemas = config_schemas(pm)
     chain = node.ancestor_ids
     rows = _rows_for(chain)
-    resolved = _cache()["resolved"]
+    # Versions never change once stored, so a configuration loaded from a given set of
+    # versions is kept for the life of the plugin manager; only which versions are in
+    # effect is read per request. Drafts (overrides) stay in the request.
+    resolved = _cache()["resolved"] if overrides else pm.derived.setdefault("configs", {})
     configs = {}
     for name in plugin_names(pm):
         chosen = []
@@ -266,7 +282,7 @@ def resolve_policy(
             row = (overrides or {}).get((node_id, name)) or _in_effect(rows[node_id], name, as_of)
             if row is not None:
                 chosen.append(row)
-        key = (node.id, name, tuple(row.id for row in chosen), id(overrides) if overrides else 0)
+        key = (node.id, node.timezone, name, tuple(row.id for row in chosen), id(overrides))
         if key not in resolved:
             merged = _merge(chosen, default_enabled(pm, name))
             schema = schemas.get(name)

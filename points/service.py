@@ -21,11 +21,11 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marshmallow import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from points import ledger
@@ -37,10 +37,11 @@ from points.errors import (
     PluginError,
 )
 from points.extensions import db
-from points.models import Account, Lot, ServiceRecord, Volunteer, utcnow
+from points.models import Account, District, Entry, Lot, ServiceRecord, Volunteer, utcnow
 from points.plugins import (
     Award,
     Decision,
+    DistrictInfo,
     History,
     Limit,
     LotInfo,
@@ -52,7 +53,7 @@ from points.plugins import (
     call_each,
     plugin_manager,
 )
-from points.policy import Policy, district_info, resolve_policy
+from points.policy import Policy, district_info, remember_district, resolve_policy
 
 # A clock running a little fast on a kiosk must not make a fresh record "in the future".
 FUTURE_SLACK = timedelta(minutes=5)
@@ -134,7 +135,9 @@ def get_record(record_id: int, *, replayed: bool = False) -> RecordResult:
     row = db.session.get(ServiceRecord, _id(record_id, "record_id"), populate_existing=True)
     if row is None:
         raise NotFoundError(f"no service record {record_id}")
-    entry_ids = [a["entry_id"] for a in row.awards or [] if a.get("entry_id")]
+    entry_ids = db.session.scalars(
+        select(Entry.id).where(Entry.service_record_id == row.id).order_by(Entry.id)
+    ).all()
     return _record_result(row, entry_ids, replayed)
 
 
@@ -163,26 +166,48 @@ def _id(value: Any, name: str) -> int:
     return value
 
 
-def volunteer_info(volunteer_id: int, policy: Policy | None = None) -> VolunteerInfo:
-    """Return the volunteer as plugins see them, star level included; raise NotFoundError."""
-    row = db.session.execute(
-        select(
-            Volunteer.id,
-            Volunteer.district_id,
-            Volunteer.name,
-            Volunteer.service_minutes,
-            Volunteer.status,
-        ).where(Volunteer.id == _id(volunteer_id, "volunteer_id"))
-    ).one_or_none()
+_VOLUNTEER = (
+    select(
+        Volunteer.id,
+        Volunteer.district_id,
+        Volunteer.name,
+        Volunteer.service_minutes,
+        Volunteer.status,
+        District.code,
+        District.name.label("district_name"),
+        District.level,
+        District.timezone,
+        District.path,
+    )
+    .join(District, District.id == Volunteer.district_id)
+    .where(Volunteer.id == bindparam("volunteer_id"))
+)
+
+
+def volunteer_info(
+    volunteer_id: int, policy: Policy | None = None, *, as_of: datetime | None = None
+) -> VolunteerInfo:
+    """Return the volunteer as plugins see them, with the star level under `policy` (by
+    default the policy of their node as of `as_of`, or now); raise NotFoundError."""
+    row = (
+        db.session.connection()
+        .execute(_VOLUNTEER, {"volunteer_id": _id(volunteer_id, "volunteer_id")})
+        .one_or_none()
+    )
     if row is None:
         raise NotFoundError(
             f"no volunteer {volunteer_id}", errors={"volunteer_id": ["No such volunteer."]}
         )
-    policy = policy or resolve_policy(row.district_id)
+    remember_district(
+        DistrictInfo(
+            row.district_id, row.code, row.district_name, row.level, row.timezone, row.path
+        )
+    )
+    policy = policy or resolve_policy(row.district_id, as_of)
     level = _star_level(plugin_manager(), policy, row.service_minutes)
-    info = VolunteerInfo(row.id, row.district_id, row.name, row.service_minutes, level)
-    object.__setattr__(info, "_status", row.status)
-    return info
+    return VolunteerInfo(
+        row.id, row.district_id, row.name, row.service_minutes, level, status=row.status
+    )
 
 
 def _star_level(pm: PointsPluginManager, policy: Policy, minutes: int) -> int:
@@ -240,28 +265,43 @@ def expiring_soon(volunteer_id: int, as_of: datetime | None = None) -> list[tupl
     return [(int(points), expires_at) for expires_at, points in rows]
 
 
+# Built once: a prepared statement skips SQLAlchemy's per-call construction, which is
+# most of the cost of a small query on the hot path (submit and approve).
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+_HISTORY = select(
+    ServiceRecord.id,
+    ServiceRecord.kind,
+    ServiceRecord.started_at,
+    ServiceRecord.minutes,
+    ServiceRecord.points,
+    ServiceRecord.details,
+    ServiceRecord.awards,
+).where(
+    ServiceRecord.volunteer_id == bindparam("volunteer_id"),
+    ServiceRecord.status == "approved",
+    ServiceRecord.id != bindparam("exclude_id"),
+    ServiceRecord.started_at >= bindparam("since"),
+    ServiceRecord.started_at < bindparam("before"),
+)
+
+
 def history_for(
     volunteer_id: int, *, exclude_id: int | None = None, before: datetime | None = None
 ) -> History:
     """Return the volunteer's approved records as a lazily read History."""
 
     def load(since: datetime | None) -> list[PastRecord]:
-        query = select(
-            ServiceRecord.id,
-            ServiceRecord.kind,
-            ServiceRecord.started_at,
-            ServiceRecord.minutes,
-            ServiceRecord.points,
-            ServiceRecord.details,
-            ServiceRecord.awards,
-        ).where(ServiceRecord.volunteer_id == volunteer_id, ServiceRecord.status == "approved")
-        if exclude_id is not None:
-            query = query.where(ServiceRecord.id != exclude_id)
-        if since is not None:
-            query = query.where(ServiceRecord.started_at >= since)
-        if before is not None:
-            query = query.where(ServiceRecord.started_at < before)
-        return [past_record(*row) for row in db.session.execute(query)]
+        rows = db.session.connection().execute(
+            _HISTORY,
+            {
+                "volunteer_id": volunteer_id,
+                "exclude_id": -1 if exclude_id is None else exclude_id,
+                "since": since or _EARLIEST,
+                "before": before or _LATEST,
+            },
+        )
+        return [past_record(*row) for row in rows]
 
     return History(load)
 
@@ -306,7 +346,6 @@ def _award_dict(award: Award, proposed: int, clip: Limit | None) -> dict[str, An
         "clip": None
         if clip is None
         else {"plugin": clip.plugin, "reason_zh": clip.reason_zh, "reason_en": clip.reason_en},
-        "entry_id": None,
     }
 
 
@@ -417,7 +456,10 @@ def _check_record(pm, policy, kind, started_at, minutes, details, now):
         errors["details"] = ["Must be an object."]
     elif spec is not None:
         try:
-            loaded = spec.schema().load(dict(details))
+            schemas = pm.derived.setdefault("detail_schemas", {})
+            if spec.name not in schemas:
+                schemas[spec.name] = spec.schema()
+            loaded = schemas[spec.name].load(dict(details))
         except ValidationError as error:
             for key, messages in _flat(error.messages, "details").items():
                 errors[key] = messages
@@ -433,6 +475,9 @@ def _flat(messages: Any, prefix: str) -> dict[str, list[str]]:
             out.update(_flat(value, f"{prefix}.{key}"))
         return out
     return {prefix: [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]}
+
+
+_INSERT_RECORD = ServiceRecord.__table__.insert().returning(ServiceRecord.id)
 
 
 def record_service(
@@ -455,12 +500,13 @@ def record_service(
     if not isinstance(actor, str) or not actor.strip():
         raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
     pm = plugin_manager()
-    volunteer = volunteer_info(volunteer_id)
-    if getattr(volunteer, "_status", "active") != "active":
-        raise AccountClosedError(f"volunteer {volunteer_id} is not active")
-    node = district_info(volunteer.district_id)
     now = utcnow()
     as_of = started_at if isinstance(started_at, datetime) and started_at.tzinfo else now
+    # The policy in effect when the service started decides its points.
+    volunteer = volunteer_info(volunteer_id, as_of=min(as_of, now))
+    if volunteer.status != "active":
+        raise AccountClosedError(f"volunteer {volunteer_id} is not active")
+    node = district_info(volunteer.district_id)
     policy = resolve_policy(node, min(as_of, now))
     spec, clean = _check_record(pm, policy, kind, started_at, minutes, details, now)
     local_day = started_at.astimezone(policy_zone(node)).date()
@@ -487,7 +533,7 @@ def record_service(
             "dedupe_key": dedupe,
             "submitted_by": actor,
             "created_at": now,
-            "points": 0,
+            "points": evaluation.points if approve_now else 0,
             "awards": list(evaluation.awards),
             "queue_reason": None if approve_now else evaluation.queue_reason,
         }
@@ -495,9 +541,7 @@ def record_service(
             reason = "；".join(d.reason_zh for d in evaluation.decisions)
             values |= {"decided_at": now, "decided_by": actor, "decision_reason": reason}
         try:
-            record_id = db.session.execute(
-                ServiceRecord.__table__.insert().values(**values).returning(ServiceRecord.id)
-            ).scalar_one()
+            record_id = db.session.connection().execute(_INSERT_RECORD, values).scalar_one()
         except IntegrityError:
             raise _duplicate(kind, local_day) from None
         posted = []
@@ -511,7 +555,22 @@ def record_service(
                 actor,
                 count_minutes=True,
             )
-        return get_record(record_id), posted
+        result = RecordResult(
+            id=record_id,
+            volunteer_id=volunteer.id,
+            district_id=node.id,
+            kind=kind,
+            started_at=started_at,
+            minutes=minutes,
+            details=clean,
+            status=values["status"],
+            points=values["points"],
+            awards=values["awards"],
+            queue_reason=values["queue_reason"],
+            decision_reason=values.get("decision_reason"),
+            entry_ids=tuple(entry.id for entry in posted),
+        )
+        return result, posted
 
     def unit() -> tuple[RecordResult, list]:
         if idempotency_key is None:
@@ -560,31 +619,31 @@ def _post(
     count_minutes: bool,
     skip: frozenset[tuple[str, str]] = frozenset(),
 ) -> list:
-    """Post one earn entry per award with points (inside the caller's unit); store the
-    awards with their entry ids on the record; count its minutes once."""
+    """Post one earn entry per award with points, except the `skip` (plugin, rule) keys,
+    inside the caller's unit; count the record's minutes once. Return the entries."""
     now = utcnow()
     posted = []
-    stored = []
     for award in awards:
-        award = dict(award)
-        if award["points"] > 0 and (award["plugin"], award["rule"]) not in skip:
-            lot = LotInfo(
-                volunteer.id,
-                record.district_id,
-                award["points"],
-                now,
-                award["plugin"],
-                award["rule"],
-                record.timezone,
-            )
-            answers = call_each(
-                pm, "expiry_for", {"lot": lot}, enabled=policy.enabled, config_for=policy.config
-            )
-            expires = min((when for _, when in answers), default=None)
-            reason = award["reason_zh"] + " / " + award["reason_en"]
-            if award["clip"]:
-                reason += f"（{award['clip']['reason_zh']}）/ ({award['clip']['reason_en']})"
-            entry = ledger.earn(
+        if award["points"] <= 0 or (award["plugin"], award["rule"]) in skip:
+            continue
+        lot = LotInfo(
+            volunteer.id,
+            record.district_id,
+            award["points"],
+            now,
+            award["plugin"],
+            award["rule"],
+            record.timezone,
+        )
+        answers = call_each(
+            pm, "expiry_for", {"lot": lot}, enabled=policy.enabled, config_for=policy.config
+        )
+        expires = min((when for _, when in answers), default=None)
+        reason = award["reason_zh"] + " / " + award["reason_en"]
+        if award["clip"]:
+            reason += f"（{award['clip']['reason_zh']}）/ ({award['clip']['reason_en']})"
+        posted.append(
+            ledger.earn(
                 volunteer.id,
                 award["points"],
                 actor=actor,
@@ -595,9 +654,7 @@ def _post(
                 config_version=award["config_version"],
                 service_record_id=record.id,
             )
-            award["entry_id"] = entry.id
-            posted.append(entry)
-        stored.append(award)
+        )
     if count_minutes and record.minutes:
         ledger.add_service_minutes(
             volunteer.id,
@@ -606,15 +663,19 @@ def _post(
             reason=f"service record {record.id} ({record.kind})",
             service_record_id=record.id,
         )
+    return posted
+
+
+def _store_awards(record_id: int, awards: list[dict], posted: list) -> None:
+    """Keep the record's awards and add the points just posted for it."""
     db.session.execute(
         update(ServiceRecord)
-        .where(ServiceRecord.id == record.id)
+        .where(ServiceRecord.id == record_id)
         .values(
-            points=ServiceRecord.points + sum(e.postings[-1][1] for e in posted if e),
-            awards=stored,
+            points=ServiceRecord.points + sum(entry.postings[-1][1] for entry in posted),
+            awards=awards,
         )
     )
-    return posted
 
 
 def _notify(pm: PointsPluginManager, policy: Policy, entries: list) -> None:
@@ -684,6 +745,7 @@ def approve(record_id: int, actor: str) -> RecordResult:
         state["posted"] = _post(
             pm, policy, record, volunteer, evaluation.awards, actor, count_minutes=True
         )
+        _store_awards(record_id, list(evaluation.awards), state["posted"])
         return get_record(record_id)
 
     result = ledger.atomic(work)
@@ -743,7 +805,7 @@ def mark_verified(record_id: int, actor: str) -> RecordResult:
             history = history_for(row.volunteer_id, exclude_id=row.id)
             evaluation = evaluate(pm, policy, record, volunteer, history, review=False)
             earlier = [a for a in row.awards or []]
-            done_keys = frozenset((a["plugin"], a["rule"]) for a in earlier if a.get("entry_id"))
+            done_keys = frozenset((a["plugin"], a["rule"]) for a in earlier if a["points"] > 0)
             fresh = [a for a in evaluation.awards if (a["plugin"], a["rule"]) not in done_keys]
             state["policy"] = policy
             state["posted"] = _post(
@@ -756,6 +818,7 @@ def mark_verified(record_id: int, actor: str) -> RecordResult:
                 count_minutes=False,
                 skip=done_keys,
             )
+            _store_awards(record_id, earlier + fresh, state["posted"])
         return get_record(record_id)
 
     result = ledger.atomic(work)

@@ -113,7 +113,7 @@ def test_hook_expiry_for(plugin, volunteer):
     from points.models import Lot
 
     expires = db.session.scalar(select(Lot.expires_at))
-    assert timedelta(days=2, hours=23) < expires - NOW < timedelta(days=3, minutes=1)
+    assert timedelta(days=2, hours=23) < expires - datetime.now(UTC) < timedelta(days=3, minutes=1)
 
 
 def test_hook_star_level_for(plugin, volunteer):

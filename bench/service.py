@@ -1,0 +1,184 @@
+"""Service records submitted and approved per second, as a ratio to bare ledger earns.
+
+Both are measured in the same run, on the same database, one operation per app context
+(as one per request: the policy is resolved once per operation, never per award), with
+every built-in plugin enabled and a policy set at three levels of the tree. Rounds of
+the two alternate and the best round of each counts, because the machine is shared.
+
+    python bench/service.py                       # SQLite in a temporary folder
+    python bench/service.py --pg postgresql://postgres@127.0.0.1/bench_service
+    python bench/service.py --ops 300 --rounds 5
+
+Prints ops/s and the ratios (target: submitted-and-approved >= 0.5 x bare earn), then
+checks every ledger invariant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, text
+
+from points import ledger
+from points.app import create_app
+from points.config import database_url
+from points.directory import create_district, register_volunteer
+from points.extensions import db
+from points.policy import set_policy
+from points.service import approve, record_service
+from points.verify import verify
+
+TARGET = 0.5
+VOLUNTEERS = 40
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def make_app(url: str):
+    return create_app(
+        {"DATABASE_URL": url, "SECRET_KEY": "bench", "PIN_HASH_METHOD": "pbkdf2:sha256:1000"}
+    )
+
+
+def prepare(app) -> list[int]:
+    with app.app_context():
+        upgrade()
+        create_district("bench-city", "北京市", "city")
+        create_district("bench-district", "东城区", "district", parent="bench-city")
+        create_district("bench-street", "龙潭街道", "street", parent="bench-district")
+        create_district("bench-community", "夕照寺社区", "community", parent="bench-street")
+        set_policy(
+            "bench-city",
+            "stars",
+            {},
+            author="bench",
+            effective_from=LONG_AGO,
+            locked=["levels_hours"],
+        )
+        set_policy(
+            "bench-district",
+            "caps",
+            {"overall": {"day": 200}},
+            author="bench",
+            effective_from=LONG_AGO,
+        )
+        set_policy(
+            "bench-street",
+            "approval",
+            {"auto_kinds": ["patrol"], "auto_approve_up_to": 10},
+            author="bench",
+            effective_from=LONG_AGO,
+        )
+        set_policy(
+            "bench-street",
+            "steward",
+            {"patrol": {"points_per_hour": 5}},
+            author="bench",
+            effective_from=LONG_AGO,
+        )
+        ids = [
+            register_volunteer(f"志愿者{i}", "bench-community", f"{100000 + i}").id
+            for i in range(VOLUNTEERS)
+        ]
+        db.session.remove()
+        return ids
+
+
+class Clock:
+    """Hands out distinct past start times, so that daily caps never bind."""
+
+    def __init__(self):
+        self.n = 0
+        self.now = datetime.now(UTC)
+
+    def next(self) -> datetime:
+        self.n += 1
+        return self.now - timedelta(days=1 + self.n // VOLUNTEERS, minutes=self.n % 600)
+
+
+def timed(app, ops: int, one) -> float:
+    start = time.perf_counter()
+    for i in range(ops):
+        with app.app_context():
+            one(i)
+            db.session.remove()
+    return ops / (time.perf_counter() - start)
+
+
+def run(url: str, ops: int, rounds: int) -> dict[str, float]:
+    app = make_app(url)
+    volunteers = prepare(app)
+    clock = Clock()
+
+    def bare(i: int) -> None:
+        ledger.earn(
+            volunteers[i % VOLUNTEERS], 10, actor="bench", reason="巡查 2 小时 × 5 分 = 10 分"
+        )
+
+    def submitted(i: int) -> None:
+        record = record_service(
+            volunteers[i % VOLUNTEERS], "patrol", clock.next(), 120, actor="bench"
+        )
+        assert record.status == "approved" and record.points == 10, record
+
+    def queued(i: int) -> None:
+        record = record_service(
+            volunteers[i % VOLUNTEERS], "visit", clock.next(), 60, {"households": 6}, actor="bench"
+        )
+        assert record.status == "pending", record
+        assert approve(record.id, "bench").points == 12
+
+    best = {"bare": 0.0, "auto": 0.0, "queued": 0.0}
+    for one in (bare, submitted, queued):
+        timed(app, 5, one)  # warm up: connections, caches, imports
+    for _ in range(rounds):
+        for name, one in (("bare", bare), ("auto", submitted), ("queued", queued)):
+            best[name] = max(best[name], timed(app, ops, one))
+    with app.app_context():
+        ledger.seal()
+        report = verify()
+        if not report.ok:
+            raise SystemExit(f"invariants broken after the run: {report.problems}")
+        db.session.remove()
+        db.engine.dispose()
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pg", help="a PostgreSQL URL of a database the bench may empty")
+    parser.add_argument("--ops", type=int, default=200, help="operations per round")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    if args.pg:
+        engine = create_engine(database_url(args.pg))
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        engine.dispose()
+        url, label = args.pg, "postgresql"
+    else:
+        folder = tempfile.mkdtemp(prefix="bench-service-")
+        url, label = f"sqlite:///{folder}/points.sqlite", "sqlite"
+    best = run(url, args.ops, args.rounds)
+    print(f"{label}: best of {args.rounds} rounds of {args.ops} operations, one app context each")
+    print(f"  bare ledger.earn             {best['bare']:8.1f} /s")
+    for name, label in (("auto", "record_service, auto-approve"), ("queued", "record + approve")):
+        print(f"  {label:<28} {best[name]:8.1f} /s   ratio {best[name] / best['bare']:.2f}")
+    ratio = best["auto"] / best["bare"]
+    verdict = "meets" if ratio >= TARGET else "MISSES"
+    print(f"  submitted-and-approved ratio {ratio:.2f} {verdict} the target {TARGET}")
+    print("  invariants: OK")
+
+
+if __name__ == "__main__":
+    main()
