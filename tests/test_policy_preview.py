@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -88,7 +88,7 @@ def test_preview_writes_nothing_and_matches_activation(period):
 def test_preview_current_matches_what_the_current_policy_awards(period):
     preview = preview_policy("longtan", "steward", {}, start=START, end=END)
     assert preview.draft_total == preview.current_total
-    caps = [row for row in preview.rows if row.volunteer_id == period["far"]][0]
+    caps = next(row for row in preview.rows if row.volunteer_id == period["far"])
     assert caps.current == 14  # visit 10 + patrol 20, capped at 14 a day
 
 

@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from points import errors, ledger
 from points.extensions import db
 from points.models import Hold, Redemption, TransferRequest
-from points.policy import set_policy
+from points.policy import district_info, set_policy
 from points.redemptions import (
     approve_transfer,
     cancel_redemption,
@@ -69,7 +69,9 @@ def assert_ok():
 def test_catalog_lists_items_with_eligibility_and_reasons(catalog, volunteer):
     entries = {entry.item.sku: entry for entry in catalog_for("xizhaosi", volunteer)}
     assert entries["haircut"].eligible and entries["haircut"].affordable
-    assert entries["haircut"].item.pool_district_id != entries["haircut"].item.plugin
+    # Configured at the street: the stock is shared by every community below it.
+    assert entries["haircut"].item.pool_district_id == district_info("longtan").id
+    assert entries["haircut"].item.plugin == "catalog"
     assert not entries["meal"].eligible
     assert "1 星" in entries["meal"].reasons[0]["zh"] or "stars" in entries["meal"].reasons[0]["en"]
     assert [e.item.sku for e in catalog_for("dongcheng")] == []
