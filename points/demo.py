@@ -9,8 +9,8 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from points import directory, ledger
-from points.errors import ConflictError, InsufficientPointsError
+from points import directory, ledger, policy, redemptions, service
+from points.errors import ConflictError, InsufficientPointsError, RefusedError
 from points.extensions import db
 from points.models import District
 
@@ -50,13 +50,46 @@ GIVEN = [
     "慧敏",
     "长顺",
 ]
-# (rule, zh-CN reason template, points per unit, unit minutes)
+# (kind, minutes, details): what a steward's day can hold.
 ACTIVITIES = [
-    ("patrol", "每日巡 巡查 {h} 小时 × 5 分 = {p} 分 / patrol {h} h × 5 = {p}", 5, 60),
-    ("visit", "经常访 走访 {n} 户 × 2 分 = {p} 分 / visited {n} households × 2 = {p}", 2, 20),
-    ("fix", "随手做 清理楼道杂物 = {p} 分 / small fix = {p}", 3, 30),
-    ("report", "实时报 上报井盖松动 = {p} 分 / reported a problem = {p}", 4, 15),
+    ("patrol", 60, {"route": "夕照寺中街—东四块玉南街"}),
+    ("patrol", 120, {"route": "左安门内大街沿线"}),
+    ("visit", 40, {"households": 2, "notes": "独居老人，身体尚好"}),
+    ("visit", 60, {"households": 3}),
+    ("fix", 20, {"description": "清理楼道堆放杂物"}),
+    ("fix", 15, {"description": "扶正倒伏的共享单车"}),
+    ("report", None, {"problem": "井盖松动", "location": "夕照寺西里 3 号楼"}),
+    ("log", None, {"entry": "今日巡查两次，无异常。"}),
+    ("checkin", None, {"kiosk": "xizhaosi-1"}),
 ]
+CATALOG = {
+    "haircut": {
+        "names": {"zh-CN": "理发一次", "en": "One haircut"},
+        "cost": 30,
+        "provider": "barber-wang",
+        "stock_per_month": 30,
+        "per_person": {"limit": 1, "period": "month"},
+    },
+    "appliance-repair": {
+        "names": {"zh-CN": "小家电维修", "en": "Small appliance repair"},
+        "cost": 60,
+        "provider": "repair-li",
+        "stock_per_month": 10,
+        "per_person": {"limit": 1, "period": "quarter"},
+    },
+    "elderly-meal": {
+        "names": {"zh-CN": "老年餐桌一餐", "en": "A meal at the seniors' canteen"},
+        "cost": 15,
+        "provider": "canteen-longtan",
+        "stock_per_month": 200,
+    },
+    "home-cleaning": {
+        "names": {"zh-CN": "家政保洁两小时", "en": "Two hours of home cleaning"},
+        "cost": 80,
+        "provider": "clean-home",
+        "min_star": 1,
+    },
+}
 
 
 def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
@@ -77,6 +110,20 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
         for code, name, district in PROVIDERS
     }
 
+    start = (now.astimezone(zone) - timedelta(days=35)).replace(
+        hour=8, minute=0, second=0, microsecond=0
+    )
+    office = "office:longtan"
+    # The street's policy, in effect from before the first service of the demo.
+    policy.set_policy(
+        "longtan",
+        "catalog",
+        {"items": CATALOG},
+        author=office,
+        effective_from=start - timedelta(days=1),
+        comment="龙潭街道兑换目录",
+    )
+
     volunteers = []
     for number in range(20):
         community = "xizhaosi" if number % 2 == 0 else "zuoanmen"
@@ -89,108 +136,116 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
             card_code="".join(rng.choice(directory.CARD_ALPHABET) for _ in range(10)),
         )
         volunteers.append((volunteer.id, volunteer.name, volunteer.card_code, pin, community))
-
-    # Five weeks of service, in the stewards' local days.
-    start = (now.astimezone(zone) - timedelta(days=35)).replace(
-        hour=8, minute=0, second=0, microsecond=0
+    # Small records go through at once; a patrol or a visit waits for the office.
+    policy.set_policy(
+        "longtan",
+        "approval",
+        {"auto_approve_up_to": 4},
+        author=office,
+        effective_from=start - timedelta(days=1),
     )
-    earned = 0
+    # Volunteer #7 looks after a household in need: gifts to them need the office.
+    policy.set_policy(
+        "longtan",
+        "transfers",
+        {"households_in_need": [volunteers[6][0]]},
+        author=office,
+        effective_from=start - timedelta(days=1),
+    )
+
+    # Five weeks of service, submitted by the stewards; the office works its queue.
+    counts = {"approved": 0, "rejected": 0, "pending": 0}
     for volunteer_id, *_ in volunteers:
         diligence = rng.uniform(0.3, 0.9)
         for day in range(35):
             if rng.random() > diligence:
                 continue
-            rule, template, rate, unit = rng.choice(ACTIVITIES)
-            count = rng.randint(1, 3)
-            points = rate * count
-            minutes = unit * count
+            kind, minutes, details = rng.choice(ACTIVITIES)
             moment = start + timedelta(days=day, hours=rng.randint(0, 9))
-            ledger.earn(
-                volunteer_id,
-                points,
-                actor="office:longtan",
-                reason=template.format(h=count, n=count, p=points),
-                effective_at=moment,
-                expires_at=moment + timedelta(days=365),
-                plugin="steward",
-                rule=rule,
-                config_version=1,
-            )
-            ledger.add_service_minutes(
-                volunteer_id, minutes, actor="office:longtan", reason=f"{rule} {minutes} min"
-            )
-            earned += points
+            try:
+                record = service.record_service(
+                    volunteer_id,
+                    kind,
+                    moment,
+                    minutes,
+                    details,
+                    actor=f"volunteer:{volunteer_id}",
+                )
+            except (ConflictError, RefusedError):
+                continue  # a second check-in that day, or a cap reached
+            if record.status == "pending" and day < 33:
+                if rng.random() < 0.05:
+                    service.reject(record.id, office, "记录与网格员核实不符 / not confirmed")
+                    counts["rejected"] += 1
+                    continue
+                if kind == "report" and rng.random() < 0.5:
+                    service.mark_verified(record.id, office)
+                record = service.approve(record.id, office)
+            counts[record.status] += 1
 
     # Last year's autumn campaign: points that expired at the end of October.
     for volunteer_id, *_ in volunteers[:6]:
         ledger.earn(
             volunteer_id,
             20,
-            actor="office:longtan",
-            reason="2025 秋季环境整治 = 20 分 / autumn clean-up campaign",
+            actor=office,
+            reason="2025 秋季环境整治 = 20 分 / autumn clean-up campaign = 20",
             effective_at=now - timedelta(days=400),
             expires_at=now - timedelta(days=21),
-            plugin="steward",
+            plugin="office",
             rule="campaign",
-            config_version=1,
         )
     expired = ledger.expire_lots(now)
 
+    # Redemptions at the kiosk: some delivered, one cancelled, some still held.
     redeemed = held = 0
+    skus = ["haircut", "elderly-meal", "appliance-repair", "home-cleaning"]
     for index, (volunteer_id, *_rest) in enumerate(volunteers):
-        provider, cost, what = [
-            ("barber-wang", 30, "理发一次 / haircut"),
-            ("repair-li", 60, "小家电维修 / small appliance repair"),
-            ("canteen-longtan", 15, "老年餐桌一餐 / one meal"),
-        ][index % 3]
         try:
-            if index % 4 == 0:
-                ledger.hold(
-                    volunteer_id,
-                    cost,
-                    provider_id=providers[provider],
-                    actor="kiosk:xizhaosi",
-                    reason=what,
-                )
-                held += cost
-            elif index % 4 in (1, 2):
-                ledger.redeem(
-                    volunteer_id,
-                    cost,
-                    provider_id=providers[provider],
-                    actor="kiosk:xizhaosi",
-                    reason=what,
-                )
-                redeemed += cost
-        except InsufficientPointsError:
+            redemption = redemptions.create_redemption(
+                volunteer_id, skus[index % 4], actor="kiosk:xizhaosi"
+            )
+        except (InsufficientPointsError, RefusedError):
             continue
+        if index % 5 == 0:
+            redemptions.cancel_redemption(
+                redemption.id, actor="kiosk:xizhaosi", reason="改天再来 / another day"
+            )
+        elif index % 3 == 0:
+            held += redemption.points
+        else:
+            redemptions.fulfil_redemption(redemption.id, actor="provider")
+            redeemed += redemption.points
 
-    # Donations: to a family member, and across communities to a household in need.
-    ledger.transfer(
+    # Gifts: to a family member at once; to a household in need, approved by the office.
+    redemptions.give_points(
         volunteers[2][0],
         volunteers[4][0],
         10,
+        "family",
         actor=f"volunteer:{volunteers[2][0]}",
         reason="赠与家人 / to family",
     )
-    ledger.transfer(
+    gift = redemptions.give_points(
         volunteers[3][0],
         volunteers[6][0],
         8,
+        "household_in_need",
         actor=f"volunteer:{volunteers[3][0]}",
         reason="爱心捐赠 / to a household in need",
     )
-    # An office correction: a patrol logged twice.
+    if gift.request_id is not None:
+        redemptions.approve_transfer(gift.request_id, office)
+    # An office correction: a campaign award given twice.
     duplicate = ledger.earn(
         volunteers[5][0],
         10,
-        actor="office:longtan",
-        reason="每日巡 巡查 2 小时 × 5 分 = 10 分 / patrol 2 h × 5 = 10",
-        plugin="steward",
-        rule="patrol",
-        config_version=1,
+        actor=office,
+        reason="社区活动 = 10 分 / community event = 10",
+        plugin="office",
+        rule="event",
     )
-    ledger.reverse(duplicate.id, actor="office:longtan", reason="重复登记 / logged twice")
+    ledger.reverse(duplicate.id, actor=office, reason="重复登记 / logged twice")
     sealed = ledger.seal()
 
     tokens = {}
@@ -208,7 +263,8 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
 
     echo(
         f"Demo loaded: {len(TREE)} district nodes, {len(volunteers)} volunteers, "
-        f"{len(providers)} providers; {earned} points earned, {redeemed} redeemed, "
+        f"{len(providers)} providers; service records {counts['approved']} approved, "
+        f"{counts['pending']} pending, {counts['rejected']} rejected; {redeemed} points redeemed, "
         f"{held} held, {sum(-e.postings[0][1] for e in expired)} expired, {sealed} entries sealed."
     )
     echo("Volunteers (card code / PIN):")
