@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from points.errors import (
     AccountClosedError,
@@ -18,6 +18,7 @@ from points.ledger.units import (
     PostedEntry,
     _dialect_insert,
     atomic,
+    run,
 )
 from points.models import (
     Account,
@@ -68,13 +69,31 @@ def load_hold(hold_id: int, *, replayed: bool = False) -> HoldState:
     )
 
 
+# Hot statements, built once (see units.run).
+_accounts = Account.__table__
+_ROW = (_accounts.c.id, _accounts.c.district_id, _accounts.c.kind, _accounts.c.status)
+_BALANCE = select(_accounts.c.id, _accounts.c.balance, _accounts.c.held).where(
+    _accounts.c.volunteer_id == bindparam("volunteer_id")
+)
+_VOLUNTEER_ACCOUNT = select(*_ROW).where(_accounts.c.volunteer_id == bindparam("volunteer_id"))
+_SYSTEM_ACCOUNT = select(*_ROW).where(
+    _accounts.c.district_id == bindparam("district_id"), _accounts.c.kind == bindparam("kind")
+)
+# A volunteer's account and their district's issuance account, in one round trip.
+_EARNING_ACCOUNTS = _VOLUNTEER_ACCOUNT.union_all(
+    select(*_ROW).where(
+        _accounts.c.kind == "issuance",
+        _accounts.c.district_id
+        == select(_accounts.c.district_id)
+        .where(_accounts.c.volunteer_id == bindparam("volunteer_id"))
+        .scalar_subquery(),
+    )
+)
+
+
 def balance(volunteer_id: int) -> Balance:
     """Return the volunteer's cached balance: one indexed row, whatever the history."""
-    row = db.session.execute(
-        select(Account.id, Account.balance, Account.held).where(
-            Account.volunteer_id == volunteer_id
-        )
-    ).one_or_none()
+    row = run(_BALANCE, {"volunteer_id": volunteer_id}).one_or_none()
     if row is None:
         raise NotFoundError(f"no account for volunteer {volunteer_id}")
     return Balance(volunteer_id, row.id, row.balance, row.held, row.balance - row.held)
@@ -99,27 +118,40 @@ class _AccountRow(NamedTuple):
     status: str
 
 
-def _volunteer_account(volunteer_id: Any, field: str = "volunteer_id") -> _AccountRow:
+def _check_volunteer_id(volunteer_id: Any, field: str) -> None:
     if isinstance(volunteer_id, bool) or not isinstance(volunteer_id, int):
         raise InvalidInputError(
             f"{field} must be a volunteer id", errors={field: ["Must be an integer id."]}
         )
-    row = db.session.execute(
-        select(Account.id, Account.district_id, Account.kind, Account.status).where(
-            Account.volunteer_id == volunteer_id
-        )
-    ).one_or_none()
+
+
+def _no_volunteer(volunteer_id: Any, field: str) -> NotFoundError:
+    return NotFoundError(f"no volunteer {volunteer_id}", errors={field: ["No such volunteer."]})
+
+
+def _volunteer_account(volunteer_id: Any, field: str = "volunteer_id") -> _AccountRow:
+    _check_volunteer_id(volunteer_id, field)
+    row = run(_VOLUNTEER_ACCOUNT, {"volunteer_id": volunteer_id}).one_or_none()
     if row is None:
-        raise NotFoundError(f"no volunteer {volunteer_id}", errors={field: ["No such volunteer."]})
+        raise _no_volunteer(volunteer_id, field)
     return _AccountRow(*row)
 
 
+def _earning_accounts(volunteer_id: Any) -> tuple[_AccountRow, _AccountRow]:
+    """Return the volunteer's account and their district's issuance account."""
+    _check_volunteer_id(volunteer_id, "volunteer_id")
+    rows = [_AccountRow(*row) for row in run(_EARNING_ACCOUNTS, {"volunteer_id": volunteer_id})]
+    volunteer = next((row for row in rows if row.kind == "volunteer"), None)
+    issuance = next((row for row in rows if row.kind == "issuance"), None)
+    if volunteer is None:
+        raise _no_volunteer(volunteer_id, "volunteer_id")
+    if issuance is None:
+        raise NotFoundError(f"district {volunteer.district_id} has no issuance account")
+    return volunteer, issuance
+
+
 def _system_account(district_id: int, kind: str) -> _AccountRow:
-    row = db.session.execute(
-        select(Account.id, Account.district_id, Account.kind, Account.status).where(
-            Account.district_id == district_id, Account.kind == kind
-        )
-    ).one_or_none()
+    row = run(_SYSTEM_ACCOUNT, {"district_id": district_id, "kind": kind}).one_or_none()
     if row is None:
         raise NotFoundError(f"district {district_id} has no {kind} account")
     return _AccountRow(*row)

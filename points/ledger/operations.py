@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from points.errors import (
@@ -23,6 +23,7 @@ from points.errors import (
 from points.extensions import db
 from points.ledger.accounts import (
     _AccountRow,
+    _earning_accounts,
     _provider_account,
     _system_account,
     _volunteer_account,
@@ -46,6 +47,7 @@ from points.ledger.units import (
     _idempotent,
     atomic,
     check_points,
+    run,
 )
 from points.models import (
     Account,
@@ -106,8 +108,7 @@ def earn(
     _check_time(expires_at, "expires_at")
 
     def work() -> PostedEntry:
-        account = _volunteer_account(volunteer_id)
-        issuance = _system_account(account.district_id, "issuance")
+        account, issuance = _earning_accounts(volunteer_id)
         return _post(
             account.district_id,
             "earn",
@@ -695,38 +696,48 @@ def correct_service_minutes(volunteer_id: int, minutes: int, *, actor: str, reas
     return atomic(lambda: _move_minutes(volunteer_id, minutes, "correction", actor, reason, None))
 
 
+_volunteers = Volunteer.__table__
+_ADD_MINUTES = (
+    update(_volunteers)
+    .where(
+        _volunteers.c.id == bindparam("volunteer_id"),
+        _volunteers.c.service_minutes + bindparam("minutes") >= 0,
+    )
+    .values(service_minutes=_volunteers.c.service_minutes + bindparam("minutes"))
+    .returning(_volunteers.c.service_minutes, _volunteers.c.district_id)
+)
+_INSERT_MINUTES = ServiceMinutes.__table__.insert()
+
+
 def _move_minutes(volunteer_id, minutes, kind, actor, reason, service_record_id) -> int:
     _check_text(actor, "actor")
     _check_text(reason, "reason")
-    volunteer = db.session.execute(
-        select(Volunteer.id, Volunteer.district_id).where(Volunteer.id == volunteer_id)
-    ).one_or_none()
-    if volunteer is None:
-        raise NotFoundError(f"no volunteer {volunteer_id}")
-    done = db.session.execute(
-        update(Volunteer)
-        .where(Volunteer.id == volunteer_id, Volunteer.service_minutes + minutes >= 0)
-        .values(service_minutes=Volunteer.service_minutes + minutes)
-        .returning(Volunteer.service_minutes)
-    ).scalar_one_or_none()
+    if isinstance(volunteer_id, bool) or not isinstance(volunteer_id, int):
+        raise InvalidInputError(
+            "volunteer_id must be an id", errors={"volunteer_id": ["Not an id."]}
+        )
+    done = run(_ADD_MINUTES, {"volunteer_id": volunteer_id, "minutes": minutes}).one_or_none()
     if done is None:
+        if db.session.get(Volunteer, volunteer_id) is None:
+            raise NotFoundError(f"no volunteer {volunteer_id}")
         raise InvalidInputError(
             "service minutes cannot go below zero",
             errors={"minutes": ["The correction is larger than the volunteer's minutes."]},
         )
     try:
-        db.session.execute(
-            ServiceMinutes.__table__.insert().values(
-                district_id=volunteer.district_id,
-                volunteer_id=volunteer_id,
-                minutes=minutes,
-                kind=kind,
-                actor=actor,
-                reason=reason,
-                service_record_id=service_record_id,
-                created_at=utcnow(),
-            )
+        run(
+            _INSERT_MINUTES,
+            {
+                "district_id": done.district_id,
+                "volunteer_id": volunteer_id,
+                "minutes": minutes,
+                "kind": kind,
+                "actor": actor,
+                "reason": reason,
+                "service_record_id": service_record_id,
+                "created_at": utcnow(),
+            },
         )
     except IntegrityError:
         raise ConflictError(f"service record {service_record_id} was already counted") from None
-    return done
+    return done.service_minutes

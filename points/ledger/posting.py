@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from points.errors import (
     AccountClosedError,
@@ -22,6 +22,7 @@ from points.ledger.accounts import (
 from points.ledger.units import (
     LedgerInvariantError,
     PostedEntry,
+    run,
 )
 from points.models import (
     Account,
@@ -67,32 +68,66 @@ HASHED_FIELDS = (
 )
 
 
+# The hot path's statements, built once: building a statement costs more than running it.
+_accounts = Account.__table__
+_lots = Lot.__table__
+_CREDIT = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("account_id"), _accounts.c.status == "open")
+    .values(balance=_accounts.c.balance + bindparam("points"))
+)
+_DEBIT_ANY_STATUS = (
+    update(_accounts)
+    .where(
+        _accounts.c.id == bindparam("account_id"),
+        _accounts.c.balance - _accounts.c.held >= bindparam("points"),
+    )
+    .values(balance=_accounts.c.balance - bindparam("points"))
+)
+_DEBIT = _DEBIT_ANY_STATUS.where(_accounts.c.status == "open")
+# Points reserved by a hold leave balance and held together.
+_DEBIT_HELD = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("account_id"), _accounts.c.held >= bindparam("points"))
+    .values(
+        balance=_accounts.c.balance - bindparam("points"),
+        held=_accounts.c.held - bindparam("points"),
+    )
+)
+_INSERT_ENTRY = Entry.__table__.insert().returning(Entry.__table__.c.id)
+_INSERT_POSTINGS = Posting.__table__.insert()
+_INSERT_UNSEALED = UnsealedEntry.__table__.insert()
+_INSERT_LOTS = _lots.insert()
+_OPEN_LOTS = (
+    select(_lots.c.id, _lots.c.remaining, _lots.c.expires_at)
+    .where(_lots.c.account_id == bindparam("account_id"), _lots.c.remaining > 0)
+    .order_by(_lots.c.expires_at.is_(None), _lots.c.expires_at, _lots.c.id)
+)
+_USE_LOT = (
+    update(_lots)
+    .where(_lots.c.id == bindparam("lot_id"))
+    .values(remaining=_lots.c.remaining - bindparam("take"))
+)
+_INSERT_LOT_USES = LotUse.__table__.insert()
+
+
 def _apply_to_bounded(
     account: _AccountRow, amount: int, *, from_hold: bool = False, bookkeeping: bool = False
 ) -> None:
     """Move a volunteer account's cached balance by `amount`, never below what is held."""
     if amount > 0:
-        done = db.session.execute(
-            update(Account)
-            .where(Account.id == account.id, Account.status == "open")
-            .values(balance=Account.balance + amount)
-        )
+        done = run(_CREDIT, {"account_id": account.id, "points": amount})
         if done.rowcount != 1:
             raise AccountClosedError(f"account {account.id} is closed")
         return
     debit = -amount
     if from_hold:
-        # The points were reserved by the hold: they leave balance and held together.
-        condition = Account.held >= debit
-        values = {"balance": Account.balance - debit, "held": Account.held - debit}
+        statement = _DEBIT_HELD
+    elif bookkeeping:
+        statement = _DEBIT_ANY_STATUS
     else:
-        condition = Account.balance - Account.held >= debit
-        if not bookkeeping:
-            condition &= Account.status == "open"
-        values = {"balance": Account.balance - debit}
-    done = db.session.execute(
-        update(Account).where(Account.id == account.id, condition).values(**values)
-    )
+        statement = _DEBIT
+    done = run(statement, {"account_id": account.id, "points": debit})
     if done.rowcount != 1:
         if account.status != "open" and not (from_hold or bookkeeping):
             raise AccountClosedError(f"account {account.id} is closed")
@@ -107,8 +142,8 @@ def _apply_to_bounded(
 
 def balance_of_account(account_id: int) -> int:
     """Return the points available (balance minus held) on a volunteer account."""
-    row = db.session.execute(
-        select(Account.balance, Account.held).where(Account.id == account_id)
+    row = run(
+        select(_accounts.c.balance, _accounts.c.held).where(_accounts.c.id == account_id)
     ).one()
     return row.balance - row.held
 
@@ -178,21 +213,17 @@ def _post(
     }
     pairs = tuple((account.id, amount) for account, amount in postings)
     fields_hash = entry_hash(fields, pairs)
-    entry_id = db.session.execute(
-        Entry.__table__.insert()
-        .values(**fields, created_at=utcnow(), hash=fields_hash)
-        .returning(Entry.id)
+    entry_id = run(
+        _INSERT_ENTRY, {**fields, "created_at": utcnow(), "hash": fields_hash}
     ).scalar_one()
-    db.session.execute(
-        Posting.__table__.insert(),
+    run(
+        _INSERT_POSTINGS,
         [
             {"entry_id": entry_id, "district_id": district_id, "account_id": a, "amount": x}
             for a, x in pairs
         ],
     )
-    db.session.execute(
-        UnsealedEntry.__table__.insert().values(entry_id=entry_id, district_id=district_id)
-    )
+    run(_INSERT_UNSEALED, {"entry_id": entry_id, "district_id": district_id})
 
     consumed: list[tuple[int, datetime | None]] = []
     for account, amount in postings:
@@ -215,8 +246,8 @@ def _create_lots(
     account: _AccountRow, entry_id: int, lots: list[tuple[int, datetime | None]]
 ) -> None:
     now = utcnow()
-    db.session.execute(
-        Lot.__table__.insert(),
+    run(
+        _INSERT_LOTS,
         [
             {
                 "district_id": account.district_id,
@@ -238,11 +269,7 @@ def _consume_lots(
     """Use `amount` points of the account's lots, soonest expiry first (never-expiring
     last); return what was used as (amount, expires_at) pairs. The caller holds the
     account's row lock, so no other unit consumes these lots meanwhile."""
-    open_lots = db.session.execute(
-        select(Lot.id, Lot.remaining, Lot.expires_at)
-        .where(Lot.account_id == account.id, Lot.remaining > 0)
-        .order_by(Lot.expires_at.is_(None), Lot.expires_at, Lot.id)
-    ).all()
+    open_lots = run(_OPEN_LOTS, {"account_id": account.id}).all()
     if first_lot is not None:
         open_lots.sort(key=lambda lot: lot.id != first_lot)
     used: list[tuple[int, int, datetime | None]] = []
@@ -255,12 +282,9 @@ def _consume_lots(
         left -= take
     if left:
         raise LedgerInvariantError(f"lots of account {account.id} hold less than its balance")
-    for lot_id, take, _ in used:
-        db.session.execute(
-            update(Lot).where(Lot.id == lot_id).values(remaining=Lot.remaining - take)
-        )
-    db.session.execute(
-        LotUse.__table__.insert(),
+    run(_USE_LOT, [{"lot_id": lot_id, "take": take} for lot_id, take, _ in used])
+    run(
+        _INSERT_LOT_USES,
         [
             {
                 "district_id": account.district_id,

@@ -111,6 +111,15 @@ def atomic(work: Callable[[], T]) -> T:
             session.info.pop(_IN_UNIT, None)
 
 
+def run(statement, parameters=None):
+    """Execute a Core statement on the session's connection, past the ORM layer.
+
+    The ledger's hot path uses prebuilt Core statements: an ORM execution costs more in
+    Python than the statement costs the database.
+    """
+    return db.session.connection().execute(statement, parameters)
+
+
 def in_unit_of_work() -> bool:
     """Return True inside `atomic`."""
     return bool(db.session.info.get(_IN_UNIT))
