@@ -89,10 +89,11 @@ def expire_command(as_of: datetime | None) -> None:
 @ledger_cli.command("time-out-holds")
 @with_appcontext
 def time_out_command() -> None:
-    """Release the points of pending holds past their expiry."""
-    from points import ledger
+    """Release the points of pending holds past their expiry; their redemptions expire."""
+    from points.redemptions import expire_redemptions
 
-    click.echo(f"timed out {ledger.time_out_holds()} holds")
+    holds, redemptions = expire_redemptions()
+    click.echo(f"timed out {holds} holds; {redemptions} redemptions expired")
 
 
 @click.group("token", cls=Handled)

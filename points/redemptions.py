@@ -29,11 +29,18 @@ from sqlalchemy import func, select, text, update
 
 from points import ledger
 from points.directory import CARD_ALPHABET
-from points.errors import ConflictError, InvalidInputError, NotFoundError, RefusedError
+from points.errors import (
+    ConflictError,
+    HoldStateError,
+    InvalidInputError,
+    NotFoundError,
+    RefusedError,
+)
 from points.extensions import db
 from points.models import (
     Account,
     Entry,
+    Hold,
     Posting,
     Provider,
     Redemption,
@@ -363,11 +370,49 @@ def _row(redemption_id: int | None, voucher_code: str | None) -> Redemption:
     return row
 
 
+def expire_redemptions(as_of: datetime | None = None) -> tuple[int, int]:
+    """Time out overdue holds, and mark held redemptions whose hold timed out expired.
+
+    Returns (holds timed out, redemptions expired).
+    """
+    timed_out = ledger.time_out_holds(as_of)
+
+    def work() -> int:
+        overdue = (
+            select(Redemption.id)
+            .join(Hold, Hold.id == Redemption.hold_id)
+            .where(Redemption.status == "held", Hold.status == "timed_out")
+        )
+        done = db.session.execute(
+            update(Redemption)
+            .where(Redemption.id.in_(overdue))
+            .values(
+                status="expired",
+                resolved_at=utcnow(),
+                resolved_by="system:holds",
+                resolution="兑换券已过期 / the voucher expired before use",
+            )
+        )
+        return done.rowcount
+
+    return timed_out, ledger.atomic(work)
+
+
+def _expired(redemption_id: int | None, voucher_code: str | None) -> ConflictError:
+    """Record that the redemption's hold ran out, and say so."""
+    expire_redemptions()
+    row = _row(redemption_id, voucher_code)
+    return ConflictError(
+        f"redemption {row.id} expired: its voucher was not used in time; "
+        "the points are available again"
+    )
+
+
 def fulfil_redemption(
     redemption_id: int | None = None, *, voucher_code: str | None = None, actor: str
 ) -> RedemptionResult:
     """Mark a redemption delivered: its hold is posted to the provider. Raises
-    NotFoundError, ConflictError (not held), HoldExpiredError (the hold timed out)."""
+    NotFoundError, ConflictError (not held, or expired: the hold timed out)."""
 
     def work() -> RedemptionResult:
         row = _row(redemption_id, voucher_code)
@@ -384,7 +429,10 @@ def fulfil_redemption(
         )
         return get_redemption(row.id)
 
-    result = ledger.atomic(work)
+    try:
+        result = ledger.atomic(work)
+    except HoldStateError:
+        raise _expired(redemption_id, voucher_code) from None
     _notify_entry(result.entry_id)
     return result
 
@@ -407,7 +455,10 @@ def cancel_redemption(redemption_id: int, *, actor: str, reason: str) -> Redempt
         ledger.void_hold(row.hold_id, actor=actor, reason=reason)
         return get_redemption(row.id)
 
-    return ledger.atomic(work)
+    try:
+        return ledger.atomic(work)
+    except HoldStateError:
+        raise _expired(redemption_id, None) from None
 
 
 def _notify_entry(entry_id: int | None) -> None:

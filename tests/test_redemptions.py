@@ -189,3 +189,36 @@ def test_monthly_gift_limit_counts_pending_requests(catalog, volunteer, other_vo
     with pytest.raises(errors.RefusedError) as raised:
         give_points(volunteer, other_volunteer, 30, "family", actor="v", reason="b")
     assert "40 given" in raised.value.reasons[0]["en"]
+
+
+def test_a_voucher_not_used_in_time_expires_and_frees_the_points(catalog, volunteer):
+    from sqlalchemy import update
+
+    from points.redemptions import expire_redemptions
+
+    redemption = create_redemption(volunteer, "haircut", actor="kiosk:1")
+    db.session.execute(
+        update(Hold).where(Hold.id == redemption.hold_id).values(expires_at=NOW - timedelta(1))
+    )
+    db.session.commit()
+    with pytest.raises(errors.ConflictError, match="expired"):
+        fulfil_redemption(voucher_code=redemption.voucher_code, actor="provider:wang")
+    assert get_redemption(redemption.id).status == "expired"
+    assert ledger.balance(volunteer)[2:] == (100, 0, 100)
+    with pytest.raises(errors.ConflictError):
+        cancel_redemption(redemption.id, actor="office", reason="late")
+    assert expire_redemptions() == (0, 0)
+    assert_ok()
+
+
+def test_time_out_command_expires_overdue_redemptions(catalog, volunteer, runner):
+    from sqlalchemy import update
+
+    redemption = create_redemption(volunteer, "haircut", actor="kiosk:1")
+    db.session.execute(
+        update(Hold).where(Hold.id == redemption.hold_id).values(expires_at=NOW - timedelta(1))
+    )
+    db.session.commit()
+    result = runner.invoke(args=["ledger", "time-out-holds"])
+    assert "timed out 1 holds; 1 redemptions expired" in result.output
+    assert get_redemption(redemption.id).status == "expired"
