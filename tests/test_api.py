@@ -46,6 +46,18 @@ def test_api_errors_are_problem_json(api, world):
     assert "errors" not in body
 
 
+def test_api_refuses_nul_characters_and_huge_bodies(api, world):
+    admin = world.tokens["admin"]
+    assert problem_of(api.get("districts/a%00b", admin), 422)["errors"] == {
+        "path": ["Text may not contain NUL (0x00)."]
+    }
+    problem_of(api.get(f"volunteers/{world.volunteers['self']}/entries?cursor=%00", admin), 422)
+    body = {"name": "王\x00英", "district": "xizhaosi", "pin": "123456"}
+    assert "body" in problem_of(api.post("volunteers", admin, body), 422)["errors"]
+    huge = {"name": "x" * 300_000, "district": "xizhaosi", "pin": "123456"}
+    problem_of(api.post("volunteers", admin, huge), 413)
+
+
 def test_api_insufficient_points_is_409(api, world):
     body = problem_of(
         api.post(

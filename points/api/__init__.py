@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import http
+import json
+from typing import Any
 
 from flask import Blueprint as FlaskBlueprint
-from flask import Flask, make_response, render_template
+from flask import Flask, make_response, render_template, request
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
 from points.api.common import ProblemSchema
 from points.api.problems import PROBLEM_JSON, register_problem_handlers
 from points.auth import DEFAULTS, RateLimiter
+from points.errors import InvalidInputError
 
 PREFIX = "/api/v1"
 
@@ -69,6 +72,9 @@ def register_api(app: Flask) -> PointsApi:
 
     for key, value in DEFAULTS.items():
         app.config.setdefault(key, value)
+    # No request of this API needs more; a larger body is a 413 before anything reads it.
+    if app.config.get("MAX_CONTENT_LENGTH") is None:
+        app.config["MAX_CONTENT_LENGTH"] = 256 * 1024
     app.config.setdefault("API_TITLE", "Steward Points")
     app.config.setdefault("API_VERSION", "v1")
     app.config.setdefault("OPENAPI_VERSION", "3.0.3")
@@ -102,9 +108,47 @@ def register_api(app: Flask) -> PointsApi:
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())
+    app.before_request(_refuse_nul_characters)
     register_problem_handlers(app)
     app.extensions["points_api"] = api
     return api
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def _refuse_nul_characters() -> None:
+    """Refuse NUL characters in the path, query or JSON body of an API request.
+
+    PostgreSQL cannot store them in text; refused here, they are a 422 on every database
+    instead of an error deep in a query.
+    """
+    if not request.path.startswith(PREFIX + "/"):
+        return
+    where = None
+    if "\x00" in request.path:
+        where = "path"
+    elif b"%00" in request.query_string:
+        where = "query"
+    else:
+        raw = request.get_data(cache=True)
+        if b"\x00" in raw or b"\\u0000" in raw.lower():
+            try:
+                if _has_nul(json.loads(raw)):
+                    where = "body"
+            except ValueError:
+                where = "body" if b"\x00" in raw else None
+    if where is not None:
+        raise InvalidInputError(
+            f"NUL characters in the {where}", errors={where: ["Text may not contain NUL (0x00)."]}
+        )
 
 
 def _docs_page() -> FlaskBlueprint:
