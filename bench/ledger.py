@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
+# Run as `python bench/ledger.py`, Python puts bench/ first on sys.path, where a sibling
+# benchmark named like a library module (http.py) would shadow the real one.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
 import argparse
 import logging
 import multiprocessing
@@ -9,7 +17,6 @@ import queue
 import shutil
 import sqlite3
 import statistics
-import sys
 import tempfile
 import threading
 import time
