@@ -44,18 +44,21 @@ def app_config(url: str) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def prepared_database(backend: str, directory: Path, name: str) -> Iterator[str]:
+def prepared_database(
+    backend: str, directory: Path, name: str, server_url: str | None = None
+) -> Iterator[str]:
     """Yield the URL of a new, migrated database; drop it afterwards (PostgreSQL).
 
-    PostgreSQL needs POINTS_TEST_DATABASE_URL: the database is created beside it, under
-    `name` plus the process id, so that it never meets the test suite's own.
+    PostgreSQL connects to `server_url` (default POINTS_TEST_DATABASE_URL) only to create
+    a database of its own beside it, named `name` plus the process id, so that it never
+    meets the test suite's.
     """
     if backend == "sqlite":
         url = f"sqlite:///{directory / (name + '.sqlite')}"
         _migrate(url)
         yield url
         return
-    server_url = os.environ.get("POINTS_TEST_DATABASE_URL")
+    server_url = server_url or os.environ.get("POINTS_TEST_DATABASE_URL")
     if not server_url:
         raise RuntimeError("PostgreSQL needs POINTS_TEST_DATABASE_URL")
     server = make_url(database_url(server_url))
