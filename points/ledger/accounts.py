@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, func, select, update
@@ -157,22 +158,38 @@ def _system_account(district_id: int, kind: str) -> _AccountRow:
     return _AccountRow(*row)
 
 
+_providers = Provider.__table__
+# The provider's status and, when opened already, its account in the node: one round trip.
+_PROVIDER_ACCOUNT = (
+    select(_providers.c.status.label("provider_status"), *_ROW)
+    .select_from(_providers)
+    .outerjoin(
+        _accounts,
+        (_accounts.c.provider_id == _providers.c.id)
+        & (_accounts.c.district_id == bindparam("district_id")),
+    )
+    .where(_providers.c.id == bindparam("provider_id"))
+)
+
+
 def _provider_account(provider_id: Any, district_id: int) -> _AccountRow:
     """Return the provider's account in `district_id`, opening it on first use."""
     if isinstance(provider_id, bool) or not isinstance(provider_id, int):
         raise InvalidInputError(
             "provider_id must be a provider id", errors={"provider_id": ["Must be an integer id."]}
         )
-    provider = db.session.execute(
-        select(Provider.id, Provider.status).where(Provider.id == provider_id)
+    found = run(
+        _PROVIDER_ACCOUNT, {"provider_id": provider_id, "district_id": district_id}
     ).one_or_none()
-    if provider is None:
+    if found is None:
         raise NotFoundError(
             f"no provider {provider_id}", errors={"provider_id": ["No such provider."]}
         )
-    if provider.status != "active":
+    if found.provider_status != "active":
         raise AccountClosedError(f"provider {provider_id} is closed")
-    db.session.execute(
+    if found.id is not None:
+        return _AccountRow(found.id, found.district_id, found.kind, found.status)
+    run(
         _dialect_insert(Account)
         .values(
             district_id=district_id,
@@ -184,12 +201,16 @@ def _provider_account(provider_id: Any, district_id: int) -> _AccountRow:
         )
         .on_conflict_do_nothing()
     )
-    row = db.session.execute(
-        select(Account.id, Account.district_id, Account.kind, Account.status).where(
-            Account.provider_id == provider_id, Account.district_id == district_id
-        )
-    ).one()
-    return _AccountRow(*row)
+    found = run(_PROVIDER_ACCOUNT, {"provider_id": provider_id, "district_id": district_id}).one()
+    return _AccountRow(found.id, found.district_id, found.kind, found.status)
+
+
+_ACCOUNTS_BY_ID = select(*_ROW).where(_accounts.c.id.in_(bindparam("ids", expanding=True)))
+
+
+def _accounts_by_id(account_ids: Iterable[int]) -> dict[int, _AccountRow]:
+    rows = run(_ACCOUNTS_BY_ID, {"ids": list(account_ids)})
+    return {row.id: _AccountRow(*row) for row in rows}
 
 
 # -- accounts ----------------------------------------------------------------------------

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
@@ -23,6 +22,7 @@ from points.errors import (
 from points.extensions import db
 from points.ledger.accounts import (
     _AccountRow,
+    _accounts_by_id,
     _earning_accounts,
     _provider_account,
     _system_account,
@@ -164,7 +164,7 @@ def hold(
     _check_time(expires_at, "expires_at")
 
     def work() -> HoldState:
-        return _hold(volunteer_id, points, provider_id, actor, reason, expires_at)
+        return _hold(volunteer_id, points, provider_id, actor, reason, expires_at)[0]
 
     arguments = {
         "volunteer_id": volunteer_id,
@@ -185,7 +185,8 @@ def _hold(
     actor: str,
     reason: str,
     expires_at: datetime | None,
-) -> HoldState:
+) -> tuple[HoldState, dict[int, _AccountRow]]:
+    """Hold the points; return the hold and the two accounts it is between."""
     account = _volunteer_account(volunteer_id)
     destination = _provider_account(provider_id, account.district_id)
     now = utcnow()
@@ -195,15 +196,7 @@ def _hold(
         raise InvalidInputError(
             "a hold must expire in the future", errors={"expires_at": ["Must be in the future."]}
         )
-    done = db.session.execute(
-        update(Account)
-        .where(
-            Account.id == account.id,
-            Account.status == "open",
-            Account.balance - Account.held >= points,
-        )
-        .values(held=Account.held + points)
-    )
+    done = run(_HOLD_POINTS, {"account_id": account.id, "points": points})
     if done.rowcount != 1:
         if account.status != "open":
             raise AccountClosedError(f"volunteer {volunteer_id}'s account is closed")
@@ -212,55 +205,91 @@ def _hold(
             f"needs {points} points, {have} available",
             errors={"points": [f"Only {have} points are available."]},
         )
-    hold_id = db.session.execute(
-        Hold.__table__.insert()
-        .values(
-            district_id=account.district_id,
-            account_id=account.id,
-            destination_id=destination.id,
-            amount=points,
-            status="pending",
-            expires_at=expires_at,
-            actor=actor,
-            reason=reason,
-            created_at=now,
-        )
-        .returning(Hold.id)
+    hold_id = run(
+        _INSERT_HOLD,
+        {
+            "district_id": account.district_id,
+            "account_id": account.id,
+            "destination_id": destination.id,
+            "amount": points,
+            "status": "pending",
+            "expires_at": expires_at,
+            "actor": actor,
+            "reason": reason,
+            "created_at": now,
+        },
     ).scalar_one()
-    return HoldState(hold_id, account.id, points, "pending", expires_at)
+    held = HoldState(hold_id, account.id, points, "pending", expires_at)
+    return held, {account.id: account, destination.id: destination}
+
+
+_holds = Hold.__table__
+_accounts = Account.__table__
+_HOLD_POINTS = (
+    update(_accounts)
+    .where(
+        _accounts.c.id == bindparam("account_id"),
+        _accounts.c.status == "open",
+        _accounts.c.balance - _accounts.c.held >= bindparam("points"),
+    )
+    .values(held=_accounts.c.held + bindparam("points"))
+)
+_RELEASE_POINTS = (
+    update(_accounts)
+    .where(_accounts.c.id == bindparam("account_id"), _accounts.c.held >= bindparam("points"))
+    .values(held=_accounts.c.held - bindparam("points"))
+)
+_INSERT_HOLD = _holds.insert().returning(_holds.c.id)
+_HOLD_COLUMNS = (
+    _holds.c.id,
+    _holds.c.district_id,
+    _holds.c.account_id,
+    _holds.c.destination_id,
+    _holds.c.amount,
+    _holds.c.status,
+    _holds.c.expires_at,
+    _holds.c.reason,
+)
+_RESOLVE_HOLD = (
+    update(_holds)
+    .where(
+        _holds.c.id == bindparam("hold_id"),
+        _holds.c.status == "pending",
+        _holds.c.expires_at > bindparam("due", type_=_holds.c.expires_at.type),
+    )
+    .values(
+        status=bindparam("new_status"),
+        resolved_at=bindparam("now", type_=_holds.c.resolved_at.type),
+        resolved_by=bindparam("resolver"),
+        resolution=bindparam("why"),
+    )
+    .returning(*_HOLD_COLUMNS)
+)
+_HOLD_ROW = select(*_HOLD_COLUMNS).where(_holds.c.id == bindparam("hold_id"))
 
 
 def _resolve_hold(hold_id: Any, status: str, actor: str, resolution: str | None, now: datetime):
     """Move a pending hold to `status`; return the hold row. The hold is locked first."""
     if isinstance(hold_id, bool) or not isinstance(hold_id, int):
         raise InvalidInputError("hold_id must be an integer", errors={"hold_id": ["Not an id."]})
-    condition = [Hold.id == hold_id, Hold.status == "pending"]
-    if status == "posted":
-        condition.append(Hold.expires_at > now)
-    done = db.session.execute(
-        update(Hold)
-        .where(*condition)
-        .values(status=status, resolved_at=now, resolved_by=actor, resolution=resolution)
-    )
-    row = db.session.execute(
-        select(
-            Hold.id,
-            Hold.district_id,
-            Hold.account_id,
-            Hold.destination_id,
-            Hold.amount,
-            Hold.status,
-            Hold.expires_at,
-            Hold.reason,
-        ).where(Hold.id == hold_id)
-    ).one_or_none()
+    values = {
+        "hold_id": hold_id,
+        "new_status": status,
+        "now": now,
+        "resolver": actor,
+        "why": resolution,
+        # Only a posting must happen before the expiry; a void or time-out may come later.
+        "due": now if status == "posted" else datetime.min.replace(tzinfo=UTC),
+    }
+    row = run(_RESOLVE_HOLD, values).one_or_none()
+    if row is not None:
+        return row
+    row = run(_HOLD_ROW, {"hold_id": hold_id}).one_or_none()
     if row is None:
         raise NotFoundError(f"no hold {hold_id}")
-    if done.rowcount != 1:
-        if row.status == "pending":
-            raise HoldExpiredError(f"hold {hold_id} expired at {row.expires_at.isoformat()}")
-        raise HoldStateError(f"hold {hold_id} is already {row.status}")
-    return row
+    if row.status == "pending":
+        raise HoldExpiredError(f"hold {hold_id} expired at {row.expires_at.isoformat()}")
+    raise HoldStateError(f"hold {hold_id} is already {row.status}")
 
 
 def post_hold(
@@ -292,9 +321,11 @@ def post_hold(
     )
 
 
-def _post_hold(hold_id: int, actor: str, reason: str | None) -> PostedEntry:
+def _post_hold(
+    hold_id: int, actor: str, reason: str | None, accounts: dict | None = None
+) -> PostedEntry:
     row = _resolve_hold(hold_id, "posted", actor, reason, utcnow())
-    accounts = _accounts_by_id([row.account_id, row.destination_id])
+    accounts = accounts or _accounts_by_id([row.account_id, row.destination_id])
     return _post(
         row.district_id,
         "redeem",
@@ -319,11 +350,7 @@ def void_hold(hold_id: int, *, actor: str, reason: str) -> HoldState:
 
 def _release(hold_id: int, status: str, actor: str, reason: str, now: datetime) -> HoldState:
     row = _resolve_hold(hold_id, status, actor, reason, now)
-    done = db.session.execute(
-        update(Account)
-        .where(Account.id == row.account_id, Account.held >= row.amount)
-        .values(held=Account.held - row.amount)
-    )
+    done = run(_RELEASE_POINTS, {"account_id": row.account_id, "points": row.amount})
     if done.rowcount != 1:
         raise LedgerInvariantError(f"account {row.account_id} holds less than hold {hold_id}")
     return HoldState(row.id, row.account_id, row.amount, status, row.expires_at)
@@ -369,8 +396,8 @@ def redeem(
     _check_text(reason, "reason")
 
     def work() -> PostedEntry:
-        held = _hold(volunteer_id, points, provider_id, actor, reason, None)
-        return _post_hold(held.id, actor, reason)
+        held, accounts = _hold(volunteer_id, points, provider_id, actor, reason, None)
+        return _post_hold(held.id, actor, reason, accounts)
 
     arguments = {
         "volunteer_id": volunteer_id,
@@ -381,15 +408,6 @@ def redeem(
     return _idempotent(
         "redeem", arguments, idempotency_key, idempotency_scope, work, _entry_result, _entry_replay
     )
-
-
-def _accounts_by_id(account_ids: Iterable[int]) -> dict[int, _AccountRow]:
-    rows = db.session.execute(
-        select(Account.id, Account.district_id, Account.kind, Account.status).where(
-            Account.id.in_(list(account_ids))
-        )
-    ).all()
-    return {row.id: _AccountRow(*row) for row in rows}
 
 
 # -- transfers ---------------------------------------------------------------------------

@@ -103,6 +103,9 @@ _OPEN_LOTS = (
     .where(_lots.c.account_id == bindparam("account_id"), _lots.c.remaining > 0)
     .order_by(_lots.c.expires_at.is_(None), _lots.c.expires_at, _lots.c.id)
 )
+# A debit usually needs one or two lots: read a few at a time, not every open lot.
+_OPEN_LOTS_PAGE = _OPEN_LOTS.limit(bindparam("page")).offset(bindparam("skip"))
+LOT_PAGE = 16
 _USE_LOT = (
     update(_lots)
     .where(_lots.c.id == bindparam("lot_id"))
@@ -269,17 +272,23 @@ def _consume_lots(
     """Use `amount` points of the account's lots, soonest expiry first (never-expiring
     last); return what was used as (amount, expires_at) pairs. The caller holds the
     account's row lock, so no other unit consumes these lots meanwhile."""
-    open_lots = run(_OPEN_LOTS, {"account_id": account.id}).all()
     if first_lot is not None:
+        open_lots = run(_OPEN_LOTS, {"account_id": account.id}).all()
         open_lots.sort(key=lambda lot: lot.id != first_lot)
+        pages = [open_lots]
+    else:
+        pages = _lot_pages(account.id)
     used: list[tuple[int, int, datetime | None]] = []
     left = amount
-    for lot in open_lots:
+    for page in pages:
+        for lot in page:
+            if left == 0:
+                break
+            take = min(left, lot.remaining)
+            used.append((lot.id, take, lot.expires_at))
+            left -= take
         if left == 0:
             break
-        take = min(left, lot.remaining)
-        used.append((lot.id, take, lot.expires_at))
-        left -= take
     if left:
         raise LedgerInvariantError(f"lots of account {account.id} hold less than its balance")
     run(_USE_LOT, [{"lot_id": lot_id, "take": take} for lot_id, take, _ in used])
@@ -296,6 +305,19 @@ def _consume_lots(
         ],
     )
     return [(take, expires_at) for _, take, expires_at in used]
+
+
+def _lot_pages(account_id: int):
+    """Yield the account's open lots in spending order, a page at a time."""
+    skip = 0
+    while True:
+        page = run(
+            _OPEN_LOTS_PAGE, {"account_id": account_id, "page": LOT_PAGE, "skip": skip}
+        ).all()
+        if not page:
+            return
+        yield page
+        skip += len(page)
 
 
 def _lots_used_by(entry_id: int, account_id: int) -> list[tuple[int, datetime | None]]:

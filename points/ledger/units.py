@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -188,6 +188,28 @@ def request_hash(operation: str, arguments: dict[str, Any]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+_keys = IdempotencyKey.__table__
+_STORED_KEY = select(_keys.c.request_hash, _keys.c.result).where(
+    _keys.c.scope == bindparam("scope"), _keys.c.key == bindparam("key")
+)
+_RECORD_RESULT = (
+    update(_keys)
+    .where(_keys.c.scope == bindparam("key_scope"), _keys.c.key == bindparam("key_name"))
+    .values(result=bindparam("result", type_=_keys.c.result.type))
+)
+_CLAIMS: dict[str, Any] = {}
+
+
+def _claim_statement():
+    """INSERT of a new key that does nothing when the key exists, built once per dialect."""
+    dialect = db.engine.dialect.name
+    if dialect not in _CLAIMS:
+        _CLAIMS[dialect] = (
+            _dialect_insert(IdempotencyKey).on_conflict_do_nothing().returning(_keys.c.key)
+        )
+    return _CLAIMS[dialect]
+
+
 def claim_idempotency_key(scope: str, key: str, fingerprint: str) -> dict | None:
     """Reserve `key` in `scope` for this unit of work.
 
@@ -202,19 +224,10 @@ def claim_idempotency_key(scope: str, key: str, fingerprint: str) -> dict | None
         )
     # On PostgreSQL a concurrent unit holding the same key makes this wait for its
     # commit; then the row is visible to the SELECT below (READ COMMITTED).
-    inserted = db.session.execute(
-        _dialect_insert(IdempotencyKey)
-        .values(scope=scope, key=key, request_hash=fingerprint, created_at=utcnow())
-        .on_conflict_do_nothing()
-        .returning(IdempotencyKey.__table__.c.key)
-    ).first()
-    if inserted is not None:
+    values = {"scope": scope, "key": key, "request_hash": fingerprint, "created_at": utcnow()}
+    if run(_claim_statement(), values).first() is not None:
         return None
-    row = db.session.execute(
-        select(IdempotencyKey.request_hash, IdempotencyKey.result).where(
-            IdempotencyKey.scope == scope, IdempotencyKey.key == key
-        )
-    ).one()
+    row = run(_STORED_KEY, {"scope": scope, "key": key}).one()
     if row.request_hash != fingerprint:
         raise IdempotencyConflictError(
             f"idempotency key {key!r} was already used with a different request"
@@ -226,11 +239,7 @@ def claim_idempotency_key(scope: str, key: str, fingerprint: str) -> dict | None
 
 def record_result(scope: str, key: str, result: dict) -> None:
     """Store the result of the unit of work that claimed `key`."""
-    db.session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
-        .values(result=result)
-    )
+    run(_RECORD_RESULT, {"key_scope": scope, "key_name": key, "result": result})
 
 
 def _idempotent(
