@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from flask import Flask, request
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from points import config as defaults
@@ -31,7 +32,9 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     if not app.config.get("SECRET_KEY"):
         app.config["SECRET_KEY"] = defaults.instance_secret(app.instance_path)
     app.config["SQLALCHEMY_DATABASE_URI"] = defaults.database_url(app.config["DATABASE_URL"])
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"pool_pre_ping": True})
+    # No pool pre-ping: it costs a round trip per transaction. A connection found dead is
+    # invalidated; a unit of work is then retried (ledger.atomic), a read answers 503.
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
     app.json.ensure_ascii = False
 
     register_extensions(app)
@@ -65,6 +68,19 @@ def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         return http_problem(error)
+
+    @app.errorhandler(OperationalError)
+    def database_unavailable(error: OperationalError):
+        app.logger.warning(
+            "database unavailable on %s %s: %s",
+            request.method,
+            request.path,
+            error.orig.__class__.__name__,
+        )
+        db.session.rollback()
+        response = problem(503, "Database unavailable", "Try again in a moment.")
+        response.headers["Retry-After"] = "1"
+        return response
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):

@@ -42,6 +42,8 @@ def is_retryable(error: BaseException) -> bool:
     """Return True when `error` means the transaction lost a race and may be run again."""
     if not isinstance(error, DBAPIError):
         return False
+    if error.connection_invalidated:
+        return True  # the pool dropped a dead connection; a new one is taken on retry
     orig = error.orig
     sqlstate = getattr(orig, "sqlstate", None)
     if sqlstate in RETRYABLE_SQLSTATES:

@@ -144,3 +144,24 @@ def test_sealing_beside_writers_keeps_the_chain_whole(app, volunteer, workers):
 
     assert run_together(app, workers, task) == [True] * workers
     assert_ledger_ok()
+
+
+def test_a_unit_of_work_survives_a_dropped_connection(app, volunteer, backend):
+    from sqlalchemy import create_engine, text
+
+    if backend != "postgresql":
+        pytest.skip("connections are dropped by the PostgreSQL server")
+    ledger.earn(volunteer, 1, actor="office", reason="patrol")  # the pool now holds a connection
+    killer = create_engine(db.engine.url.render_as_string(hide_password=False))
+    with killer.begin() as connection:
+        dropped = connection.execute(
+            text(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        ).scalar()
+    killer.dispose()
+    assert dropped >= 1
+    ledger.earn(volunteer, 2, actor="office", reason="patrol")
+    assert ledger.balance(volunteer).balance == 3
+    assert_ledger_ok()
