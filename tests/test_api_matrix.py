@@ -261,6 +261,54 @@ CASES = [
 ]
 
 
+# The operation (as in the OpenAPI document) each case exercises.
+OPERATION_OF = {
+    "create district below xizhaosi": "POST /api/v1/districts",
+    "read district xizhaosi": "GET /api/v1/districts/{code}",
+    "read district longtan": "GET /api/v1/districts/{code}",
+    "register volunteer in xizhaosi": "POST /api/v1/volunteers",
+    "read profile of self": "GET /api/v1/volunteers/{volunteer_id}",
+    "read balance of self": "GET /api/v1/volunteers/{volunteer_id}/balance",
+    "read entries of self": "GET /api/v1/volunteers/{volunteer_id}/entries",
+    "read balance of far": "GET /api/v1/volunteers/{volunteer_id}/balance",
+    "transfer from self to peer": "POST /api/v1/transfers",
+    "reverse an entry of self": "POST /api/v1/entries/{entry_id}/reverse",
+    "verify the ledger": "GET /api/v1/ledger/verify",
+    "open a kiosk session for self": "POST /api/v1/kiosk/sessions",
+    "read the current session": "GET /api/v1/kiosk/sessions/current",
+    "create a kiosk token in xizhaosi": "POST /api/v1/tokens",
+    "revoke a kiosk token of xizhaosi": "DELETE /api/v1/tokens/{token_id}",
+    "end the current session": "DELETE /api/v1/kiosk/sessions/current",
+    "record service of self": "POST /api/v1/service-records",
+    "approve a record of self": "POST /api/v1/service-records/{record_id}/approve",
+    "reject a record of self": "POST /api/v1/service-records/{record_id}/reject",
+    "list the catalog of xizhaosi": "GET /api/v1/districts/{code}/catalog",
+    "list the catalog for self": "GET /api/v1/districts/{code}/catalog",
+    "redeem for self": "POST /api/v1/redemptions",
+    "fulfil a redemption of self": "POST /api/v1/redemptions/{redemption_id}/fulfil",
+    "cancel a redemption of self": "POST /api/v1/redemptions/{redemption_id}/cancel",
+    "list the plugins": "GET /api/v1/plugins",
+    "read the policy of xizhaosi": "GET /api/v1/districts/{code}/policy",
+    "set the stars policy of xizhaosi": "PUT /api/v1/districts/{code}/policy/{plugin}",
+    "preview a steward draft for xizhaosi": (
+        "POST /api/v1/districts/{code}/policy/{plugin}/preview"
+    ),
+}
+
+
+def test_api_matrix_covers_every_operation(api, app):
+    paths = api.get("openapi.json").get_json()["paths"]
+    documented = {
+        f"{method.upper()} {path}"
+        for path, operations in paths.items()
+        for method in operations
+        if method != "parameters"
+    }
+    assert set(OPERATION_OF) == {case.name for case in CASES}
+    # Health is for everyone, token or not: test_api_health_needs_no_token.
+    assert documented - set(OPERATION_OF.values()) == {"GET /api/v1/health"}
+
+
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_api_roles_reach_only_their_nodes(api, world, case):
     outcomes = {}
