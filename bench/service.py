@@ -23,6 +23,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+# Run as a script, bench/ comes first on sys.path, where bench/http.py would shadow the
+# standard library's http: put the project root there instead.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask_migrate import upgrade
