@@ -3,8 +3,9 @@
 One test per operation of the document, on each database, with data generated from the
 document itself (valid and invalid), sent with an admin token so that requests reach
 past authentication. Every check of schemathesis runs but one: valid by the document is
-not always acceptable (an unknown time zone, an expiry in the past are 422s). (schemathesis.pytest's own parametrisation does not run on this
-pytest, so the operations are listed from a throwaway app.)
+not always acceptable (an unknown time zone, an expiry in the past are 422s).
+schemathesis.pytest's own parametrisation fails on pytest 9 (it sets a private node
+attribute), so the operations are listed from a throwaway app instead.
 """
 
 from __future__ import annotations
