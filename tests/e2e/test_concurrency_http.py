@@ -1,5 +1,5 @@
-"""Concurrency over HTTP: parallel kiosk redemptions of one balance never overdraw, and a
-request retried with the same Idempotency-Key posts once."""
+"""Concurrency over HTTP: parallel kiosk redemptions of one balance never overdraw, a
+request retried with the same Idempotency-Key posts once, parallel PIN guesses get five."""
 
 from __future__ import annotations
 
@@ -104,3 +104,19 @@ def test_e2e_retries_with_one_key_post_once(live, kiosk_card):
     assert points.held == 30
     with seeding(live.url):
         assert db.session.scalar(select(func.count(Redemption.id))) == 1
+
+
+def test_e2e_parallel_pin_guesses_get_five_tries_in_all(live, kiosk_card):
+    _, card, kiosk = kiosk_card
+    guesses = 10
+    replies = together(
+        lambda i: live.http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": f"{i:06d}"}),
+        guesses,
+    )
+    statuses = sorted(reply.status for reply in replies)
+    # Each attempt is counted before its PIN is checked: four wrong ones say how many
+    # tries are left, the fifth locks the card, and every other is refused unchecked.
+    assert statuses == [422] * 4 + [423] * (guesses - 4), [r.body for r in replies]
+    assert (
+        live.http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": "123456"}).status == 423
+    )
