@@ -19,6 +19,7 @@ minutes once, all in one unit of work: a plugin that fails leaves nothing behind
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,8 @@ from points.plugins import (
     plugin_manager,
 )
 from points.policy import Policy, district_info, remember_district, resolve_policy
+
+logger = logging.getLogger(__name__)
 
 # A clock running a little fast on a kiosk must not make a fresh record "in the future".
 FUTURE_SLACK = timedelta(minutes=5)
@@ -679,12 +682,18 @@ def _store_awards(record_id: int, awards: list[dict], posted: list) -> None:
 
 
 def _notify(pm: PointsPluginManager, policy: Policy, entries: list) -> None:
-    """Tell plugins about committed entries; a failing listener is logged, never undone."""
-    for entry in entries:
-        try:
-            call_each(pm, "entry_posted", {"entry": entry}, enabled=policy.enabled)
-        except PluginError:
-            continue
+    """Tell plugins about the entries once they are committed (the caller's unit of work
+    may be larger than ours); a failing listener is logged, never undone."""
+
+    def deliver() -> None:
+        for entry in entries:
+            try:
+                call_each(pm, "entry_posted", {"entry": entry}, enabled=policy.enabled)
+            except PluginError:
+                logger.exception("entry_posted listener failed for entry %s", entry.id)
+
+    if entries:
+        ledger.after_commit(deliver)
 
 
 # -- the office's decisions --------------------------------------------------------------

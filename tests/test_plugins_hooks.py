@@ -157,6 +157,20 @@ def test_hook_entry_posted(plugin, volunteer):
     assert called("entry_posted") == [{"entry_id": record.entry_ids[0], "kind": "earn"}]
 
 
+def test_entry_posted_waits_for_the_callers_commit(plugin, volunteer):
+    def failing_caller():
+        plant(volunteer)
+        assert called("entry_posted") == []
+        raise RuntimeError("the caller's next step failed")
+
+    with pytest.raises(RuntimeError):
+        ledger.atomic(failing_caller)
+    assert called("entry_posted") == []
+    assert ledger.balance(volunteer).balance == 0
+    record = ledger.atomic(lambda: plant(volunteer))
+    assert called("entry_posted") == [{"entry_id": record.entry_ids[0], "kind": "earn"}]
+
+
 def test_hook_register_commands(app):
     from points.app import create_app
 

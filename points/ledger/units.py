@@ -32,6 +32,7 @@ from points.models import (
 T = TypeVar("T")
 
 _IN_UNIT = "points_unit_of_work"
+_AFTER_COMMIT = "points_after_commit"
 GENESIS_HASH = "0" * 64
 MAX_SERVICE_MINUTES = 24 * 60
 
@@ -96,10 +97,10 @@ def atomic(work: Callable[[], T]) -> T:
         session.rollback()
         session.connection(execution_options={WRITE_LOCK: True})
         session.info[_IN_UNIT] = True
+        session.info[_AFTER_COMMIT] = []
         try:
             result = work()
             session.commit()
-            return result
         except Exception as error:
             session.rollback()
             if attempt < retries and is_retryable(error):
@@ -109,6 +110,22 @@ def atomic(work: Callable[[], T]) -> T:
             raise
         finally:
             session.info.pop(_IN_UNIT, None)
+            callbacks = session.info.pop(_AFTER_COMMIT, [])
+        for callback in callbacks:
+            callback()
+        return result
+
+
+def after_commit(callback: Callable[[], None]) -> None:
+    """Run `callback` once the unit of work open now has committed; at once outside one.
+
+    A unit that rolls back (or is retried) drops its callbacks: listeners such as
+    `entry_posted` hear only of what was really written.
+    """
+    if in_unit_of_work():
+        db.session.info[_AFTER_COMMIT].append(callback)
+    else:
+        callback()
 
 
 def run(statement, parameters=None):
