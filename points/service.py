@@ -246,25 +246,35 @@ def star_level(minutes: int, district: int | str | None = None) -> int:
     return _star_level(pm, resolve_policy(district), minutes)
 
 
-def expiring_soon(volunteer_id: int, as_of: datetime | None = None) -> list[tuple[int, datetime]]:
+_EXPIRING = (
+    select(Lot.expires_at, func.sum(Lot.remaining))
+    .join(Account, Account.id == Lot.account_id)
+    .where(
+        Account.volunteer_id == bindparam("volunteer_id"),
+        Lot.remaining > 0,
+        Lot.expires_at > bindparam("now", type_=Lot.expires_at.type),
+        Lot.expires_at <= bindparam("until", type_=Lot.expires_at.type),
+    )
+    .group_by(Lot.expires_at)
+    .order_by(Lot.expires_at)
+)
+
+
+def expiring_soon(
+    volunteer: int | VolunteerInfo, as_of: datetime | None = None
+) -> list[tuple[int, datetime]]:
     """Return (points, expires_at) of the volunteer's lots that expire within the expiry
-    plugin's `soon_days` window, soonest first."""
-    volunteer = volunteer_info(volunteer_id)
+    plugin's `soon_days` window, soonest first. Pass the VolunteerInfo when the caller
+    has it already: it saves a query and a policy resolution."""
+    if not isinstance(volunteer, VolunteerInfo):
+        volunteer = volunteer_info(volunteer)
     policy = resolve_policy(volunteer.district_id)
     days = policy.config("expiry")["soon_days"] if "expiry" in policy.configs else 30
     now = as_of or utcnow()
-    rows = db.session.execute(
-        select(Lot.expires_at, func.sum(Lot.remaining))
-        .join(Account, Account.id == Lot.account_id)
-        .where(
-            Account.volunteer_id == volunteer.id,
-            Lot.remaining > 0,
-            Lot.expires_at > now,
-            Lot.expires_at <= now + timedelta(days=days),
-        )
-        .group_by(Lot.expires_at)
-        .order_by(Lot.expires_at)
-    ).all()
+    rows = db.session.connection().execute(
+        _EXPIRING,
+        {"volunteer_id": volunteer.id, "now": now, "until": now + timedelta(days=days)},
+    )
     return [(int(points), expires_at) for expires_at, points in rows]
 
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from points import directory, ledger, service
-from points.api.common import VOLUNTEER_ID, allow, mask_phone
+from points.api.common import VOLUNTEER_ID, allow, decode_cursor, encode_cursor, mask_phone
 from points.auth import current_principal, reach_volunteer, require_scope
-from points.errors import InvalidInputError
 from points.extensions import db
 from points.models import District, Entry, Posting, Volunteer
 
@@ -184,7 +179,7 @@ def balance_of(volunteer_id: int) -> dict:
         "star_level": volunteer.star_level,
         "expiring": [
             {"points": amount, "expires_at": at}
-            for amount, at in service.expiring_soon(volunteer_id)[:EXPIRING_ITEMS]
+            for amount, at in service.expiring_soon(volunteer)[:EXPIRING_ITEMS]
         ],
     }
 
@@ -204,20 +199,6 @@ class VolunteerBalance(MethodView):
         principal = current_principal()
         reach_volunteer(principal, volunteer_id)
         return balance_of(volunteer_id)
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        value = json.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
-        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
-            return value
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        pass
-    raise InvalidInputError("invalid cursor", errors={"cursor": ["Use next_cursor as given."]})
-
-
-def _encode_cursor(posting_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps(posting_id).encode()).decode().rstrip("=")
 
 
 @blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/entries")
@@ -249,7 +230,7 @@ class VolunteerEntries(MethodView):
             .limit(query["limit"] + 1)
         )
         if query["cursor"] is not None:
-            statement = statement.where(Posting.id < _decode_cursor(query["cursor"]))
+            statement = statement.where(Posting.id < decode_cursor(query["cursor"]))
         rows = db.session.execute(statement).all()
         page = rows[: query["limit"]]
         return {
@@ -267,5 +248,5 @@ class VolunteerEntries(MethodView):
                 }
                 for row in page
             ],
-            "next_cursor": _encode_cursor(page[-1].posting_id) if len(rows) > len(page) else None,
+            "next_cursor": encode_cursor(page[-1].posting_id) if len(rows) > len(page) else None,
         }
