@@ -41,9 +41,7 @@ def run_migrations_online():
     conf_args = dict(migrate.configure_args)
     conf_args.setdefault("process_revision_directives", skip_empty)
     with engine.connect() as connection:
-        context.configure(
-            connection=connection, target_metadata=migrate.db.metadata, **conf_args
-        )
+        context.configure(connection=connection, target_metadata=migrate.db.metadata, **conf_args)
         with context.begin_transaction():
             context.run_migrations()
 
