@@ -9,7 +9,9 @@ get_redemption(redemption_id=None, *, voucher_code=None) -> RedemptionResult;
 check_transfer(giver_id, receiver_id, points, relation) -> PolicyDecision;
 give_points(giver_id, receiver_id, points, relation, *, actor, reason,
 idempotency_key=None) -> TransferResult; approve_transfer(request_id, actor) ->
-TransferResult; reject_transfer(request_id, actor, reason) -> TransferResult.
+TransferResult; reject_transfer(request_id, actor, reason) -> TransferResult;
+get_transfer_request(request_id) -> TransferRequestInfo; list_transfer_requests(district,
+*, status=None, before_id=None, limit=50) -> list[TransferRequestInfo].
 
 A redemption is a ledger hold (the points stop being available) with a voucher code;
 the provider fulfils it (the hold is posted) or it is cancelled (the hold is voided).
@@ -38,7 +40,9 @@ from points.errors import (
 )
 from points.extensions import db
 from points.models import (
+    TRANSFER_REQUEST_STATES,
     Account,
+    District,
     Entry,
     Hold,
     Posting,
@@ -113,6 +117,27 @@ class TransferResult:
     request_id: int | None = None
     reasons: tuple[dict, ...] = field(default_factory=tuple)
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class TransferRequestInfo:
+    """A gift waiting for the office, or decided: who, how much, and the decision."""
+
+    id: int
+    district_id: int
+    district: str
+    from_volunteer_id: int
+    to_volunteer_id: int
+    points: int
+    relation: str
+    reason: str
+    status: str
+    actor: str
+    created_at: datetime
+    decided_at: datetime | None
+    decided_by: str | None
+    decision_reason: str | None
+    entry_id: int | None
 
 
 # -- usage counts ------------------------------------------------------------------------
@@ -335,18 +360,15 @@ def create_redemption(
         db.session.flush()
         return _redemption_result(row)
 
-    def unit() -> RedemptionResult:
-        if idempotency_key is None:
-            return work()
-        fingerprint = ledger.request_hash("redeem_item", {"volunteer_id": volunteer_id, "sku": sku})
-        stored = ledger.claim_idempotency_key("redemptions", idempotency_key, fingerprint)
-        if stored is not None:
-            return get_redemption(stored["redemption_id"], replayed=True)
-        result = work()
-        ledger.record_result("redemptions", idempotency_key, {"redemption_id": result.id})
-        return result
-
-    return ledger.atomic(unit)
+    return ledger.idempotent(
+        "redeem_item",
+        {"volunteer_id": volunteer_id, "sku": sku},
+        idempotency_key,
+        "redemptions",
+        work,
+        lambda done: {"redemption_id": done.id},
+        lambda stored: get_redemption(stored["redemption_id"], replayed=True),
+    )
 
 
 def get_redemption(
@@ -561,34 +583,27 @@ def give_points(
         entry = ledger.transfer(giver.id, receiver.id, points, actor=actor, reason=reason)
         return TransferResult("posted", points, entry_id=entry.id, reasons=decision.reasons)
 
-    def unit() -> TransferResult:
-        if idempotency_key is None:
-            return work()
-        arguments = {
-            "giver_id": giver_id,
-            "receiver_id": receiver_id,
-            "points": points,
-            "relation": relation,
-            "reason": reason,
-        }
-        fingerprint = ledger.request_hash("give_points", arguments)
-        stored = ledger.claim_idempotency_key("transfers", idempotency_key, fingerprint)
-        if stored is not None:
-            return TransferResult(**stored, replayed=True)
-        result = work()
-        ledger.record_result(
-            "transfers",
-            idempotency_key,
-            {
-                "status": result.status,
-                "points": result.points,
-                "entry_id": result.entry_id,
-                "request_id": result.request_id,
-            },
-        )
-        return result
-
-    result = ledger.atomic(unit)
+    arguments = {
+        "giver_id": giver_id,
+        "receiver_id": receiver_id,
+        "points": points,
+        "relation": relation,
+        "reason": reason,
+    }
+    result = ledger.idempotent(
+        "give_points",
+        arguments,
+        idempotency_key,
+        "transfers",
+        work,
+        lambda done: {
+            "status": done.status,
+            "points": done.points,
+            "entry_id": done.entry_id,
+            "request_id": done.request_id,
+        },
+        lambda stored: TransferResult(**stored, replayed=True),
+    )
     if result.entry_id and not result.replayed:
         _notify_entry(result.entry_id)
     return result
@@ -638,3 +653,68 @@ def reject_transfer(request_id: int, actor: str, reason: str) -> TransferResult:
         return TransferResult("rejected", row.points, request_id=row.id)
 
     return ledger.atomic(work)
+
+
+_REQUEST_QUERY = select(TransferRequest, District.code).join(
+    District, District.id == TransferRequest.district_id
+)
+
+
+def _request_info(row: TransferRequest, code: str) -> TransferRequestInfo:
+    return TransferRequestInfo(
+        row.id,
+        row.district_id,
+        code,
+        row.from_volunteer_id,
+        row.to_volunteer_id,
+        row.points,
+        row.relation,
+        row.reason,
+        row.status,
+        row.actor,
+        row.created_at,
+        row.decided_at,
+        row.decided_by,
+        row.decision_reason,
+        row.entry_id,
+    )
+
+
+def get_transfer_request(request_id: int) -> TransferRequestInfo:
+    """Return a gift request (with its giver's district code); raise NotFoundError."""
+    found = db.session.execute(
+        _REQUEST_QUERY.where(TransferRequest.id == request_id).execution_options(
+            populate_existing=True
+        )
+    ).one_or_none()
+    if found is None:
+        raise NotFoundError(f"no transfer request {request_id}")
+    return _request_info(*found)
+
+
+def list_transfer_requests(
+    district: int | str,
+    *,
+    status: str | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[TransferRequestInfo]:
+    """Return the gift requests of a node and below, newest first; `before_id` pages on."""
+    if status is not None and status not in TRANSFER_REQUEST_STATES:
+        raise InvalidInputError(
+            f"unknown status {status!r}", errors={"status": [f"One of {TRANSFER_REQUEST_STATES}."]}
+        )
+    column = District.id if isinstance(district, int) else District.code
+    path = db.session.scalar(select(District.path).where(column == district))
+    if path is None:
+        raise NotFoundError(f"no district {district!r}", errors={"district": ["No such district."]})
+    query = (
+        _REQUEST_QUERY.where(District.path.startswith(path, autoescape=True))
+        .order_by(TransferRequest.id.desc())
+        .limit(limit)
+    )
+    if status is not None:
+        query = query.where(TransferRequest.status == status)
+    if before_id is not None:
+        query = query.where(TransferRequest.id < before_id)
+    return [_request_info(row, code) for row, code in db.session.execute(query)]

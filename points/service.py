@@ -585,25 +585,22 @@ def record_service(
         )
         return result, posted
 
-    def unit() -> tuple[RecordResult, list]:
-        if idempotency_key is None:
-            return work()
-        arguments = {
-            "volunteer_id": volunteer_id,
-            "kind": kind,
-            "started_at": started_at,
-            "minutes": minutes,
-            "details": clean,
-        }
-        fingerprint = ledger.request_hash("record_service", arguments)
-        stored = ledger.claim_idempotency_key("service", idempotency_key, fingerprint)
-        if stored is not None:
-            return get_record(stored["record_id"], replayed=True), []
-        result = work()
-        ledger.record_result("service", idempotency_key, {"record_id": result[0].id})
-        return result
-
-    result, posted = ledger.atomic(unit)
+    arguments = {
+        "volunteer_id": volunteer_id,
+        "kind": kind,
+        "started_at": started_at,
+        "minutes": minutes,
+        "details": clean,
+    }
+    result, posted = ledger.idempotent(
+        "record_service",
+        arguments,
+        idempotency_key,
+        "service",
+        work,
+        lambda done: {"record_id": done[0].id},
+        lambda stored: (get_record(stored["record_id"], replayed=True), []),
+    )
     _notify(pm, policy, posted)
     return result
 

@@ -44,9 +44,9 @@ from points.ledger.units import (
     _check_text,
     _check_time,
     _end_read,
-    _idempotent,
     atomic,
     check_points,
+    idempotent,
     run,
 )
 from points.models import (
@@ -134,7 +134,7 @@ def earn(
         "config_version": config_version,
         "service_record_id": service_record_id,
     }
-    return _idempotent(
+    return idempotent(
         "earn", arguments, idempotency_key, idempotency_scope, work, _entry_result, _entry_replay
     )
 
@@ -173,7 +173,7 @@ def hold(
         "reason": reason,
         "expires_at": expires_at,
     }
-    return _idempotent(
+    return idempotent(
         "hold", arguments, idempotency_key, idempotency_scope, work, _hold_result, _hold_replay
     )
 
@@ -310,7 +310,7 @@ def post_hold(
     def work() -> PostedEntry:
         return _post_hold(hold_id, actor, reason)
 
-    return _idempotent(
+    return idempotent(
         "post_hold",
         {"hold_id": hold_id, "reason": reason},
         idempotency_key,
@@ -405,7 +405,7 @@ def redeem(
         "provider_id": provider_id,
         "reason": reason,
     }
-    return _idempotent(
+    return idempotent(
         "redeem", arguments, idempotency_key, idempotency_scope, work, _entry_result, _entry_replay
     )
 
@@ -454,7 +454,7 @@ def transfer(
         "points": points,
         "reason": reason,
     }
-    return _idempotent(
+    return idempotent(
         "transfer",
         arguments,
         idempotency_key,
@@ -604,7 +604,7 @@ def reverse(
         results = [_reverse_one(_entry_for_reversal(i), actor, reason) for i in halves]
         return results[halves.index(original.id)]
 
-    return _idempotent(
+    return idempotent(
         "reverse",
         {"entry_id": entry_id, "reason": reason},
         idempotency_key,

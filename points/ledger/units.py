@@ -259,7 +259,7 @@ def record_result(scope: str, key: str, result: dict) -> None:
     run(_RECORD_RESULT, {"key_scope": scope, "key_name": key, "result": result})
 
 
-def _idempotent(
+def idempotent(
     operation: str,
     arguments: dict[str, Any],
     key: str | None,
@@ -268,6 +268,14 @@ def _idempotent(
     to_result: Callable[[T], dict],
     from_result: Callable[[dict], T],
 ) -> T:
+    """Run `work` in one unit of work under an idempotency key, and return its value.
+
+    With no key, just the unit. With a key: the first request (operation and arguments)
+    does the work and stores `to_result(value)`; the same request again returns
+    `from_result(stored)` and writes nothing; another request under the key raises
+    IdempotencyConflictError. A failed unit leaves its key unused.
+    """
+
     def unit() -> T:
         if key is None:
             return work()
