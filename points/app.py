@@ -16,7 +16,13 @@ from points.database import configure_engine
 from points.errors import PointsError, problem, problem_from
 from points.extensions import db, migrate
 
-MIGRATIONS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+
+
+def migrations_folder() -> str:
+    """Return the Alembic folder: beside the package in a checkout (an editable install),
+    else in the working directory (a plain install, run from the checkout)."""
+    beside = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
+    return beside if os.path.isdir(beside) else os.path.join(os.getcwd(), "migrations")
 
 
 def create_app(test_config: dict[str, Any] | None = None) -> Flask:
@@ -46,7 +52,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
 
 def register_extensions(app: Flask) -> None:
     db.init_app(app)
-    migrate.init_app(app, db, directory=MIGRATIONS, render_as_batch=True)
+    migrate.init_app(app, db, directory=migrations_folder(), render_as_batch=True)
     # One plugin manager per app, never a module global: tests build apps side by side.
     from points.plugins import make_plugin_manager
 

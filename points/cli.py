@@ -8,6 +8,7 @@ from datetime import datetime
 import click
 from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from points.errors import PointsError
 
@@ -35,10 +36,28 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def database_problem(error: DBAPIError) -> str:
+    """Return a one-line message for a database error met by a command."""
+    text = str(error.orig).lower()
+    if "no such table" in text or ("relation" in text and "does not exist" in text):
+        return "the database has no tables: run `points db upgrade`, or check POINTS_DATABASE_URL"
+    if isinstance(error, OperationalError):
+        return (
+            f"cannot use the database: {error.orig.__class__.__name__}; check POINTS_DATABASE_URL"
+        )
+    return f"database error: {error.orig.__class__.__name__}"
+
+
 class Handled(click.Group):
-    """A click group whose commands turn PointsError into a one-line message."""
+    """A click group whose commands turn PointsError and database errors into one line."""
 
     def invoke(self, ctx):
+        try:
+            return self._invoke(ctx)
+        except DBAPIError as error:
+            fail(database_problem(error))
+
+    def _invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except PointsError as error:
@@ -163,7 +182,7 @@ def _fail_with(error: PointsError) -> None:
 class PolicyGroup(Handled):
     """Like Handled, with field errors printed too."""
 
-    def invoke(self, ctx):
+    def _invoke(self, ctx):
         try:
             return click.Group.invoke(self, ctx)
         except PointsError as error:

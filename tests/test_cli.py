@@ -76,3 +76,16 @@ def test_db_upgrade_is_safe_to_run_twice(runner):
     for _ in range(2):
         result = runner.invoke(args=["db", "upgrade"])
         assert result.exit_code == 0, result.output
+
+
+def test_commands_on_an_unmigrated_database_say_what_to_do(tmp_path):
+    from points.app import create_app
+
+    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path}/empty.sqlite", "SECRET_KEY": "x"})
+    for args in (["ledger", "verify"], ["policy", "show", "longtan"], ["token", "revoke", "1"]):
+        result = app.test_cli_runner().invoke(args=args)
+        assert result.exit_code == 1
+        assert result.output.strip() == (
+            "Error: the database has no tables: run `points db upgrade`, "
+            "or check POINTS_DATABASE_URL"
+        )
