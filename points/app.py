@@ -17,7 +17,6 @@ from points.errors import PointsError, problem, problem_from
 from points.extensions import db, migrate
 
 
-
 def migrations_folder() -> str:
     """Return the Alembic folder: beside the package in a checkout (an editable install),
     else in the working directory (a plain install, run from the checkout)."""
