@@ -20,7 +20,7 @@ run: $(BIN)/points
 	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/points db upgrade
 	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/points demo load
-	@echo "Serving on http://$(HOST):$(PORT)/  (health: http://$(HOST):$(PORT)/api/v1/health)"
+	@echo "Serving the API on http://$(HOST):$(PORT)/api/v1 (docs: http://$(HOST):$(PORT)/api/v1/docs)"
 	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/gunicorn --bind $(HOST):$(PORT) \
 		--workers 2 --worker-class sync wsgi:app
 

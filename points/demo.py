@@ -249,17 +249,19 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
     sealed = ledger.seal()
 
     tokens = {}
-    for role, district, volunteer in [
-        ("admin", "beijing", None),
-        ("office", "longtan", None),
-        ("auditor", "dongcheng", None),
-        ("kiosk", "xizhaosi", None),
-        ("volunteer", "xizhaosi", volunteers[0][0]),
+    scopes = {}
+    for role, district, volunteer, scope in [
+        ("admin", "beijing", None, "everything"),
+        ("office", "longtan", None, "the Longtan street office: longtan and its communities"),
+        ("auditor", "dongcheng", None, "read-only, Dongcheng district and below"),
+        ("kiosk", "xizhaosi", None, "the kiosk of Xizhaosi community"),
+        ("volunteer", "xizhaosi", volunteers[0][0], f"volunteer #{volunteers[0][0]} only"),
     ]:
         _, secret = directory.create_token(
             role, district, name=f"demo {role}", volunteer_id=volunteer
         )
         tokens[role] = secret
+        scopes[role] = scope
 
     echo(
         f"Demo loaded: {len(TREE)} district nodes, {len(volunteers)} volunteers, "
@@ -272,5 +274,5 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
         echo(f"  #{volunteer_id} {name} ({community}): card {card}  PIN {pin}")
     echo("Tokens (shown once):")
     for role, secret in tokens.items():
-        echo(f"  {role:9} {secret}")
+        echo(f"  {role:9} {secret}  ({scopes[role]})")
     return tokens

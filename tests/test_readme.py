@@ -74,6 +74,6 @@ def test_make_run_serves_the_demo(tmp_path):
     printed = "".join(output)
     assert "Demo loaded: 5 district nodes, 20 volunteers" in printed
     for role in ("admin", "office", "auditor", "kiosk", "volunteer"):
-        assert re.search(rf"^\s+{role}\s+sp_\S+$", printed, re.M), printed
+        assert re.search(rf"^\s+{role}\s+sp_\S+\s+\(.+\)$", printed, re.M), printed
     assert re.search(r"card [0-9A-Z]{10}\s+PIN [0-9]{6}", printed)
-    assert f"http://127.0.0.1:{port}/" in printed
+    assert f"http://127.0.0.1:{port}/api/v1/docs" in printed
