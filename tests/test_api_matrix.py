@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 
 from points import ledger, redemptions, service
 from points.directory import create_token
+from points.policy import set_policy
 
 pytest_plugins = ("tests.api_fixtures",)
 
@@ -76,6 +77,24 @@ def _pending_record(world) -> int:
 def _held_redemption(world) -> int:
     made = redemptions.create_redemption(world.volunteers["self"], "haircut", actor="office:test")
     return made.id
+
+
+def _pending_gift(world) -> int:
+    """A gift of 1 point from self to peer (a listed household in need): it waits."""
+    giver, receiver = world.volunteers["self"], world.volunteers["peer"]
+    if not redemptions.check_transfer(giver, receiver, 1, "household_in_need").allowed:
+        set_policy(
+            "longtan",
+            "transfers",
+            {"households_in_need": [receiver]},
+            author="office:test",
+            effective_from=datetime.now(UTC) - timedelta(days=1),
+        )
+    gift = redemptions.give_points(
+        giver, receiver, 1, "household_in_need", actor="office:test", reason="帮扶"
+    )
+    assert gift.status == "pending"
+    return gift.request_id
 
 
 def _redemption_body(world, principal: str) -> dict:
@@ -154,6 +173,31 @@ CASES = [
             "points": 1,
             "memo": "赠与家人",
         },
+    ),
+    Case(
+        "list gift requests of xizhaosi",
+        "GET",
+        "transfers/requests?district=xizhaosi&status=pending",
+        frozenset(READERS_IN),
+    ),
+    Case(
+        "list gift requests of longtan",
+        "GET",
+        "transfers/requests?district=longtan",
+        frozenset({"admin", "office_above"}),
+    ),
+    Case(
+        "approve a gift request of self",
+        "POST",
+        lambda w: f"transfers/requests/{_pending_gift(w)}/approve",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
+        "reject a gift request of self",
+        "POST",
+        lambda w: f"transfers/requests/{_pending_gift(w)}/reject",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"reason": "不在名单 / not on the list"},
     ),
     Case(
         "reverse an entry of self",
@@ -272,6 +316,10 @@ OPERATION_OF = {
     "read entries of self": "GET /api/v1/volunteers/{volunteer_id}/entries",
     "read balance of far": "GET /api/v1/volunteers/{volunteer_id}/balance",
     "transfer from self to peer": "POST /api/v1/transfers",
+    "list gift requests of xizhaosi": "GET /api/v1/transfers/requests",
+    "list gift requests of longtan": "GET /api/v1/transfers/requests",
+    "approve a gift request of self": "POST /api/v1/transfers/requests/{request_id}/approve",
+    "reject a gift request of self": "POST /api/v1/transfers/requests/{request_id}/reject",
     "reverse an entry of self": "POST /api/v1/entries/{entry_id}/reverse",
     "verify the ledger": "GET /api/v1/ledger/verify",
     "open a kiosk session for self": "POST /api/v1/kiosk/sessions",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json as jsonlib
 from collections.abc import Callable
 from copy import deepcopy
 from functools import wraps
@@ -11,6 +14,7 @@ from flask import Response, json
 from marshmallow import Schema, fields, validate
 
 from points.auth import require
+from points.errors import InvalidInputError
 from points.models import MAX_POINTS
 
 # Path converters: ids within the columns' range, so a huge id is a 404, not an overflow.
@@ -42,6 +46,22 @@ class ProblemSchema(Schema):
         keys=fields.String(),
         metadata={"description": "Messages per invalid field (a list, or nested per key)."},
     )
+
+
+def decode_cursor(cursor: str) -> int:
+    """Return the row id a `next_cursor` names. Raises InvalidInputError."""
+    try:
+        value = jsonlib.loads(base64.urlsafe_b64decode(cursor.encode() + b"=" * (-len(cursor) % 4)))
+        if isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**63:
+            return value
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise InvalidInputError("invalid cursor", errors={"cursor": ["Use next_cursor as given."]})
+
+
+def encode_cursor(row_id: int) -> str:
+    """Return an opaque `next_cursor` for paging on after the row `row_id`."""
+    return base64.urlsafe_b64encode(jsonlib.dumps(row_id).encode()).decode().rstrip("=")
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
