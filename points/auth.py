@@ -270,11 +270,13 @@ def verify_card(principal: Principal, card_code: str, pin: str) -> CardHolder:
             District.path,
         )
         .join(District, District.id == Volunteer.district_id)
-        .where(Volunteer.card_code == card_code)
+        # Scanners and people type codes in either case; codes are issued in upper case.
+        .where(Volunteer.card_code == card_code.strip().upper())
     ).one_or_none()
-    if row is None:
+    # A card of another node answers like an unknown one: a kiosk learns nothing about
+    # cards it may not serve.
+    if row is None or not principal.covers(row.path):
         raise WrongPinError("unknown card", errors={"card_code": ["Unknown card."]})
-    require_scope(principal, row.path, "this card's volunteer")
     now = utcnow()
     attempts = ledger.atomic(lambda: _count_attempt(row.id, now))
     if attempts is None:

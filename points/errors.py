@@ -205,3 +205,11 @@ class RefusedError(ConflictError):
     def __init__(self, detail: str, *, reasons: list[dict[str, str]], errors=None):
         super().__init__(detail, errors=errors)
         self.reasons = reasons
+
+
+class UnsupportedMediaTypeError(PointsError):
+    """Raised when a request body is not sent as JSON."""
+
+    status = 415
+    title = "Unsupported media type"
+    slug = "unsupported-media-type"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -49,13 +50,53 @@ def test_api_errors_are_problem_json(api, world):
 def test_api_refuses_nul_characters_and_huge_bodies(api, world):
     admin = world.tokens["admin"]
     assert problem_of(api.get("districts/a%00b", admin), 422)["errors"] == {
-        "path": ["Text may not contain NUL (0x00)."]
+        "path": ["Text may not contain NUL (0x00) or lone surrogates (U+D800-DFFF)."]
     }
     problem_of(api.get(f"volunteers/{world.volunteers['self']}/entries?cursor=%00", admin), 422)
     body = {"name": "王\x00英", "district": "xizhaosi", "pin": "123456"}
     assert "body" in problem_of(api.post("volunteers", admin, body), 422)["errors"]
     huge = {"name": "x" * 300_000, "district": "xizhaosi", "pin": "123456"}
     problem_of(api.post("volunteers", admin, huge), 413)
+
+
+def test_api_refuses_lone_surrogates_anywhere_in_the_body(api, world):
+    admin = world.tokens["admin"]
+    for body in (
+        {"name": "王\ud800", "district": "xizhaosi", "pin": "123456"},
+        {"name": "王", "district": "xizhaosi", "pin": "123456", "x": ["\udfff"]},
+    ):
+        # JSON may carry a lone surrogate as an escape, "\ud800"; json.dumps writes that.
+        response = api.client.post(
+            "/api/v1/volunteers",
+            data=json.dumps(body),
+            headers={"Authorization": f"Bearer {admin}"},
+            content_type="application/json",
+        )
+        assert "body" in problem_of(response, 422)["errors"]
+
+
+def test_api_refuses_times_the_database_cannot_store(api, world):
+    record = {
+        "volunteer_id": world.volunteers["self"],
+        "kind": "patrol",
+        "minutes": 30,
+        "details": {},
+    }
+    for moment in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-14:00"):
+        response = api.post(
+            "service-records", world.tokens["office_in"], {**record, "started_at": moment}
+        )
+        assert "started_at" in problem_of(response, 422)["errors"]
+
+
+def test_api_body_that_is_not_json_is_415(api, world):
+    response = api.client.post(
+        "/api/v1/volunteers",
+        data='{"name": "a", "district": "xizhaosi", "pin": "123456"}',
+        headers={"Authorization": f"Bearer {world.tokens['admin']}"},
+        content_type="text/plain",
+    )
+    assert "application/json" in problem_of(response, 415)["detail"]
 
 
 def test_api_insufficient_points_is_409(api, world):
@@ -375,7 +416,10 @@ def test_api_kiosk_session_dies_with_its_kiosk(api, world):
 
 
 def test_api_kiosk_outside_its_node_cannot_open_a_session(api, world):
-    problem_of(_open(api, world, part="far"), 403)
+    # Answered like an unknown card: the kiosk learns nothing about cards elsewhere.
+    assert problem_of(_open(api, world, part="far"), 422)["errors"] == {
+        "card_code": ["Unknown card."]
+    }
     failed = db.session.scalar(
         select(Volunteer.failed_pins).where(Volunteer.id == world.volunteers["far"])
     )
@@ -417,6 +461,15 @@ def test_api_five_wrong_pins_lock_the_card_for_15_minutes(api, world):
         )
     ).one()
     assert row == (0, None)
+
+
+def test_api_card_codes_are_read_in_either_case(api, world):
+    response = api.post(
+        "kiosk/sessions",
+        world.tokens["kiosk_in"],
+        {"card_code": f" {world.cards['self'].lower()} ", "pin": "123456"},
+    )
+    assert response.status_code == 201, response.get_json()
 
 
 def test_api_unknown_card_is_422(api, world):

@@ -14,7 +14,7 @@ from flask_smorest.utils import prepare_response
 from points.api.common import ProblemSchema
 from points.api.problems import PROBLEM_JSON, register_problem_handlers
 from points.auth import DEFAULTS, RateLimiter
-from points.errors import InvalidInputError
+from points.errors import InvalidInputError, UnsupportedMediaTypeError
 
 PREFIX = "/api/v1"
 
@@ -108,46 +108,59 @@ def register_api(app: Flask) -> PointsApi:
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())
-    app.before_request(_refuse_nul_characters)
+    app.before_request(_refuse_unstorable_text)
     register_problem_handlers(app)
     app.extensions["points_api"] = api
     return api
 
 
-def _has_nul(value: Any) -> bool:
+def _unstorable(text: str) -> bool:
+    """True for text no database stores as given: NUL, or a lone UTF-16 surrogate."""
+    return "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def _has_unstorable(value: Any) -> bool:
     if isinstance(value, str):
-        return "\x00" in value
+        return _unstorable(value)
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(_has_unstorable(k) or _has_unstorable(v) for k, v in value.items())
     if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
+        return any(_has_unstorable(v) for v in value)
     return False
 
 
-def _refuse_nul_characters() -> None:
-    """Refuse NUL characters in the path, query or JSON body of an API request.
+def _refuse_unstorable_text() -> None:
+    """Refuse a body that is not JSON, and text no database can store, in an API request.
 
-    PostgreSQL cannot store them in text; refused here, they are a 422 on every database
-    instead of an error deep in a query.
+    PostgreSQL cannot store NUL in text, and no database encodes a lone UTF-16 surrogate
+    (JSON allows "\\ud800"); refused here, both are a 422 on every database instead of an
+    error deep in a query. A body sent as form or plain text would be silently ignored
+    by the JSON parser: it is a 415 instead.
     """
     if not request.path.startswith(PREFIX + "/"):
         return
+    raw = request.get_data(cache=True)
+    if raw and request.mimetype != "application/json":
+        raise UnsupportedMediaTypeError(
+            f"send the body as JSON with Content-Type: application/json, not {request.mimetype!r}"
+        )
     where = None
-    if "\x00" in request.path:
+    if _unstorable(request.path):
         where = "path"
-    elif b"%00" in request.query_string:
+    elif b"%00" in request.query_string or _unstorable(
+        " ".join(v for values in request.args.listvalues() for v in values)
+    ):
         where = "query"
-    else:
-        raw = request.get_data(cache=True)
-        if b"\x00" in raw or b"\\u0000" in raw.lower():
-            try:
-                if _has_nul(json.loads(raw)):
-                    where = "body"
-            except ValueError:
-                where = "body" if b"\x00" in raw else None
+    elif b"\x00" in raw or b"\\u0000" in raw.lower() or b"\\ud" in raw.lower():
+        try:
+            if _has_unstorable(json.loads(raw)):
+                where = "body"
+        except ValueError:
+            where = "body" if b"\x00" in raw else None
     if where is not None:
         raise InvalidInputError(
-            f"NUL characters in the {where}", errors={where: ["Text may not contain NUL (0x00)."]}
+            f"text the database cannot store in the {where}",
+            errors={where: ["Text may not contain NUL (0x00) or lone surrogates (U+D800-DFFF)."]},
         )
 
 

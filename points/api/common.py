@@ -7,11 +7,12 @@ import binascii
 import json as jsonlib
 from collections.abc import Callable
 from copy import deepcopy
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
 from flask import Response, json
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
 
 from points.auth import require
 from points.errors import InvalidInputError
@@ -33,6 +34,29 @@ def Id(**kwargs: Any) -> fields.Integer:
 def Points(**kwargs: Any) -> fields.Integer:
     """A whole number of points from 1 to 2^53."""
     return fields.Integer(strict=True, validate=validate.Range(1, MAX_POINTS), **kwargs)
+
+
+# Times the database can store on every backend, whatever their UTC offset.
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def check_storable(moment: datetime) -> datetime:
+    """Return `moment` if it lies in 1900..9998 once in UTC; raise ValidationError."""
+    try:
+        in_utc = moment.astimezone(UTC)
+    except OverflowError:
+        in_utc = None
+    if in_utc is None or not EARLIEST <= in_utc < LATEST:
+        raise ValidationError("Must be between the years 1900 and 9998.")
+    return moment
+
+
+class Moment(fields.AwareDateTime):
+    """A time with a UTC offset that the database can store."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        return check_storable(super()._deserialize(value, attr, data, **kwargs))
 
 
 class ProblemSchema(Schema):

@@ -13,7 +13,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
 from points import policy
-from points.api.common import allow
+from points.api.common import Moment, allow, check_storable
 from points.api.districts import READERS, district_in_reach
 from points.auth import current_principal
 from points.extensions import db
@@ -39,13 +39,16 @@ class DateOrDateTime(fields.Field):
             raise ValidationError("A date (2027-03-01) or a time with a UTC offset.")
         try:
             if len(value) == 10:
-                return date.fromisoformat(value)
+                day = date.fromisoformat(value)
+                if not 1900 <= day.year <= 9998:
+                    raise ValidationError("Must be between the years 1900 and 9998.")
+                return day
             moment = datetime.fromisoformat(value)
         except ValueError:
             raise ValidationError("A date (2027-03-01) or a time with a UTC offset.") from None
         if moment.tzinfo is None:
             raise ValidationError("Give the time with a UTC offset.")
-        return moment
+        return check_storable(moment)
 
 
 class PluginSchema(Schema):
@@ -130,8 +133,8 @@ class PreviewRequestSchema(Schema):
     config = fields.Dict(keys=fields.String(), load_default=dict)
     enabled = fields.Boolean(load_default=None, allow_none=True)
     locked = fields.List(fields.String(validate=validate.Length(1, 200)), load_default=list)
-    since = fields.AwareDateTime(required=True)
-    until = fields.AwareDateTime(required=True)
+    since = Moment(required=True)
+    until = Moment(required=True)
 
 
 class PreviewRowSchema(Schema):

@@ -8,7 +8,7 @@ from marshmallow import Schema, fields, validate
 
 from points import service
 from points.api import idempotency
-from points.api.common import ROW_ID, Id, allow
+from points.api.common import ROW_ID, Id, Moment, allow
 from points.auth import current_principal, reach_volunteer, require_scope
 from points.extensions import db
 from points.ledger import MAX_SERVICE_MINUTES
@@ -29,7 +29,7 @@ class ServiceRecordCreateSchema(Schema):
         validate=validate.Length(1, 32),
         metadata={"description": "patrol, visit, fix, report, log, checkin (see GET /plugins)."},
     )
-    started_at = fields.AwareDateTime(required=True)
+    started_at = Moment(required=True)
     minutes = fields.Integer(
         strict=True,
         load_default=None,

@@ -8,7 +8,7 @@ from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from points import directory
-from points.api.common import ROW_ID, Id, allow
+from points.api.common import ROW_ID, Id, Moment, allow
 from points.auth import SESSION_PREFIX, current_principal, reach_volunteer, require_scope
 from points.errors import ForbiddenError, InvalidInputError, NotFoundError
 from points.extensions import db
@@ -25,7 +25,7 @@ class TokenCreateSchema(Schema):
     district = fields.String(required=True, validate=validate.Length(1, 64))
     volunteer_id = Id(load_default=None, allow_none=True)
     name = fields.String(required=True, validate=validate.Length(1, 200))
-    expires_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    expires_at = Moment(load_default=None, allow_none=True)
 
 
 class TokenCreatedSchema(Schema):
