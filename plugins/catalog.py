@@ -102,7 +102,8 @@ def check_redemption(volunteer, item, usage):
     if volunteer.star_level < item.min_star:
         return Decision.deny(
             f"需 {item.min_star} 星及以上，当前 {volunteer.star_level} 星",
-            f"needs {item.min_star} stars or more, you have {volunteer.star_level}",
+            f"needs {item.min_star} star{'s' if item.min_star != 1 else ''} or more, "
+            f"you have {volunteer.star_level}",
         )
     if item.stock_per_month is not None:
         used = usage.item_count(item, "month")

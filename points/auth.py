@@ -121,7 +121,7 @@ def require(*roles: str, replay: bool = False, admin: bool = True) -> Principal:
     if principal.replay_only and not replay:
         raise AuthenticationError("this kiosk session has ended")
     if principal.role not in roles and not (admin and principal.role == "admin"):
-        raise ForbiddenError(f"a {_role_name(principal)} token may not do this")
+        raise ForbiddenError(f"{_article(_role_name(principal))} token may not do this")
     return principal
 
 
@@ -129,6 +129,11 @@ def require_scope(principal: Principal, path: str, what: str = "this district no
     """Raise ForbiddenError unless `principal` reaches the district node with `path`."""
     if not principal.covers(path):
         raise ForbiddenError(f"{what} is outside this token's district node")
+
+
+def _article(noun: str) -> str:
+    """Return the noun with "a" or "an" before it."""
+    return ("an " if noun[:1] in "aeiou" else "a ") + noun
 
 
 def _role_name(principal: Principal) -> str:
@@ -285,9 +290,9 @@ def verify_card(principal: Principal, card_code: str, pin: str) -> CardHolder:
         left = MAX_WRONG_PINS - attempts
         if left <= 0:
             raise _locked(row.id, now)
+        tries = "1 more try" if left == 1 else f"{left} more tries"
         raise WrongPinError(
-            "wrong PIN",
-            errors={"pin": [f"Wrong PIN: {left} more tries before the card locks."]},
+            "wrong PIN", errors={"pin": [f"Wrong PIN: {tries} before the card locks."]}
         )
     ledger.atomic(lambda: _clear_attempts(row.id))
     if row.status != "active":

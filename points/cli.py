@@ -10,6 +10,7 @@ from flask import current_app
 from flask.cli import FlaskGroup, with_appcontext
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from points import __version__
 from points.errors import PointsError
 
 
@@ -19,7 +20,8 @@ def _create_app():
     return create_app()
 
 
-@click.group(cls=FlaskGroup, create_app=_create_app)
+@click.group(cls=FlaskGroup, create_app=_create_app, add_version_option=False)
+@click.version_option(__version__, prog_name="points")
 def main() -> None:
     """Steward Points: volunteer points ledger and plugins."""
 
@@ -323,7 +325,10 @@ def policy_history_command(district: str, plugin: str) -> None:
 
     from points.policy import policy_history
 
-    for version in policy_history(district, plugin):
+    versions = policy_history(district, plugin)
+    if not versions:
+        click.echo(f"no versions of {plugin} set at {district}: it inherits or uses defaults")
+    for version in versions:
         click.echo(
             f"v{version.version} (id {version.id}) by {version.author} at "
             f"{version.created_at.isoformat()}, effective {version.effective_from.isoformat()}"

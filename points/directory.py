@@ -194,7 +194,7 @@ def create_token(
         raise InvalidInputError(f"unknown role {role!r}", errors={"role": [f"One of {ROLES}."]})
     if (role == "volunteer") != (volunteer_id is not None):
         raise InvalidInputError(
-            "a volunteer token needs --volunteer, and only a volunteer token takes one",
+            "a volunteer token needs a volunteer id, and only a volunteer token takes one",
             errors={"volunteer_id": ["Required for role volunteer only."]},
         )
     node = district_by_code(district)

@@ -25,7 +25,7 @@ def test_token_create_prints_the_secret_once_and_stores_its_hash(runner, tree):
 def test_token_create_bad_input_is_one_line_and_nonzero(runner, tree):
     for args, message in [
         (["--role", "office", "--district", "nowhere"], "no district 'nowhere'"),
-        (["--role", "volunteer", "--district", "longtan"], "needs --volunteer"),
+        (["--role", "volunteer", "--district", "longtan"], "needs a volunteer id"),
         (["--role", "king", "--district", "longtan"], "Invalid value for '--role'"),
     ]:
         result = runner.invoke(args=["token", "create", *args])
@@ -89,3 +89,13 @@ def test_commands_on_an_unmigrated_database_say_what_to_do(tmp_path):
             "Error: the database has no tables: run `points db upgrade`, "
             "or check POINTS_DATABASE_URL"
         )
+
+
+def test_version_is_steward_points():
+    from click.testing import CliRunner
+
+    from points import __version__
+    from points.cli import main
+
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"points, version {__version__}"
