@@ -81,6 +81,17 @@ def _held_redemption(world) -> int:
     return made.id
 
 
+def _held_voucher(world) -> str:
+    """The voucher of a new held redemption of self, typed as a person might: lower case."""
+    made = redemptions.create_redemption(world.volunteers["self"], "haircut", actor="office:test")
+    return made.voucher_code.lower()
+
+
+def _voucher_unknown_outside(principal: str) -> int:
+    """Another node's office or kiosk is told "no such voucher": codes cannot be probed."""
+    return 404 if principal in ("office_out", "kiosk_out") else 403
+
+
 def _pending_gift(world) -> int:
     """A gift of 1 point from self to peer (a listed household in need): it waits."""
     giver, receiver = world.volunteers["self"], world.volunteers["peer"]
@@ -281,6 +292,27 @@ CASES = [
         frozenset(OFFICES_IN | {"kiosk_in"}),
     ),
     Case(
+        "read a redemption of self",
+        "GET",
+        lambda w: f"redemptions/{_held_redemption(w)}",
+        frozenset(READERS_IN | {"kiosk_in", "volunteer_self", "session"}),
+    ),
+    Case(
+        "find a redemption of self by voucher",
+        "GET",
+        lambda w: f"redemptions?voucher_code={_held_voucher(w)}",
+        frozenset(OFFICES_IN | {"kiosk_in"}),
+        denied=_voucher_unknown_outside,
+    ),
+    Case(
+        "fulfil a redemption of self by voucher",
+        "POST",
+        "redemptions/fulfil",
+        frozenset(OFFICES_IN | {"kiosk_in"}),
+        lambda w, p: {"voucher_code": _held_voucher(w)},
+        _voucher_unknown_outside,
+    ),
+    Case(
         "cancel a redemption of self",
         "POST",
         lambda w: f"redemptions/{_held_redemption(w)}/cancel",
@@ -341,6 +373,9 @@ OPERATION_OF = {
     "redeem for self": "POST /api/v1/redemptions",
     "fulfil a redemption of self": "POST /api/v1/redemptions/{redemption_id}/fulfil",
     "cancel a redemption of self": "POST /api/v1/redemptions/{redemption_id}/cancel",
+    "read a redemption of self": "GET /api/v1/redemptions/{redemption_id}",
+    "find a redemption of self by voucher": "GET /api/v1/redemptions",
+    "fulfil a redemption of self by voucher": "POST /api/v1/redemptions/fulfil",
     "list the plugins": "GET /api/v1/plugins",
     "read the policy of xizhaosi": "GET /api/v1/districts/{code}/policy",
     "set the stars policy of xizhaosi": "PUT /api/v1/districts/{code}/policy/{plugin}",

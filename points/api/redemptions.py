@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from marshmallow import Schema, fields, validate
+from marshmallow import Schema, ValidationError, fields, validate
+from sqlalchemy import or_, select
 
 from points import directory, ledger, redemptions
 from points.api import idempotency
@@ -17,9 +18,9 @@ from points.auth import (
     require_scope,
     verify_card,
 )
-from points.errors import ForbiddenError, InvalidInputError
+from points.errors import ForbiddenError, InvalidInputError, NotFoundError
 from points.extensions import db
-from points.models import District, Redemption
+from points.models import District, Hold, Provider, Redemption, utcnow
 
 blp = Blueprint(
     "redemptions",
@@ -92,6 +93,58 @@ class CancelSchema(Schema):
     reason = fields.String(load_default=None, validate=validate.Length(1, 500))
 
 
+class VoucherCode(fields.String):
+    """A voucher code as printed: read in either case, spaces anywhere ignored.
+
+    Codes are issued in upper case from the card alphabet (no spaces), so this reading
+    finds every code that was issued, however it was typed or scanned.
+    """
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("validate", validate.Length(1, 64))
+        kwargs.setdefault(
+            "metadata",
+            {"description": "The voucher code; either case, spaces ignored (`ab12 cd34ef`)."},
+        )
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        code = "".join(text.split()).upper()
+        if not code:
+            raise ValidationError("Must not be blank.")
+        return code
+
+
+class VoucherQuerySchema(Schema):
+    voucher_code = VoucherCode(required=True)
+
+
+class VoucherFulfilSchema(Schema):
+    voucher_code = VoucherCode(required=True)
+
+
+class RedemptionDetailSchema(Schema):
+    id = fields.Integer(required=True)
+    volunteer_id = fields.Integer(required=True)
+    sku = fields.String(required=True)
+    points = fields.Integer(required=True)
+    provider = fields.String(required=True, metadata={"description": "The provider's code."})
+    voucher_code = fields.String(required=True)
+    status = fields.String(
+        required=True, metadata={"description": "held, fulfilled, cancelled or expired"}
+    )
+    created_at = fields.DateTime(required=True)
+    resolved_at = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "null while held."}
+    )
+    entry_id = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The posted entry, once fulfilled."},
+    )
+
+
 def _item(entry: redemptions.CatalogEntry, usage: redemptions.Usage, for_volunteer: bool):
     item = entry.item
     stock_left = None
@@ -147,8 +200,84 @@ def _redemption_in_reach(principal, redemption_id: int, *, self_ok: bool) -> Red
     return row
 
 
+def _describe(redemption_id: int) -> dict:
+    """Return a redemption as the API shows it: no name, no phone."""
+    row, provider = db.session.execute(
+        select(Redemption, Provider.code)
+        .join(Provider, Provider.id == Redemption.provider_id)
+        .where(Redemption.id == redemption_id)
+        .execution_options(populate_existing=True)
+    ).one()
+    return {
+        "id": row.id,
+        "volunteer_id": row.volunteer_id,
+        "sku": row.sku,
+        "points": row.points,
+        "provider": provider,
+        "voucher_code": row.voucher_code,
+        "status": row.status,
+        "created_at": row.created_at,
+        "resolved_at": row.resolved_at,
+        "entry_id": row.entry_id,
+    }
+
+
+def _voucher_in_reach(principal, voucher_code: str) -> int:
+    """Return the id of the redemption with this voucher, if in the token's node.
+
+    A voucher of another node answers exactly like an unknown one (404, not 403), so
+    that voucher codes cannot be probed across nodes. Raises NotFoundError.
+    """
+    found = db.session.execute(
+        select(Redemption.id, District.path)
+        .join(District, District.id == Redemption.district_id)
+        .where(Redemption.voucher_code == voucher_code)
+    ).one_or_none()
+    if found is None or not principal.covers(found.path):
+        raise NotFoundError("no such voucher", errors={"voucher_code": ["No such voucher here."]})
+    return found.id
+
+
+def _settle_lapsed(redemption_id: int) -> None:
+    """Record now that a held redemption's hold has run out, if it has.
+
+    The core marks such a redemption expired only outside a unit of work, and an
+    idempotent fulfilment runs inside one; settled first, fulfilling it is a plain 409.
+    """
+    lapsed = db.session.execute(
+        select(Redemption.id)
+        .join(Hold, Hold.id == Redemption.hold_id)
+        .where(
+            Redemption.id == redemption_id,
+            Redemption.status == "held",
+            or_(Hold.status != "pending", Hold.expires_at <= utcnow()),
+        )
+    ).first()
+    if lapsed is not None:
+        redemptions.expire_redemptions()
+
+
+def _fulfil(principal, redemption_id: int, operation: str, arguments: dict):
+    """Fulfil a redemption in reach, once per Idempotency-Key."""
+    _settle_lapsed(redemption_id)
+
+    def work() -> dict:
+        done = redemptions.fulfil_redemption(redemption_id, actor=principal.actor)
+        return {"id": done.id, "status": done.status, "points": done.points}
+
+    return idempotency.idempotent(principal, operation, arguments, work, status=200)
+
+
 @blp.route("/redemptions")
 class Redemptions(MethodView):
+    @allow("office", "kiosk", who="admin, an office or kiosk of the redemption's node")
+    @blp.arguments(VoucherQuerySchema, location="query")
+    @blp.response(200, RedemptionDetailSchema)
+    def get(self, query):
+        """Find the redemption with a voucher code (404 if none in this token's node)."""
+        principal = current_principal()
+        return _describe(_voucher_in_reach(principal, query["voucher_code"]))
+
     @allow(
         "office",
         "kiosk",
@@ -217,6 +346,39 @@ class Redemptions(MethodView):
         return idempotency.idempotent(principal, "redeem", arguments, work)
 
 
+@blp.route(f"/redemptions/<{ROW_ID}:redemption_id>")
+class RedemptionOne(MethodView):
+    @allow(
+        "office",
+        "auditor",
+        "kiosk",
+        "volunteer",
+        "session",
+        who="admin, an office, auditor or kiosk of its node, the volunteer",
+    )
+    @blp.response(200, RedemptionDetailSchema)
+    def get(self, redemption_id):
+        """Read one redemption: its item, points, provider, voucher and state."""
+        principal = current_principal()
+        _redemption_in_reach(principal, redemption_id, self_ok=True)
+        return _describe(redemption_id)
+
+
+@blp.route("/redemptions/fulfil")
+class RedemptionFulfilByVoucher(MethodView):
+    @allow("office", "kiosk", replay=True, who="admin, an office or kiosk of its node")
+    @blp.doc(parameters=[idempotency.PARAMETER])
+    @blp.arguments(VoucherFulfilSchema)
+    @blp.response(200, RedemptionStateSchema, headers=idempotency.REPLAY_HEADER_DOC)
+    def post(self, body):
+        """Mark the redemption with this voucher delivered: its points go to the provider."""
+        principal = current_principal()
+        redemption_id = _voucher_in_reach(principal, body["voucher_code"])
+        return _fulfil(
+            principal, redemption_id, "fulfil_voucher", {"voucher_code": body["voucher_code"]}
+        )
+
+
 @blp.route(f"/redemptions/<{ROW_ID}:redemption_id>/fulfil")
 class RedemptionFulfil(MethodView):
     @allow("office", "kiosk", replay=True, who="admin, an office or kiosk of its node")
@@ -226,14 +388,7 @@ class RedemptionFulfil(MethodView):
         """Mark a redemption delivered: its points go to the provider."""
         principal = current_principal()
         _redemption_in_reach(principal, redemption_id, self_ok=False)
-
-        def work() -> dict:
-            done = redemptions.fulfil_redemption(redemption_id, actor=principal.actor)
-            return {"id": done.id, "status": done.status, "points": done.points}
-
-        return idempotency.idempotent(
-            principal, "fulfil", {"redemption_id": redemption_id}, work, status=200
-        )
+        return _fulfil(principal, redemption_id, "fulfil", {"redemption_id": redemption_id})
 
 
 @blp.route(f"/redemptions/<{ROW_ID}:redemption_id>/cancel")
