@@ -421,8 +421,13 @@ def expire_redemptions(as_of: datetime | None = None) -> tuple[int, int]:
 
 
 def _expired(redemption_id: int | None, voucher_code: str | None) -> ConflictError:
-    """Record that the redemption's hold ran out, and say so."""
-    expire_redemptions()
+    """Record that the redemption's hold ran out, and say so.
+
+    Inside a caller's unit of work (which this error rolls back) the expiry is left for
+    the next `time-out-holds` run; only a unit of our own can record it.
+    """
+    if not ledger.in_unit_of_work():
+        expire_redemptions()
     row = _row(redemption_id, voucher_code)
     return ConflictError(
         f"redemption {row.id} expired: its voucher was not used in time; "

@@ -222,3 +222,18 @@ def test_time_out_command_expires_overdue_redemptions(catalog, volunteer, runner
     result = runner.invoke(args=["ledger", "time-out-holds"])
     assert "timed out 1 holds; 1 redemptions expired" in result.output
     assert get_redemption(redemption.id).status == "expired"
+
+
+def test_an_expired_voucher_inside_a_callers_unit_is_a_409_not_a_crash(catalog, volunteer):
+    from sqlalchemy import update
+
+    redemption = create_redemption(volunteer, "haircut", actor="kiosk:1")
+    db.session.execute(
+        update(Hold).where(Hold.id == redemption.hold_id).values(expires_at=NOW - timedelta(1))
+    )
+    db.session.commit()
+    with pytest.raises(errors.ConflictError, match="expired"):
+        ledger.atomic(lambda: fulfil_redemption(redemption.id, actor="provider:wang"))
+    # Rolled back with the caller's unit: recorded by the next time-out run.
+    assert get_redemption(redemption.id).status == "held"
+    assert ledger.balance(volunteer).held == 30

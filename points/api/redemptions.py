@@ -241,8 +241,8 @@ def _voucher_in_reach(principal, voucher_code: str) -> int:
 def _settle_lapsed(redemption_id: int) -> None:
     """Record now that a held redemption's hold has run out, if it has.
 
-    The core marks such a redemption expired only outside a unit of work, and an
-    idempotent fulfilment runs inside one; settled first, fulfilling it is a plain 409.
+    An idempotent fulfilment runs inside a unit of work, which its 409 rolls back; settled
+    first, the redemption reads "expired" at once instead of at the next time-out run.
     """
     lapsed = db.session.execute(
         select(Redemption.id)
