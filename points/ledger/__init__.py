@@ -13,7 +13,6 @@ clearing) are never locked.
 """
 
 from points.ledger.accounts import (
-    account_balance,
     balance,
     close_account,
     load_entry,
@@ -67,7 +66,6 @@ __all__ = [
     "HoldState",
     "LedgerInvariantError",
     "PostedEntry",
-    "account_balance",
     "add_service_minutes",
     "after_commit",
     "atomic",

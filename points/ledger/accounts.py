@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, update
 
 from points.errors import (
     AccountClosedError,
@@ -98,18 +98,6 @@ def balance(volunteer_id: int) -> Balance:
     if row is None:
         raise NotFoundError(f"no account for volunteer {volunteer_id}")
     return Balance(volunteer_id, row.id, row.balance, row.held, row.balance - row.held)
-
-
-def account_balance(account_id: int) -> int:
-    """Return any account's balance as the sum of its postings (slow for hot accounts)."""
-    # int(): PostgreSQL sums bigint into numeric.
-    return int(
-        db.session.scalar(
-            select(func.coalesce(func.sum(Posting.amount), 0)).where(
-                Posting.account_id == account_id
-            )
-        )
-    )
 
 
 class _AccountRow(NamedTuple):
