@@ -30,7 +30,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from points import ledger
 from points.app import create_app
@@ -156,6 +156,29 @@ def run(url: str, ops: int, rounds: int) -> dict[str, float]:
     return best
 
 
+def empty_postgres(url: str) -> None:
+    """Create the database at `url` if it does not exist, and empty its public schema."""
+    target = make_url(database_url(url))
+    server = create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with server.connect() as connection:
+            exists = connection.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+            )
+            if not exists:
+                name = server.dialect.identifier_preparer.quote(target.database)
+                connection.execute(text(f"CREATE DATABASE {name}"))
+    finally:
+        server.dispose()
+    engine = create_engine(target)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+    finally:
+        engine.dispose()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pg", help="a PostgreSQL URL of a database the bench may empty")
@@ -164,11 +187,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.pg:
-        engine = create_engine(database_url(args.pg))
-        with engine.begin() as connection:
-            connection.execute(text("DROP SCHEMA public CASCADE"))
-            connection.execute(text("CREATE SCHEMA public"))
-        engine.dispose()
+        empty_postgres(args.pg)
         url, label = args.pg, "postgresql"
     else:
         folder = tempfile.mkdtemp(prefix="bench-service-")
