@@ -5,19 +5,22 @@ effective_from=None, comment=None) -> VersionInfo; resolve_policy(district, as_o
 -> Policy; plugin_config(name, district, as_of=None) -> PluginConfig;
 show_policy(district, as_of=None) -> dict; policy_history(district, plugin) ->
 list[VersionInfo]; preview_policy(district, plugin, config, *, start, end, locked=(),
-enabled=None) -> Preview; district_info(district) -> DistrictInfo.
+enabled=None) -> Preview; district_info(district) -> DistrictInfo; VERSIONS_STAMP and
+check_versions(stamp), for a reader that can fetch the stamp with a row it needs anyway.
 
 Resolution walks from the root of the tree down to the node: each node's version in
 effect (the latest effective_from at or before `as_of`, then the highest version)
 overrides its ancestors key by key (nested objects merge, lists replace), except keys an
-ancestor locked. Resolved policies are cached in the request (flask.g) and dropped when
-this module writes a version, so that a request reads each node's versions once.
+ancestor locked. Versions and the policies resolved from them are cached in the process
+(per plugin manager) and checked once per request against a stamp of the whole table,
+which any process's write changes; a write by this process drops them at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -101,15 +104,17 @@ class Policy:
 # -- districts ---------------------------------------------------------------------------
 
 
-def _cache() -> dict[str, dict]:
+def _cache() -> dict[str, Any]:
     if "points_policy" not in g:
-        g.points_policy = {"districts": {}, "rows": {}, "resolved": {}}
+        g.points_policy = {"districts": {}, "resolved": {}}
     return g.points_policy
 
 
 def invalidate_cache() -> None:
-    """Forget resolved policies in this request (called after every write)."""
+    """Forget the nodes read in this request and the process's cached versions and
+    policies (called after every write of a version)."""
     g.pop("points_policy", None)
+    plugin_manager().derived.pop(_VERSIONS_CACHE, None)
 
 
 def district_info(district: int | str | DistrictInfo) -> DistrictInfo:
@@ -145,27 +150,92 @@ def remember_district(info: DistrictInfo) -> None:
     cache[info.id] = cache[info.code] = info
 
 
+# -- stored versions, cached in the process ---------------------------------------------
+
+
 _VERSIONS = select(
     *[getattr(PolicyVersion, name) for name in VersionInfo.__dataclass_fields__]
 ).where(PolicyVersion.district_id.in_(bindparam("ids", expanding=True)))
 
+# Any process's write to policy_versions changes this pair: versions are only ever
+# inserted, and the newest id also tells a row deleted by hand and another inserted.
+VERSIONS_STAMP = (
+    select(func.count()).select_from(PolicyVersion).scalar_subquery().label("versions_count"),
+    select(func.max(PolicyVersion.id)).scalar_subquery().label("versions_newest"),
+)
+_STAMP = select(*VERSIONS_STAMP)
+_VERSIONS_CACHE = "policy_versions"
 
-def _rows_for(district_ids: Iterable[int]) -> dict[int, list[VersionInfo]]:
-    """Return every stored version of the given nodes, read once per request."""
-    cache = _cache()["rows"]
-    missing = [i for i in district_ids if i not in cache]
-    if missing:
-        for i in missing:
-            cache[i] = []
-        rows = db.session.connection().execute(_VERSIONS, {"ids": missing}).all()
-        for row in rows:
-            version = VersionInfo(*row)
-            cache[version.district_id].append(
-                dataclasses.replace(version, locked=tuple(version.locked))
-            )
-        for i in missing:
-            cache[i].sort(key=lambda v: (v.effective_from, v.version))
-    return {i: cache[i] for i in district_ids}
+
+class _Versions:
+    """Stored versions of the nodes read so far and the policies resolved from them,
+    shared by the requests of the process while the stamp they were read under holds.
+
+    Rows are read after their stamp (in the same snapshot or a later one), so while a
+    request reads the same stamp they are complete. A new stamp starts a new _Versions
+    instead of clearing this one: a request still using this one never mixes the two.
+    Entries are added whole, never changed, so threads may share it.
+    """
+
+    def __init__(self, stamp: tuple[int, int | None]):
+        self.stamp = stamp
+        self.rows: dict[int, list[VersionInfo]] = {}
+        self.times: dict[tuple[int, ...], list[datetime]] = {}
+        self.policies: dict[tuple[DistrictInfo, int], Policy] = {}
+
+    def rows_for(self, district_ids: Iterable[int]) -> dict[int, list[VersionInfo]]:
+        """Return every stored version of the given nodes, oldest in effect first."""
+        missing = [i for i in district_ids if i not in self.rows]
+        if missing:
+            found: dict[int, list[VersionInfo]] = {i: [] for i in missing}
+            for row in db.session.connection().execute(_VERSIONS, {"ids": missing}):
+                version = VersionInfo(*row)
+                found[version.district_id].append(
+                    dataclasses.replace(version, locked=tuple(version.locked))
+                )
+            for rows in found.values():
+                rows.sort(key=lambda v: (v.effective_from, v.version))
+            self.rows.update(found)
+        return {i: self.rows[i] for i in district_ids}
+
+    def policy(self, node: DistrictInfo, as_of: datetime) -> Policy:
+        """Return the node's policy at `as_of`, resolved once per span between the
+        effective times of its chain's versions (the versions in effect change only there)."""
+        chain = node.ancestor_ids
+        times = self.times.get(chain)
+        if times is None:
+            rows = self.rows_for(chain)
+            times = self.times[chain] = sorted({v.effective_from for i in chain for v in rows[i]})
+        key = (node, bisect_right(times, as_of))
+        policy = self.policies.get(key)
+        if policy is None:
+            policy = self.policies[key] = _resolve(node, self.rows_for(chain), as_of)
+        return policy
+
+
+def check_versions(stamp: tuple[int, int | None]) -> None:
+    """Use the process's cached versions in this request if `stamp` (the VERSIONS_STAMP
+    columns, read by the caller along with a row it needed anyway) still matches them,
+    else start them afresh: the check then costs no round trip of its own."""
+    _use_versions(tuple(stamp))
+
+
+def _use_versions(stamp: tuple[int, int | None]) -> _Versions:
+    derived = plugin_manager().derived
+    versions = derived.get(_VERSIONS_CACHE)
+    if versions is None or versions.stamp != stamp:
+        versions = derived[_VERSIONS_CACHE] = _Versions(stamp)
+    _cache()["versions"] = versions
+    return versions
+
+
+def _versions() -> _Versions:
+    """Return the cached versions for this request, reading the stamp on first use (or
+    when a plugin registered since, which drops everything derived from plugins)."""
+    versions = _cache().get("versions")
+    if versions is None or plugin_manager().derived.get(_VERSIONS_CACHE) is not versions:
+        versions = _use_versions(tuple(db.session.connection().execute(_STAMP).one()))
+    return versions
 
 
 def _version_info(row: PolicyVersion) -> VersionInfo:
@@ -267,13 +337,24 @@ def resolve_policy(
     """
     node = district_info(district)
     as_of = as_of or utcnow()
+    versions = _versions()
+    if overrides:
+        return _resolve(node, versions.rows_for(node.ancestor_ids), as_of, overrides)
+    return versions.policy(node, as_of)
+
+
+def _resolve(
+    node: DistrictInfo,
+    rows: Mapping[int, list[VersionInfo]],
+    as_of: datetime,
+    overrides: Mapping[tuple[int, str], VersionInfo] | None = None,
+) -> Policy:
     pm = plugin_manager()
     schemas = config_schemas(pm)
     chain = node.ancestor_ids
-    rows = _rows_for(chain)
     # Versions never change once stored, so a configuration loaded from a given set of
-    # versions is kept for the life of the plugin manager; only which versions are in
-    # effect is read per request. Drafts (overrides) stay in the request.
+    # versions is kept for the life of the plugin manager, across changes of the stamp.
+    # Drafts (overrides) stay in the request.
     resolved = _cache()["resolved"] if overrides else pm.derived.setdefault("configs", {})
     configs = {}
     for name in plugin_names(pm):
@@ -430,7 +511,7 @@ def check_draft(
     if schema is None and config:
         errors["config"] = [f"Plugin {plugin!r} takes no configuration."]
     # What the ancestors decide, as it will stand when this version takes effect.
-    rows = _rows_for(node.ancestor_ids)
+    rows = _versions().rows_for(node.ancestor_ids)
     ancestors = [
         row
         for node_id in node.ancestor_ids[:-1]

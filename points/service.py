@@ -54,7 +54,14 @@ from points.plugins import (
     call_each,
     plugin_manager,
 )
-from points.policy import Policy, district_info, remember_district, resolve_policy
+from points.policy import (
+    VERSIONS_STAMP,
+    Policy,
+    check_versions,
+    district_info,
+    remember_district,
+    resolve_policy,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -181,6 +188,7 @@ _VOLUNTEER = (
         District.level,
         District.timezone,
         District.path,
+        *VERSIONS_STAMP,
     )
     .join(District, District.id == Volunteer.district_id)
     .where(Volunteer.id == bindparam("volunteer_id"))
@@ -201,12 +209,14 @@ def volunteer_info(
         raise NotFoundError(
             f"no volunteer {volunteer_id}", errors={"volunteer_id": ["No such volunteer."]}
         )
-    remember_district(
-        DistrictInfo(
-            row.district_id, row.code, row.district_name, row.level, row.timezone, row.path
-        )
+    node = DistrictInfo(
+        row.district_id, row.code, row.district_name, row.level, row.timezone, row.path
     )
-    policy = policy or resolve_policy(row.district_id, as_of)
+    remember_district(node)
+    # The row brings the policy versions' stamp: the cached policies are checked in the
+    # round trip that reads the volunteer.
+    check_versions((row.versions_count, row.versions_newest))
+    policy = policy or resolve_policy(node, as_of)
     level = _star_level(plugin_manager(), policy, row.service_minutes)
     return VolunteerInfo(
         row.id, row.district_id, row.name, row.service_minutes, level, status=row.status
