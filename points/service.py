@@ -200,6 +200,12 @@ def volunteer_info(
 ) -> VolunteerInfo:
     """Return the volunteer as plugins see them, with the star level under `policy` (by
     default the policy of their node as of `as_of`, or now); raise NotFoundError."""
+    return _volunteer_and_policy(volunteer_id, policy, as_of)[0]
+
+
+def _volunteer_and_policy(
+    volunteer_id: int, policy: Policy | None, as_of: datetime | None
+) -> tuple[VolunteerInfo, Policy]:
     row = (
         db.session.connection()
         .execute(_VOLUNTEER, {"volunteer_id": _id(volunteer_id, "volunteer_id")})
@@ -218,9 +224,10 @@ def volunteer_info(
     check_versions((row.versions_count, row.versions_newest))
     policy = policy or resolve_policy(node, as_of)
     level = _star_level(plugin_manager(), policy, row.service_minutes)
-    return VolunteerInfo(
+    volunteer = VolunteerInfo(
         row.id, row.district_id, row.name, row.service_minutes, level, status=row.status
     )
+    return volunteer, policy
 
 
 def _star_level(pm: PointsPluginManager, policy: Policy, minutes: int) -> int:
@@ -524,13 +531,54 @@ def record_service(
         raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
     pm = plugin_manager()
     now = utcnow()
+
+    def unit() -> tuple[RecordResult, list, Policy]:
+        # Read and check in the unit of work itself: one transaction, not a read then a
+        # write; a failed check rolls back before anything is written (the key is
+        # claimed after the checks); a retried unit reads again.
+        volunteer, policy, record, dedupe = _checked_record(
+            pm, volunteer_id, kind, started_at, minutes, details, now
+        )
+        arguments = {
+            "volunteer_id": volunteer_id,
+            "kind": kind,
+            "started_at": started_at,
+            "minutes": minutes,
+            "details": record.details,
+        }
+        result, posted = ledger.idempotent(
+            "record_service",
+            arguments,
+            idempotency_key,
+            "service",
+            lambda: _submit(pm, policy, volunteer, record, dedupe, actor, now),
+            lambda done: {"record_id": done[0].id},
+            lambda stored: (get_record(stored["record_id"], replayed=True), []),
+        )
+        return result, posted, policy
+
+    result, posted, policy = ledger.atomic(unit)
+    _notify(pm, policy, posted)
+    return result
+
+
+def _checked_record(
+    pm: PointsPluginManager,
+    volunteer_id: int,
+    kind: str,
+    started_at: datetime,
+    minutes: int | None,
+    details: Mapping[str, Any] | None,
+    now: datetime,
+) -> tuple[VolunteerInfo, Policy, RecordInfo, str | None]:
+    """Read the volunteer and their policy and check a new record against them; return
+    (volunteer, policy, record, dedupe key). Raises what record_service raises."""
     as_of = started_at if isinstance(started_at, datetime) and started_at.tzinfo else now
     # The policy in effect when the service started decides its points.
-    volunteer = volunteer_info(volunteer_id, as_of=min(as_of, now))
+    volunteer, policy = _volunteer_and_policy(volunteer_id, None, min(as_of, now))
     if volunteer.status != "active":
         raise AccountClosedError(f"volunteer {volunteer_id} is not active")
-    node = district_info(volunteer.district_id)
-    policy = resolve_policy(node, min(as_of, now))
+    node = policy.district
     spec, clean = _check_record(pm, policy, kind, started_at, minutes, details, now)
     local_day = started_at.astimezone(policy_zone(node)).date()
     dedupe = f"{kind}:{local_day.isoformat()}" if spec.once_per_day else None
@@ -540,79 +588,74 @@ def record_service(
         )
     ):
         raise _duplicate(kind, local_day)
-    info = RecordInfo(None, node.id, volunteer.id, kind, started_at, minutes, clean, node.timezone)
-
-    def work() -> tuple[RecordResult, list]:
-        evaluation = evaluate(pm, policy, info, volunteer, history_for(volunteer.id))
-        approve_now = evaluation.approve_now
-        values = {
-            "district_id": node.id,
-            "volunteer_id": volunteer.id,
-            "kind": kind,
-            "started_at": started_at,
-            "minutes": minutes,
-            "details": clean,
-            "status": "approved" if approve_now else "pending",
-            "dedupe_key": dedupe,
-            "submitted_by": actor,
-            "created_at": now,
-            "points": evaluation.points if approve_now else 0,
-            "awards": list(evaluation.awards),
-            "queue_reason": None if approve_now else evaluation.queue_reason,
-        }
-        if approve_now:
-            reason = "；".join(d.reason_zh for d in evaluation.decisions)
-            values |= {"decided_at": now, "decided_by": actor, "decision_reason": reason}
-        try:
-            record_id = db.session.connection().execute(_INSERT_RECORD, values).scalar_one()
-        except IntegrityError:
-            raise _duplicate(kind, local_day) from None
-        posted = []
-        if approve_now:
-            posted = _post(
-                pm,
-                policy,
-                replace(info, id=record_id),
-                volunteer,
-                evaluation.awards,
-                actor,
-                count_minutes=True,
-            )
-        result = RecordResult(
-            id=record_id,
-            volunteer_id=volunteer.id,
-            district_id=node.id,
-            kind=kind,
-            started_at=started_at,
-            minutes=minutes,
-            details=clean,
-            status=values["status"],
-            points=values["points"],
-            awards=values["awards"],
-            queue_reason=values["queue_reason"],
-            decision_reason=values.get("decision_reason"),
-            entry_ids=tuple(entry.id for entry in posted),
-        )
-        return result, posted
-
-    arguments = {
-        "volunteer_id": volunteer_id,
-        "kind": kind,
-        "started_at": started_at,
-        "minutes": minutes,
-        "details": clean,
-    }
-    result, posted = ledger.idempotent(
-        "record_service",
-        arguments,
-        idempotency_key,
-        "service",
-        work,
-        lambda done: {"record_id": done[0].id},
-        lambda stored: (get_record(stored["record_id"], replayed=True), []),
+    record = RecordInfo(
+        None, node.id, volunteer.id, kind, started_at, minutes, clean, node.timezone
     )
-    _notify(pm, policy, posted)
-    return result
+    return volunteer, policy, record, dedupe
+
+
+def _submit(
+    pm: PointsPluginManager,
+    policy: Policy,
+    volunteer: VolunteerInfo,
+    record: RecordInfo,
+    dedupe: str | None,
+    actor: str,
+    now: datetime,
+) -> tuple[RecordResult, list]:
+    """Store a checked record and, if it is approved at once, post its awards; return
+    the record and the entries posted."""
+    evaluation = evaluate(pm, policy, record, volunteer, history_for(volunteer.id))
+    approve_now = evaluation.approve_now
+    values = {
+        "district_id": record.district_id,
+        "volunteer_id": volunteer.id,
+        "kind": record.kind,
+        "started_at": record.started_at,
+        "minutes": record.minutes,
+        "details": record.details,
+        "status": "approved" if approve_now else "pending",
+        "dedupe_key": dedupe,
+        "submitted_by": actor,
+        "created_at": now,
+        "points": evaluation.points if approve_now else 0,
+        "awards": list(evaluation.awards),
+        "queue_reason": None if approve_now else evaluation.queue_reason,
+    }
+    if approve_now:
+        reason = "；".join(d.reason_zh for d in evaluation.decisions)
+        values |= {"decided_at": now, "decided_by": actor, "decision_reason": reason}
+    try:
+        record_id = db.session.connection().execute(_INSERT_RECORD, values).scalar_one()
+    except IntegrityError:
+        raise _duplicate(record.kind, record.local_start.date()) from None
+    posted = []
+    if approve_now:
+        posted = _post(
+            pm,
+            policy,
+            replace(record, id=record_id),
+            volunteer,
+            evaluation.awards,
+            actor,
+            count_minutes=True,
+        )
+    result = RecordResult(
+        id=record_id,
+        volunteer_id=volunteer.id,
+        district_id=record.district_id,
+        kind=record.kind,
+        started_at=record.started_at,
+        minutes=record.minutes,
+        details=record.details,
+        status=values["status"],
+        points=values["points"],
+        awards=values["awards"],
+        queue_reason=values["queue_reason"],
+        decision_reason=values.get("decision_reason"),
+        entry_ids=tuple(entry.id for entry in posted),
+    )
+    return result, posted
 
 
 def policy_zone(node):

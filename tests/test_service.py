@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from points import errors, ledger
 from points.extensions import db
@@ -195,3 +195,29 @@ def test_idempotent_submission_replays(volunteer):
     with pytest.raises(errors.IdempotencyConflictError):
         submit(volunteer, minutes=90, idempotency_key="svc-1")
     assert ledger.balance(volunteer).balance == 5
+
+
+def test_a_refused_record_leaves_its_idempotency_key_unused(volunteer):
+    with pytest.raises(errors.InvalidInputError):
+        submit(volunteer, minutes=0, idempotency_key="svc-2")
+    assert not submit(volunteer, minutes=60, idempotency_key="svc-2").replayed
+
+
+def test_a_record_is_read_checked_and_written_in_one_transaction(app, volunteer):
+    submit(volunteer)
+    transactions = []
+    listeners = {
+        name: lambda *_args, name=name: transactions.append(name)
+        for name in ("begin", "commit", "rollback")
+    }
+    for name, listener in listeners.items():
+        event.listen(db.engine, name, listener)
+    try:
+        with app.app_context():
+            record = submit(volunteer, started_at=NOW - timedelta(days=1))
+            db.session.remove()
+    finally:
+        for name, listener in listeners.items():
+            event.remove(db.engine, name, listener)
+    assert record.status == "approved"
+    assert transactions == ["begin", "commit"]
