@@ -229,8 +229,8 @@ class Entry(Base):
     rule: Mapped[str | None] = mapped_column(String(64))
     config_version: Mapped[int | None] = mapped_column(Integer)
     # Links to what the entry is about.
-    service_record_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"), index=True)
+    service_record_id: Mapped[int | None] = mapped_column(Integer)
+    hold_id: Mapped[int | None] = mapped_column(ForeignKey("holds.id"))
     reverses_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("entries.id"), unique=True
     )
@@ -243,6 +243,19 @@ class Entry(Base):
         CheckConstraint(_in("kind", ENTRY_KINDS), name="kind"),
         CheckConstraint("(kind = 'reversal') = (reverses_id IS NOT NULL)", name="reversal_link"),
         Index("ix_entries_district_id_id", "district_id", "id"),
+        # Most entries have neither: index them only where set.
+        Index(
+            "ix_entries_hold_id",
+            "hold_id",
+            sqlite_where=text("hold_id IS NOT NULL"),
+            postgresql_where=text("hold_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_entries_service_record_id",
+            "service_record_id",
+            sqlite_where=text("service_record_id IS NOT NULL"),
+            postgresql_where=text("service_record_id IS NOT NULL"),
+        ),
     )
 
 
@@ -281,7 +294,15 @@ class Lot(Base):
     __table_args__ = (
         CheckConstraint("amount > 0", name="positive"),
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining"),
-        Index("ix_lots_account_id_expires_at", "account_id", "expires_at"),
+        # A debit's lots in spending order (PostgreSQL sorts NULL, never expiring, last).
+        Index(
+            "ix_lots_open_by_account",
+            "account_id",
+            "expires_at",
+            "id",
+            sqlite_where=text("remaining > 0"),
+            postgresql_where=text("remaining > 0"),
+        ),
         Index(
             "ix_lots_open_expiry",
             "expires_at",

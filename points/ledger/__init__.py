@@ -40,6 +40,7 @@ from points.ledger.operations import (
 from points.ledger.posting import (
     HASHED_FIELDS,
     entry_hash,
+    entry_hash_around,
 )
 from points.ledger.units import (
     GENESIS_HASH,
@@ -76,6 +77,7 @@ __all__ = [
     "correct_service_minutes",
     "earn",
     "entry_hash",
+    "entry_hash_around",
     "expire_lots",
     "hold",
     "idempotent",

@@ -20,6 +20,7 @@ from points.errors import (
     NotFoundError,
 )
 from points.extensions import db
+from points.ledger import fused
 from points.ledger.accounts import (
     _AccountRow,
     _accounts_by_id,
@@ -134,8 +135,33 @@ def earn(
         "config_version": config_version,
         "service_record_id": service_record_id,
     }
+
+    def first_try(fingerprint: str | None) -> PostedEntry | None:
+        return fused.earn(
+            volunteer_id,
+            points,
+            actor=actor,
+            reason=reason,
+            effective_at=effective_at,
+            expires_at=expires_at,
+            plugin=plugin,
+            rule=rule,
+            config_version=config_version,
+            service_record_id=service_record_id,
+            key=idempotency_key,
+            scope=idempotency_scope,
+            fingerprint=fingerprint,
+        )
+
     return idempotent(
-        "earn", arguments, idempotency_key, idempotency_scope, work, _entry_result, _entry_replay
+        "earn",
+        arguments,
+        idempotency_key,
+        idempotency_scope,
+        work,
+        _entry_result,
+        _entry_replay,
+        first_try=first_try if fused.enabled() else None,
     )
 
 
@@ -405,8 +431,28 @@ def redeem(
         "provider_id": provider_id,
         "reason": reason,
     }
+
+    def first_try(fingerprint: str | None) -> PostedEntry | None:
+        return fused.redeem(
+            volunteer_id,
+            points,
+            provider_id=provider_id,
+            actor=actor,
+            reason=reason,
+            key=idempotency_key,
+            scope=idempotency_scope,
+            fingerprint=fingerprint,
+        )
+
     return idempotent(
-        "redeem", arguments, idempotency_key, idempotency_scope, work, _entry_result, _entry_replay
+        "redeem",
+        arguments,
+        idempotency_key,
+        idempotency_scope,
+        work,
+        _entry_result,
+        _entry_replay,
+        first_try=first_try if fused.enabled() else None,
     )
 
 

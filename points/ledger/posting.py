@@ -39,12 +39,64 @@ from points.models import (
 
 def entry_hash(fields: dict[str, Any], postings: Iterable[tuple[int, int]]) -> str:
     """Return the sha256 content hash of an entry's fields and its postings."""
+    return hashlib.sha256(_canonical(fields, postings).encode()).hexdigest()
+
+
+def entry_hash_around(
+    fields: dict[str, Any], postings: Iterable[tuple[int, int]], hole: str
+) -> tuple[bytes, bytes] | None:
+    """Return the canonical content of an entry as the bytes before and after the value
+    of the integer field `hole`, for a writer that learns that id only in the database
+    (sha256(head + str(id) + tail) is then `entry_hash` with the id filled in).
+
+    Returns None if the split is not unique (it always is: a key's quote cannot occur
+    unescaped inside a string value).
+    """
+    text = _canonical({**fields, hole: 0}, postings)
+    marker = f'"{hole}":0'
+    if text.count(marker) != 1:
+        return None
+    head, tail = text.split(marker)
+    return (head + f'"{hole}":').encode(), tail.encode()
+
+
+def _canonical(fields: dict[str, Any], postings: Iterable[tuple[int, int]]) -> str:
     content = dict(fields)
-    effective_at = content["effective_at"]
-    content["effective_at"] = _utc_text(effective_at)
+    content["effective_at"] = _utc_text(content["effective_at"])
     content["postings"] = sorted(postings)
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def entry_fields(
+    district_id: int,
+    kind: str,
+    *,
+    actor: str,
+    reason: str,
+    effective_at: datetime | None = None,
+    plugin: str | None = None,
+    rule: str | None = None,
+    config_version: int | None = None,
+    service_record_id: int | None = None,
+    hold_id: int | None = None,
+    reverses_id: int | None = None,
+    related_entry_id: int | None = None,
+) -> dict[str, Any]:
+    """Return the columns of a new entry that its hash covers (HASHED_FIELDS)."""
+    return {
+        "district_id": district_id,
+        "kind": kind,
+        "effective_at": effective_at or utcnow(),
+        "actor": actor,
+        "reason": reason,
+        "plugin": plugin,
+        "rule": rule,
+        "config_version": config_version,
+        "service_record_id": service_record_id,
+        "hold_id": hold_id,
+        "reverses_id": reverses_id,
+        "related_entry_id": related_entry_id,
+    }
 
 
 def _utc_text(moment: datetime) -> str:
@@ -200,20 +252,20 @@ def _post(
                 account, amount, from_hold=from_hold and amount < 0, bookkeeping=bookkeeping
             )
 
-    fields = {
-        "district_id": district_id,
-        "kind": kind,
-        "effective_at": effective_at or utcnow(),
-        "actor": actor,
-        "reason": reason,
-        "plugin": plugin,
-        "rule": rule,
-        "config_version": config_version,
-        "service_record_id": service_record_id,
-        "hold_id": hold_id,
-        "reverses_id": reverses_id,
-        "related_entry_id": related_entry_id,
-    }
+    fields = entry_fields(
+        district_id,
+        kind,
+        actor=actor,
+        reason=reason,
+        effective_at=effective_at,
+        plugin=plugin,
+        rule=rule,
+        config_version=config_version,
+        service_record_id=service_record_id,
+        hold_id=hold_id,
+        reverses_id=reverses_id,
+        related_entry_id=related_entry_id,
+    )
     pairs = tuple((account.id, amount) for account, amount in postings)
     fields_hash = entry_hash(fields, pairs)
     entry_id = run(

@@ -116,6 +116,31 @@ def atomic(work: Callable[[], T]) -> T:
         return result
 
 
+def alone(statement: Callable[[], T]) -> T:
+    """Run `statement`, one all-or-nothing statement, as its own transaction (autocommit
+    mode: no BEGIN and COMMIT round trips), retried on lost races; return its result.
+
+    For the one-statement writers of `fused`, outside any caller's unit of work.
+    """
+    session = db.session
+    retries = current_app.config["WRITE_RETRIES"]
+    attempt = 0
+    while True:
+        session.rollback()
+        session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        try:
+            return statement()
+        except Exception as error:
+            if attempt < retries and is_retryable(error):
+                attempt += 1
+                time.sleep(random.uniform(0, 0.005 * 2**attempt))
+                continue
+            raise
+        finally:
+            # Hands the connection back to the pool, which restores transactions on it.
+            session.rollback()
+
+
 def after_commit(callback: Callable[[], None]) -> None:
     """Run `callback` once the unit of work open now has committed; at once outside one.
 
@@ -234,11 +259,7 @@ def claim_idempotency_key(scope: str, key: str, fingerprint: str) -> dict | None
     or the stored result when the key was already used with the same request.
     Raises IdempotencyConflictError when it was used with a different request.
     """
-    _check_text(key, "idempotency_key")
-    if len(key) > 200:
-        raise InvalidInputError(
-            "idempotency key too long", errors={"idempotency_key": ["At most 200 characters."]}
-        )
+    check_idempotency_key(key)
     # On PostgreSQL a concurrent unit holding the same key makes this wait for its
     # commit; then the row is visible to the SELECT below (READ COMMITTED).
     values = {"scope": scope, "key": key, "request_hash": fingerprint, "created_at": utcnow()}
@@ -254,6 +275,16 @@ def claim_idempotency_key(scope: str, key: str, fingerprint: str) -> dict | None
     return row.result
 
 
+def check_idempotency_key(key: Any) -> str:
+    """Return `key` if it can be an idempotency key; raise InvalidInputError."""
+    _check_text(key, "idempotency_key")
+    if len(key) > 200:
+        raise InvalidInputError(
+            "idempotency key too long", errors={"idempotency_key": ["At most 200 characters."]}
+        )
+    return key
+
+
 def record_result(scope: str, key: str, result: dict) -> None:
     """Store the result of the unit of work that claimed `key`."""
     run(_RECORD_RESULT, {"key_scope": scope, "key_name": key, "result": result})
@@ -267,6 +298,8 @@ def idempotent(
     work: Callable[[], T],
     to_result: Callable[[T], dict],
     from_result: Callable[[dict], T],
+    *,
+    first_try: Callable[[str | None], T | None] | None = None,
 ) -> T:
     """Run `work` in one unit of work under an idempotency key, and return its value.
 
@@ -274,12 +307,29 @@ def idempotent(
     does the work and stores `to_result(value)`; the same request again returns
     `from_result(stored)` and writes nothing; another request under the key raises
     IdempotencyConflictError. A failed unit leaves its key unused.
+
+    `first_try(fingerprint)`, when given, is a faster way to do the whole thing in one
+    all-or-nothing statement that claims the key itself (the fingerprint is None without
+    a key): it returns the value, or None having written nothing, and then the usual path
+    runs. Outside a caller's unit it runs `alone`, as a transaction of its own.
     """
+    if key is not None:
+        check_idempotency_key(key)
+    fingerprint = None if key is None else request_hash(operation, arguments)
+    if first_try is not None and not in_unit_of_work():
+        value = alone(lambda: first_try(fingerprint))
+        if value is not None:
+            return value
+        first_try = None
 
     def unit() -> T:
+        if first_try is not None:
+            value = first_try(fingerprint)
+            if value is not None:
+                return value
         if key is None:
             return work()
-        stored = claim_idempotency_key(scope, key, request_hash(operation, arguments))
+        stored = claim_idempotency_key(scope, key, fingerprint)
         if stored is not None:
             return from_result(stored)
         value = work()

@@ -1,0 +1,294 @@
+"""The one-statement writers (PostgreSQL): the same rows as the step-by-step path, and a
+fall back to it, or a retry, whenever the statement cannot be sure."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from points import errors, ledger
+from points.extensions import db
+from points.ledger import fused
+from points.models import Account, Entry, Hold, IdempotencyKey, Lot, LotUse, Posting
+from points.verify import verify
+
+EXPIRY = datetime(2031, 6, 30, 16, tzinfo=UTC)
+
+
+@pytest.fixture
+def postgres(backend):
+    if backend != "postgresql":
+        pytest.skip("the one-statement writers exist on PostgreSQL only")
+
+
+def assert_ok():
+    ledger.seal()
+    report = verify()
+    assert report.ok, report.problems
+
+
+def story(volunteer: int, provider: int, fused_writes: bool, app) -> None:
+    """Earn with and without expiry and keys, then redeem across both lots, and replay."""
+    app.config["FUSED_WRITES"] = fused_writes
+    tag = "fused" if fused_writes else "steps"
+    ledger.earn(
+        volunteer,
+        50,
+        actor="office",
+        reason="巡查 2 小时 × 5 分 = 10 分",
+        expires_at=EXPIRY,
+        plugin="steward",
+        rule="patrol",
+        config_version=3,
+        idempotency_key=f"{tag}-1",
+    )
+    ledger.earn(volunteer, 30, actor="office", reason="visit")
+    ledger.redeem(
+        volunteer,
+        60,
+        provider_id=provider,
+        actor="kiosk",
+        reason="haircut",
+        idempotency_key=f"{tag}-2",
+    )
+    again = ledger.redeem(
+        volunteer,
+        60,
+        provider_id=provider,
+        actor="kiosk",
+        reason="haircut",
+        idempotency_key=f"{tag}-2",
+    )
+    assert again.replayed
+
+
+def rows_of(volunteer: int) -> dict:
+    """What the ledger holds for one volunteer, with ids replaced by what they stand for."""
+    account = db.session.scalar(select(Account).where(Account.volunteer_id == volunteer))
+    kinds = {
+        a.id: "volunteer" if a.id == account.id else a.kind
+        for a in db.session.scalars(select(Account))
+    }
+    entry_ids = db.session.scalars(
+        select(Posting.entry_id).where(Posting.account_id == account.id).order_by(Posting.entry_id)
+    ).all()
+    entries = []
+    for number, entry_id in enumerate(entry_ids):
+        entry = db.session.get(Entry, entry_id)
+        hold = db.session.get(Hold, entry.hold_id) if entry.hold_id else None
+        postings = db.session.execute(
+            select(Posting.account_id, Posting.amount)
+            .where(Posting.entry_id == entry_id)
+            .order_by(Posting.id)
+        ).all()
+        uses = db.session.execute(
+            select(LotUse.amount, Lot.expires_at)
+            .join(Lot, Lot.id == LotUse.lot_id)
+            .where(LotUse.entry_id == entry_id)
+            .order_by(Lot.expires_at.is_(None), Lot.expires_at)
+        ).all()
+        lots = db.session.execute(
+            select(Lot.amount, Lot.remaining, Lot.expires_at).where(Lot.entry_id == entry_id)
+        ).all()
+        entries.append(
+            {
+                "number": number,
+                "fields": (
+                    entry.kind,
+                    entry.actor,
+                    entry.reason,
+                    entry.plugin,
+                    entry.rule,
+                    entry.config_version,
+                ),
+                "hash_ok": entry.hash
+                == ledger.entry_hash(
+                    {f: getattr(entry, f) for f in ledger.HASHED_FIELDS},
+                    [(p.account_id, p.amount) for p in postings],
+                ),
+                "postings": [(kinds[a], x) for a, x in postings],
+                "uses": [tuple(u) for u in uses],
+                "lots": [tuple(lot) for lot in lots],
+                "hold": hold
+                and (
+                    hold.status,
+                    hold.amount,
+                    hold.actor,
+                    hold.reason,
+                    hold.resolved_by,
+                    hold.resolution,
+                ),
+            }
+        )
+    keys = {
+        k.key.split("-", 1)[1]: entry_ids.index(k.result["entry_id"])
+        for k in db.session.scalars(select(IdempotencyKey))
+        if k.result and k.result["entry_id"] in entry_ids
+    }
+    return {"balance": ledger.balance(volunteer)[2:], "entries": entries, "keys": keys}
+
+
+def test_the_statement_writes_what_the_steps_write(
+    app, postgres, volunteer, other_volunteer, provider
+):
+    story(volunteer, provider, True, app)
+    story(other_volunteer, provider, False, app)
+    fused_rows, step_rows = rows_of(volunteer), rows_of(other_volunteer)
+    assert fused_rows == step_rows
+    assert fused_rows["balance"] == (20, 0, 20)
+    assert all(entry["hash_ok"] for entry in fused_rows["entries"])
+    assert_ok()
+
+
+def count_statements(app) -> list[str]:
+    from sqlalchemy import event
+
+    sent: list[str] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement.strip().split()[0])
+
+    event.listen(db.engine, "before_cursor_execute", before)
+    return sent
+
+
+def test_an_earn_or_a_redemption_alone_is_one_statement(app, postgres, volunteer, provider):
+    ledger.earn(volunteer, 10, actor="office", reason="warm the account cache")
+    ledger.redeem(volunteer, 1, provider_id=provider, actor="kiosk", reason="warm")
+    sent = count_statements(app)
+    ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="k1")
+    ledger.redeem(
+        volunteer, 5, provider_id=provider, actor="kiosk", reason="tea", idempotency_key="k2"
+    )
+    assert sent == ["WITH", "WITH"]
+    assert ledger.balance(volunteer)[2:] == (14, 0, 14)
+    assert_ok()
+
+
+def test_a_debit_beyond_the_first_page_of_lots_takes_the_steps(app, postgres, volunteer, provider):
+    for day in range(fused.LOT_PAGE + 4):
+        ledger.earn(
+            volunteer, 2, actor="office", reason="check-in", expires_at=EXPIRY + timedelta(days=day)
+        )
+    entry = ledger.redeem(
+        volunteer, 2 * fused.LOT_PAGE + 3, provider_id=provider, actor="k", reason="repair"
+    )
+    used = db.session.execute(
+        select(LotUse.amount, Lot.expires_at)
+        .join(Lot)
+        .where(LotUse.entry_id == entry.id)
+        .order_by(Lot.expires_at)
+    ).all()
+    assert [u.amount for u in used] == [2] * (fused.LOT_PAGE + 1) + [1]
+    assert used[-1].expires_at == EXPIRY + timedelta(days=fused.LOT_PAGE + 1)
+    assert_ok()
+
+
+def test_refusals_come_from_the_steps_and_write_nothing(app, postgres, volunteer, provider):
+    ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="first")
+    with pytest.raises(errors.InsufficientPointsError):
+        ledger.redeem(volunteer, 11, provider_id=provider, actor="k", reason="too much")
+    with pytest.raises(errors.IdempotencyConflictError):
+        ledger.earn(volunteer, 11, actor="office", reason="patrol", idempotency_key="first")
+    assert ledger.earn(
+        volunteer, 10, actor="office", reason="patrol", idempotency_key="first"
+    ).replayed
+    ledger.close_account(ledger.balance(volunteer).account_id)
+    with pytest.raises(errors.AccountClosedError):
+        ledger.earn(volunteer, 1, actor="office", reason="patrol")
+    with pytest.raises(errors.AccountClosedError):
+        ledger.redeem(volunteer, 1, provider_id=provider, actor="k", reason="tea")
+    assert ledger.balance(volunteer)[2:] == (10, 0, 10)
+    assert db.session.scalar(text("SELECT count(*) FROM entries")) == 1
+    assert_ok()
+
+
+def test_a_stale_cached_account_id_writes_nothing_wrong(
+    app, postgres, tree, volunteer, other_volunteer
+):
+    ledger.earn(volunteer, 1, actor="office", reason="fill the cache")
+    cache = app.extensions["points.account_ids"]
+    # As if the database had been restored under a running process: ids now mean others.
+    cache[("volunteer", volunteer)] = ledger.balance(other_volunteer).account_id
+    ledger.earn(volunteer, 5, actor="office", reason="patrol")
+    assert ledger.balance(volunteer).balance == 6
+    assert ledger.balance(other_volunteer).balance == 0
+    assert_ok()
+
+
+def test_a_lost_race_is_run_again_and_then_refused(app, postgres, volunteer, provider):
+    """A redemption that saw enough points, then waited on the account while another unit
+    spent them, aborts as a whole and is run again, which then refuses it."""
+    ledger.earn(volunteer, 10, actor="office", reason="patrol")
+    ledger.redeem(volunteer, 1, provider_id=provider, actor="k", reason="warm the cache")
+    spent, go_on = threading.Event(), threading.Event()
+    outcome: dict = {}
+
+    def spender():
+        with app.app_context():
+
+            def work():
+                ledger.redeem(volunteer, 9, provider_id=provider, actor="k1", reason="first")
+                spent.set()
+                go_on.wait(10)
+
+            ledger.atomic(work)
+            db.session.remove()
+
+    def racer():
+        with app.app_context():
+            try:
+                outcome["entry"] = ledger.redeem(
+                    volunteer, 9, provider_id=provider, actor="k2", reason="second"
+                )
+            except errors.PointsError as error:
+                outcome["error"] = error
+            db.session.remove()
+
+    first = threading.Thread(target=spender)
+    first.start()
+    assert spent.wait(10)
+    second = threading.Thread(target=racer)
+    second.start()
+    waiting = 0.0
+    while waiting < 5 and not db.session.scalar(
+        text("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid'")
+    ):
+        db.session.rollback()
+        threading.Event().wait(0.02)
+        waiting += 0.02
+    go_on.set()
+    first.join(10)
+    second.join(10)
+    db.session.rollback()
+    assert isinstance(outcome.get("error"), errors.InsufficientPointsError), outcome
+    assert ledger.balance(volunteer)[2:] == (0, 0, 0)
+    assert_ok()
+
+
+def test_fused_writes_can_be_turned_off(app, volunteer):
+    app.config["FUSED_WRITES"] = False
+    assert not fused.enabled()
+    ledger.earn(volunteer, 3, actor="office", reason=str(uuid.uuid4()))
+    assert ledger.balance(volunteer).balance == 3
+
+
+def test_entry_hash_around_fills_the_hold_id_in(app):
+    fields = {f: None for f in ledger.HASHED_FIELDS} | {
+        "district_id": 7,
+        "kind": "redeem",
+        "effective_at": datetime(2026, 3, 5, tzinfo=UTC),
+        "actor": 'kiosk "hold_id":0,',
+        "reason": "理发",
+    }
+    postings = [(3, -5), (9, 5)]
+    head, tail = ledger.entry_hash_around(fields, postings, "hold_id")
+    import hashlib
+
+    assert hashlib.sha256(head + b"12345" + tail).hexdigest() == ledger.entry_hash(
+        fields | {"hold_id": 12345}, postings
+    )
