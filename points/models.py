@@ -319,7 +319,9 @@ class LotUse(Base):
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
     district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
-    lot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("lots.id"), index=True)
+    # Not indexed: only `verify` reads uses by lot, all of them at once; lots are never
+    # deleted, so the foreign key needs no index to check a delete.
+    lot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("lots.id"))
     entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
 
@@ -333,7 +335,7 @@ class Hold(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     destination_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="pending")
@@ -352,6 +354,13 @@ class Hold(Base):
         Index(
             "ix_holds_pending_expiry",
             "expires_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        # What an account has on hold now; posted holds (every redemption) stay out.
+        Index(
+            "ix_holds_account_id",
+            "account_id",
             sqlite_where=text("status = 'pending'"),
             postgresql_where=text("status = 'pending'"),
         ),

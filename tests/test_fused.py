@@ -144,26 +144,32 @@ def test_the_statement_writes_what_the_steps_write(
     assert_ok()
 
 
-def count_statements(app) -> list[str]:
-    from sqlalchemy import event
+def test_an_earn_or_a_redemption_alone_is_one_statement(
+    app, postgres, volunteer, provider, monkeypatch
+):
+    import psycopg
 
-    sent: list[str] = []
-
-    def before(conn, cursor, statement, parameters, context, executemany):
-        sent.append(statement.strip().split()[0])
-
-    event.listen(db.engine, "before_cursor_execute", before)
-    return sent
-
-
-def test_an_earn_or_a_redemption_alone_is_one_statement(app, postgres, volunteer, provider):
     ledger.earn(volunteer, 10, actor="office", reason="warm the account cache")
     ledger.redeem(volunteer, 1, provider_id=provider, actor="kiosk", reason="warm")
-    sent = count_statements(app)
+    sent: list[str] = []
+    execute, commit = psycopg.Cursor.execute, psycopg.Connection.commit
+
+    def record_execute(self, query, *args, **kwargs):
+        sent.append(str(query).split()[0])
+        return execute(self, query, *args, **kwargs)
+
+    def record_commit(self):
+        if not self.autocommit:
+            sent.append("COMMIT")
+        return commit(self)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", record_execute)
+    monkeypatch.setattr(psycopg.Connection, "commit", record_commit)
     ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="k1")
     ledger.redeem(
         volunteer, 5, provider_id=provider, actor="kiosk", reason="tea", idempotency_key="k2"
     )
+    monkeypatch.undo()
     assert sent == ["WITH", "WITH"]
     assert ledger.balance(volunteer)[2:] == (14, 0, 14)
     assert_ok()

@@ -5,8 +5,10 @@
 - Open lots by account, in spending order (expires_at, id), replace lots by account and
   expiry: a debit reads the first open lots of one account straight from the index,
   however many spent lots its history holds.
-- entries.hold_id and entries.service_record_id are indexed only where set: most entries
-  have neither, and each write skips two index insertions.
+- entries.hold_id and entries.service_record_id are indexed only where set, and holds by
+  account only while pending: most entries have neither, and a redemption's hold is
+  posted at once. lot_uses.lot_id loses its index: only `verify` reads uses by lot, all
+  of them at once. Each write skips index insertions it never needed.
 
 Revision ID: 0003
 Revises: 0002
@@ -31,6 +33,7 @@ END $$;
 
 OPEN = sa.text("remaining > 0")
 HOLD_SET = sa.text("hold_id IS NOT NULL")
+PENDING = sa.text("status = 'pending'")
 RECORD_SET = sa.text("service_record_id IS NOT NULL")
 
 
@@ -63,9 +66,25 @@ def upgrade():
             sqlite_where=RECORD_SET,
             postgresql_where=RECORD_SET,
         )
+    with op.batch_alter_table("holds", schema=None) as batch_op:
+        batch_op.drop_index("ix_holds_account_id")
+        batch_op.create_index(
+            "ix_holds_account_id",
+            ["account_id"],
+            unique=False,
+            sqlite_where=PENDING,
+            postgresql_where=PENDING,
+        )
+    with op.batch_alter_table("lot_uses", schema=None) as batch_op:
+        batch_op.drop_index("ix_lot_uses_lot_id")
 
 
 def downgrade():
+    with op.batch_alter_table("lot_uses", schema=None) as batch_op:
+        batch_op.create_index("ix_lot_uses_lot_id", ["lot_id"])
+    with op.batch_alter_table("holds", schema=None) as batch_op:
+        batch_op.drop_index("ix_holds_account_id")
+        batch_op.create_index("ix_holds_account_id", ["account_id"])
     with op.batch_alter_table("entries", schema=None) as batch_op:
         batch_op.drop_index("ix_entries_service_record_id")
         batch_op.drop_index("ix_entries_hold_id")

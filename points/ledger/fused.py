@@ -22,8 +22,9 @@ or nothing:
   emptied or closed the account, spent a planned lot), it raises a serialization failure
   that aborts the statement, and the unit of work is run again on a fresh snapshot.
 
-So a write outside any caller's unit of work needs no transaction of its own: it is sent
-alone, in autocommit mode, and costs one round trip instead of three.
+So a write outside any caller's unit of work needs no transaction around it: it is sent
+`alone`, in autocommit mode, and costs one round trip instead of three. Account ids are
+looked up only inside a unit of work; `alone` leaves a cache miss to the unit.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from points.ledger.accounts import (
     _volunteer_account,
 )
 from points.ledger.posting import entry_fields, entry_hash, entry_hash_around
-from points.ledger.units import PostedEntry
+from points.ledger.units import PostedEntry, alone_connection
 from points.models import utcnow
 
 # A redemption usually spends one or two lots; the statement plans from the first page of
@@ -53,7 +54,7 @@ CACHE_LIMIT = 100_000
 
 def enabled() -> bool:
     """Return True when writes may take the one-statement path (PostgreSQL, not disabled)."""
-    return db.engine.dialect.name == "postgresql" and current_app.config["FUSED_WRITES"]
+    return current_app.config["FUSED_WRITES"] and db.engine.dialect.name == "postgresql"
 
 
 # -- account ids -------------------------------------------------------------------------
@@ -79,13 +80,16 @@ class _Earning:
     issuance_id: int
 
 
-def _earning_ids(volunteer_id: int) -> _Earning:
-    """The volunteer's account, its node and the node's issuance account (cached)."""
+def _earning_ids(volunteer_id: int) -> _Earning | None:
+    """The volunteer's account, its node and the node's issuance account (cached; None
+    on a miss in an `alone` statement)."""
     cache = _cache()
     account_id = cache.get(("volunteer", volunteer_id))
     district_id = cache.get(("district", volunteer_id))
     issuance_id = cache.get(("issuance", district_id))
     if account_id is None or district_id is None or issuance_id is None:
+        if alone_connection() is not None:
+            return None  # looked up inside a unit of work, never beside one
         account, issuance = _earning_accounts(volunteer_id)
         account_id, district_id, issuance_id = account.id, account.district_id, issuance.id
         cache[("volunteer", volunteer_id)] = account_id
@@ -94,13 +98,18 @@ def _earning_ids(volunteer_id: int) -> _Earning:
     return _Earning(account_id, district_id, issuance_id)
 
 
-def _spending_ids(volunteer_id: int, provider_id: int) -> tuple[int, int, int]:
+def _spending_ids(volunteer_id: int, provider_id: int) -> tuple[int, int, int] | None:
     """The volunteer's account, its node, and the provider's account there (cached;
-    the provider's account is opened on first use, as the step-by-step path does)."""
+    the provider's account is opened on first use, as the step-by-step path does; None
+    on a miss in an `alone` statement)."""
     cache = _cache()
     account_id = cache.get(("volunteer", volunteer_id))
     district_id = cache.get(("district", volunteer_id))
     destination_id = cache.get(("provider", provider_id, district_id))
+    if alone_connection() is not None and (
+        account_id is None or district_id is None or destination_id is None
+    ):
+        return None
     if account_id is None or district_id is None:
         account = _volunteer_account(volunteer_id)
         account_id, district_id = account.id, account.district_id
@@ -282,11 +291,12 @@ _STATEMENTS = {
 
 
 def _execute(statement: str, parameters: dict[str, Any]):
-    """Run SQL text on the unit of work's connection and return its one row.
-
-    As driver SQL: no statement to compile, and SQLAlchemy still wraps errors and drops a
-    dead connection. psycopg prepares a statement it has run a few times.
-    """
+    """Run SQL text and return its one row: on the `alone` connection, or as driver SQL
+    on the unit of work's connection (no statement to compile; SQLAlchemy still wraps
+    errors). psycopg prepares a statement it has run a few times."""
+    connection = alone_connection()
+    if connection is not None:
+        return connection.execute(statement, parameters).fetchone()
     return db.session.connection().exec_driver_sql(statement, parameters).fetchone()
 
 
@@ -318,6 +328,8 @@ def earn(
     if type(volunteer_id) is not int:
         return None
     ids = _earning_ids(volunteer_id)
+    if ids is None:
+        return None
     fields = entry_fields(
         ids.district_id,
         "earn",
@@ -366,7 +378,10 @@ def redeem(
     step-by-step path must, having written nothing."""
     if type(volunteer_id) is not int or type(provider_id) is not int:
         return None
-    account_id, district_id, destination_id = _spending_ids(volunteer_id, provider_id)
+    found = _spending_ids(volunteer_id, provider_id)
+    if found is None:
+        return None
+    account_id, district_id, destination_id = found
     now = utcnow()
     fields = entry_fields(district_id, "redeem", actor=actor, reason=reason, effective_at=now)
     pairs = ((account_id, -points), (destination_id, points))
