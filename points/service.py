@@ -221,7 +221,7 @@ def _volunteer_and_policy(
     remember_district(node)
     # The row brings the policy versions' stamp: the cached policies are checked in the
     # round trip that reads the volunteer.
-    check_versions((row.versions_count, row.versions_newest))
+    check_versions((row.versions_newest, row.versions_recent))
     policy = policy or resolve_policy(node, as_of)
     level = _star_level(plugin_manager(), policy, row.service_minutes)
     volunteer = VolunteerInfo(

@@ -11,7 +11,7 @@ from points.app import create_app
 from points.extensions import db
 from points.models import PolicyVersion
 from points.plugins import plugin_manager, registered
-from points.policy import plugin_config, resolve_policy, set_policy
+from points.policy import district_info, plugin_config, resolve_policy, set_policy
 from points.service import volunteer_info
 from tests.plugins import recorder
 
@@ -113,10 +113,9 @@ def test_a_version_stored_by_another_app_is_seen_on_the_next_request(app, tree):
     assert in_request(app, daily_cap) == 30
 
 
-def test_a_version_inserted_by_another_connection_is_seen_on_the_next_request(app, volunteer):
-    put("longtan", "caps", {"overall": {"day": 50}})
-    assert in_request(app, lambda: (volunteer_info(volunteer), daily_cap())[1]) == 50
-    district_id = resolve_policy("xizhaosi").district.id
+def insert_elsewhere(district: str, version: int, day_cap: int, **columns) -> None:
+    """Store a caps version at `district` through a connection of its own, as psql would."""
+    district_id = district_info(district).id
     elsewhere = create_engine(db.engine.url)
     try:
         with elsewhere.begin() as connection:
@@ -125,21 +124,37 @@ def test_a_version_inserted_by_another_connection_is_seen_on_the_next_request(ap
                 {
                     "district_id": district_id,
                     "plugin": "caps",
-                    "version": 1,
-                    "config": {"overall": {"day": 40}},
+                    "version": version,
+                    "config": {"overall": {"day": day_cap}},
                     "locked": [],
                     "enabled": None,
                     "author": "psql",
                     "effective_from": LONG_AGO,
                     "created_at": NOW,
+                    **columns,
                 },
             )
     finally:
         elsewhere.dispose()
+
+
+def test_a_version_inserted_by_another_connection_is_seen_on_the_next_request(app, volunteer):
+    put("longtan", "caps", {"overall": {"day": 50}})
+    assert in_request(app, lambda: (volunteer_info(volunteer), daily_cap())[1]) == 50
+    insert_elsewhere("xizhaosi", 1, 40)
     with statements() as seen:
         assert in_request(app, lambda: (volunteer_info(volunteer), daily_cap())[1]) == 40
     # The volunteer's row told of the change: its versions were read again, no stamp alone.
     assert len(seen) == 2 and len(version_reads(seen)) == 1
+
+
+def test_a_version_committed_after_a_later_id_is_seen_on_the_next_request(app, tree):
+    # On PostgreSQL a write that drew its id first may commit second.
+    newest = put("longtan", "caps", {"overall": {"day": 50}}).id
+    insert_elsewhere("dongcheng", 1, 70, id=newest + 10)
+    assert in_request(app, daily_cap) == 50
+    insert_elsewhere("xizhaosi", 1, 40, id=newest + 5)
+    assert in_request(app, daily_cap) == 40
 
 
 def test_a_version_stored_in_this_request_is_seen_at_once(app, tree):
