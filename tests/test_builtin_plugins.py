@@ -51,17 +51,17 @@ def test_steward_steps(volunteer, kind, minutes, details, points, rule):
 
 
 def test_checkin_on_time_late_and_streak(volunteer):
-    for days_ago in range(6, 0, -1):
+    for days_ago in range(7, 1, -1):
         assert submit(volunteer, "checkin", local(days_ago, 7, 55)).points == 1
-    late = submit(volunteer, "checkin", local(0, 9, 30))
+    late = submit(volunteer, "checkin", local(1, 9, 30))
     assert late.points == 0 and late.awards[0]["rule"] == "checkin-late"
 
 
 def test_checkin_streak_bonus_on_the_seventh_day(volunteer):
-    for days_ago in range(13, 0, -1):
+    for days_ago in range(14, 1, -1):
         submit(volunteer, "checkin", local(days_ago, 8, 5))
-    seventh = submit(volunteer, "checkin", local(0, 8, 0))
-    # Days 13..7 ago made the first streak; 6..0 make the second.
+    seventh = submit(volunteer, "checkin", local(1, 8, 0))
+    # Days 14..8 ago made the first streak; 7..1 make the second.
     assert [a["rule"] for a in seventh.awards] == ["checkin-on-time", "checkin-streak"]
     assert seventh.points == 6
 
@@ -69,14 +69,14 @@ def test_checkin_streak_bonus_on_the_seventh_day(volunteer):
 def test_caps_daily_overall_and_per_kind_in_local_time(volunteer):
     configure("longtan", "caps", {"overall": {"day": 12}, "per_kind": {"fix": {"day": 5}}})
     configure("longtan", "approval", {"auto_approve_up_to": 100})
-    assert submit(volunteer, "fix", local(1, 9), 10, {"description": "a"}).points == 3
-    capped = submit(volunteer, "fix", local(1, 10), 10, {"description": "b"})
+    assert submit(volunteer, "fix", local(2, 9), 10, {"description": "a"}).points == 3
+    capped = submit(volunteer, "fix", local(2, 10), 10, {"description": "b"})
     assert capped.points == 2 and capped.awards[0]["clip"]["plugin"] == "caps"
     assert "5" in capped.awards[0]["clip"]["reason_zh"]
-    patrol = submit(volunteer, "patrol", local(1, 11), 120)
+    patrol = submit(volunteer, "patrol", local(2, 11), 120)
     assert patrol.points == 7  # 12 a day overall, 5 earned already
     # 00:30 Beijing the next day is a new local day, though still the same UTC day.
-    assert submit(volunteer, "patrol", local(0, 0, 30), 60).points == 5
+    assert submit(volunteer, "patrol", local(1, 0, 30), 60).points == 5
     entry_reasons = [a["clip"] for a in patrol.awards]
     assert entry_reasons[0]["reason_en"].startswith("daily cap of 12")
 
