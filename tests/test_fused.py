@@ -1,5 +1,5 @@
-"""The one-statement writers (PostgreSQL): the same rows as the step-by-step path, and a
-fall back to it, or a retry, whenever the statement cannot be sure."""
+"""The one-call writers (PostgreSQL): the same rows as the step-by-step path, and a fall
+back to it, or a retry, whenever the call cannot be sure."""
 
 from __future__ import annotations
 
@@ -17,12 +17,13 @@ from points.models import Account, Entry, Hold, IdempotencyKey, Lot, LotUse, Pos
 from points.verify import verify
 
 EXPIRY = datetime(2031, 6, 30, 16, tzinfo=UTC)
+PAGE = 16  # the step-by-step path reads lots a page at a time
 
 
 @pytest.fixture
 def postgres(backend):
     if backend != "postgresql":
-        pytest.skip("the one-statement writers exist on PostgreSQL only")
+        pytest.skip("the one-call writers exist on PostgreSQL only")
 
 
 def assert_ok():
@@ -170,27 +171,25 @@ def test_an_earn_or_a_redemption_alone_is_one_statement(
         volunteer, 5, provider_id=provider, actor="kiosk", reason="tea", idempotency_key="k2"
     )
     monkeypatch.undo()
-    assert sent == ["WITH", "WITH"]
+    assert sent == ["SELECT", "SELECT"]
     assert ledger.balance(volunteer)[2:] == (14, 0, 14)
     assert_ok()
 
 
-def test_a_debit_beyond_the_first_page_of_lots_takes_the_steps(app, postgres, volunteer, provider):
-    for day in range(fused.LOT_PAGE + 4):
+def test_a_debit_across_many_lots_spends_the_soonest_first(app, postgres, volunteer, provider):
+    for day in range(PAGE + 4):
         ledger.earn(
             volunteer, 2, actor="office", reason="check-in", expires_at=EXPIRY + timedelta(days=day)
         )
-    entry = ledger.redeem(
-        volunteer, 2 * fused.LOT_PAGE + 3, provider_id=provider, actor="k", reason="repair"
-    )
+    entry = ledger.redeem(volunteer, 2 * PAGE + 3, provider_id=provider, actor="k", reason="repair")
     used = db.session.execute(
         select(LotUse.amount, Lot.expires_at)
         .join(Lot)
         .where(LotUse.entry_id == entry.id)
         .order_by(Lot.expires_at)
     ).all()
-    assert [u.amount for u in used] == [2] * (fused.LOT_PAGE + 1) + [1]
-    assert used[-1].expires_at == EXPIRY + timedelta(days=fused.LOT_PAGE + 1)
+    assert [u.amount for u in used] == [2] * (PAGE + 1) + [1]
+    assert used[-1].expires_at == EXPIRY + timedelta(days=PAGE + 1)
     assert_ok()
 
 

@@ -1,26 +1,28 @@
-"""PostgreSQL: an earn or a redemption written as one statement, in one round trip.
+"""PostgreSQL: an earn or a redemption written by one call, in one round trip.
 
 The step-by-step path (`posting._post` and friends) takes 8 to 14 statements for one earn
 or redemption, and each costs a round trip and more Python than the database spends on
 it: under 8 concurrent writers it reached a tenth of a bare two-statement transaction.
-Here the same rows are written by one data-modifying WITH statement, sent as driver SQL
-on the connection of the unit of work.
+Here the same rows are written by one call of a PL/pgSQL function (`points_earn`,
+`points_redeem`, migration 0003), which runs the same steps inside the server.
 
 What it writes is exactly what the step-by-step path writes (a test compares the two row
 by row), with one difference in form: an immediate redemption inserts its hold already
 posted, where the step-by-step path inserts it pending and posts it a statement later.
 
-The statement decides nothing the step-by-step path could decide better, and it is all
-or nothing:
-- its preconditions (accounts open and in the node, enough points, lots enough on the
-  first page, the idempotency key unused) are checked against the statement's snapshot;
-  when one fails it writes nothing and the step-by-step path runs instead, which raises
-  the right error, replays the key, or does the work;
+The function decides nothing the step-by-step path could decide better, and it is all or
+nothing:
+- it checks its preconditions first (accounts open and in the node, enough points, the
+  idempotency key unused); when one fails it writes nothing and returns NULL, and the
+  step-by-step path runs instead, which raises the right error, replays the key, or
+  does the work;
 - the account ids come from an in-process cache (an account never changes its owner,
-  kind or node), and the statement checks them like any other precondition;
+  kind or node), and the function checks them like any other precondition;
 - when the preconditions held but another unit won a race in between (claimed the key,
-  emptied or closed the account, spent a planned lot), it raises a serialization failure
-  that aborts the statement, and the unit of work is run again on a fresh snapshot.
+  emptied or closed the account), it raises a serialization failure that aborts the
+  call, and the unit of work is run again;
+- a debit takes the account's row lock before it reads lots, and each statement of the
+  function reads the latest committed rows (READ COMMITTED), so lots are never stale.
 
 So a write outside any caller's unit of work needs no transaction around it: it is sent
 `alone`, in autocommit mode, and costs one round trip instead of three. Account ids are
@@ -45,9 +47,6 @@ from points.ledger.posting import entry_fields, entry_hash, entry_hash_around
 from points.ledger.units import PostedEntry, alone_connection
 from points.models import utcnow
 
-# A redemption usually spends one or two lots; the statement plans from the first page of
-# open lots, and leaves a debit that needs more to the step-by-step path.
-LOT_PAGE = 16
 # Cached account ids per process, dropped wholesale beyond this many volunteers.
 CACHE_LIMIT = 100_000
 
@@ -122,182 +121,31 @@ def _spending_ids(volunteer_id: int, provider_id: int) -> tuple[int, int, int] |
     return account_id, district_id, destination_id
 
 
-# -- the statements ----------------------------------------------------------------------
-#
-# Each is all or nothing. `ok` checks every precondition against the statement's snapshot
-# (and, with an idempotency key, that the key is unused); when one fails, nothing is
-# written and the statement returns ok = 0. When they hold but a concurrent unit wins a
-# race in between (the key claimed, the account emptied or closed, a planned lot spent),
-# `points_lost_race()` raises a serialization failure, which aborts the whole statement
-# and makes the unit of work run again, on a fresh snapshot.
-
-_KEY_UNUSED = """
-      AND NOT EXISTS (SELECT FROM idempotency_keys
-                      WHERE scope = %(key_scope)s AND key = %(key)s)"""
-_CLAIM = """
-claim AS (
-    INSERT INTO idempotency_keys (scope, key, request_hash, result, created_at)
-    SELECT %(key_scope)s, %(key)s, %(fingerprint)s,
-           json_build_object('entry_id', ids.entry_id), %(now)s
-    FROM ids
-    ON CONFLICT DO NOTHING
-    RETURNING 1
-),"""
-_NO_CLAIM = """
-claim AS (SELECT 1 FROM ids),"""
+# -- the calls ---------------------------------------------------------------------------
 
 _EARN = """
-WITH ok AS (
-    SELECT 1
-    FROM accounts v, accounts i
-    WHERE v.id = %(account_id)s AND v.volunteer_id = %(volunteer_id)s
-      AND v.district_id = %(district_id)s AND v.status = 'open'
-      AND i.id = %(issuance_id)s AND i.district_id = %(district_id)s
-      AND i.kind = 'issuance' AND i.status = 'open'{key_unused}
-),
-ids AS (SELECT nextval('entries_id_seq') AS entry_id FROM ok),
-{claim}
-credit AS (
-    UPDATE accounts SET balance = balance + %(points)s
-    WHERE id = %(account_id)s AND status = 'open' AND EXISTS (SELECT FROM claim)
-    RETURNING 1
-),
-entry AS (
-    INSERT INTO entries (id, district_id, kind, effective_at, created_at, actor, reason,
-                         plugin, rule, config_version, service_record_id, hash)
-    SELECT ids.entry_id, %(district_id)s, 'earn', %(effective_at)s, %(now)s, %(actor)s,
-           %(reason)s, %(plugin)s, %(rule)s, %(config_version)s, %(service_record_id)s,
-           %(hash)s
-    FROM ids WHERE EXISTS (SELECT FROM credit)
-    RETURNING id
-),
-postings AS (
-    INSERT INTO postings (entry_id, district_id, account_id, amount)
-    SELECT entry.id, %(district_id)s, p.account_id, p.amount
-    FROM entry, (VALUES (1, %(issuance_id)s::integer, -%(points)s::bigint),
-                        (2, %(account_id)s::integer, %(points)s::bigint))
-                AS p(n, account_id, amount)
-    ORDER BY p.n
-),
-lot AS (
-    INSERT INTO lots (district_id, account_id, entry_id, amount, remaining, expires_at,
-                      created_at)
-    SELECT %(district_id)s, %(account_id)s, entry.id, %(points)s, %(points)s,
-           %(expires_at)s, %(now)s
-    FROM entry
-),
-queued AS (
-    INSERT INTO unsealed_entries (entry_id, district_id)
-    SELECT entry.id, %(district_id)s FROM entry
-)
-SELECT ok, entry_id,
-       CASE WHEN ok > 0 AND entry_id IS NULL THEN points_lost_race('earn') END
-FROM (SELECT (SELECT count(*) FROM ok) AS ok, (SELECT id FROM entry) AS entry_id) AS outcome
-"""
-
-# Lots are spent soonest expiry first, never-expiring last: PostgreSQL sorts NULL last.
+SELECT points_earn(
+    %(key_scope)s, %(key)s, %(fingerprint)s, %(now)s, %(volunteer_id)s, %(account_id)s,
+    %(issuance_id)s, %(district_id)s, %(points)s, %(effective_at)s, %(actor)s,
+    %(reason)s, %(plugin)s, %(rule)s, %(config_version)s, %(service_record_id)s,
+    %(expires_at)s, %(hash)s
+)"""
 _REDEEM = """
-WITH page AS (
-    SELECT id, remaining, expires_at
-    FROM lots
-    WHERE account_id = %(account_id)s AND remaining > 0
-    ORDER BY expires_at, id
-    LIMIT {page}
-),
-plan AS (
-    SELECT id, LEAST(remaining, %(points)s - before) AS take
-    FROM (SELECT id, remaining,
-                 sum(remaining) OVER (ORDER BY expires_at, id) - remaining AS before
-          FROM page) AS running
-    WHERE before < %(points)s
-),
-ok AS (
-    SELECT 1
-    FROM accounts v, accounts d, providers p
-    WHERE v.id = %(account_id)s AND v.volunteer_id = %(volunteer_id)s
-      AND v.district_id = %(district_id)s AND v.status = 'open'
-      AND v.balance - v.held >= %(points)s
-      AND d.id = %(destination_id)s AND d.provider_id = %(provider_id)s
-      AND d.district_id = %(district_id)s AND d.kind = 'provider' AND d.status = 'open'
-      AND p.id = %(provider_id)s AND p.status = 'active'
-      AND (SELECT coalesce(sum(take), 0) FROM plan) = %(points)s{key_unused}
-),
-ids AS (
-    SELECT nextval('entries_id_seq') AS entry_id, nextval('holds_id_seq') AS hold_id
-    FROM ok
-),
-{claim}
-debit AS (
-    UPDATE accounts SET balance = balance - %(points)s
-    WHERE id = %(account_id)s AND status = 'open' AND balance - held >= %(points)s
-      AND EXISTS (SELECT FROM claim)
-    RETURNING 1
-),
-used AS (
-    UPDATE lots SET remaining = lots.remaining - plan.take
-    FROM plan
-    WHERE lots.id = plan.id AND lots.remaining >= plan.take AND EXISTS (SELECT FROM debit)
-    RETURNING lots.id, plan.take
-),
-hold AS (
-    INSERT INTO holds (id, district_id, account_id, destination_id, amount, status,
-                       expires_at, actor, reason, created_at, resolved_at, resolved_by,
-                       resolution)
-    SELECT ids.hold_id, %(district_id)s, %(account_id)s, %(destination_id)s, %(points)s,
-           'posted', %(hold_expires_at)s, %(actor)s, %(reason)s, %(now)s, %(now)s,
-           %(actor)s, %(reason)s
-    FROM ids WHERE EXISTS (SELECT FROM debit)
-    RETURNING id
-),
-entry AS (
-    INSERT INTO entries (id, district_id, kind, effective_at, created_at, actor, reason,
-                         hold_id, hash)
-    SELECT ids.entry_id, %(district_id)s, 'redeem', %(effective_at)s, %(now)s, %(actor)s,
-           %(reason)s, hold.id,
-           encode(sha256(%(hash_head)s || convert_to(hold.id::text, 'UTF8')
-                         || %(hash_tail)s), 'hex')
-    FROM ids, hold
-    RETURNING id
-),
-postings AS (
-    INSERT INTO postings (entry_id, district_id, account_id, amount)
-    SELECT entry.id, %(district_id)s, p.account_id, p.amount
-    FROM entry, (VALUES (1, %(account_id)s::integer, -%(points)s::bigint),
-                        (2, %(destination_id)s::integer, %(points)s::bigint))
-                AS p(n, account_id, amount)
-    ORDER BY p.n
-),
-uses AS (
-    INSERT INTO lot_uses (district_id, lot_id, entry_id, amount)
-    SELECT %(district_id)s, used.id, entry.id, used.take FROM used, entry
-),
-queued AS (
-    INSERT INTO unsealed_entries (entry_id, district_id)
-    SELECT entry.id, %(district_id)s FROM entry
-)
-SELECT ok, entry_id,
-       CASE WHEN ok > 0 AND (entry_id IS NULL OR taken <> %(points)s)
-            THEN points_lost_race('redeem') END
-FROM (SELECT (SELECT count(*) FROM ok) AS ok, (SELECT id FROM entry) AS entry_id,
-             (SELECT coalesce(sum(take), 0) FROM used) AS taken) AS outcome
-"""
-
-_STATEMENTS = {
-    ("earn", True): _EARN.format(claim=_CLAIM, key_unused=_KEY_UNUSED),
-    ("earn", False): _EARN.format(claim=_NO_CLAIM, key_unused=""),
-    ("redeem", True): _REDEEM.format(claim=_CLAIM, key_unused=_KEY_UNUSED, page=LOT_PAGE),
-    ("redeem", False): _REDEEM.format(claim=_NO_CLAIM, key_unused="", page=LOT_PAGE),
-}
+SELECT points_redeem(
+    %(key_scope)s, %(key)s, %(fingerprint)s, %(now)s, %(volunteer_id)s, %(provider_id)s,
+    %(account_id)s, %(destination_id)s, %(district_id)s, %(points)s,
+    %(hold_expires_at)s, %(actor)s, %(reason)s, %(hash_head)s, %(hash_tail)s
+)"""
 
 
-def _execute(statement: str, parameters: dict[str, Any]):
-    """Run SQL text and return its one row: on the `alone` connection, or as driver SQL
-    on the unit of work's connection (no statement to compile; SQLAlchemy still wraps
-    errors). psycopg prepares a statement it has run a few times."""
+def _call(statement: str, parameters: dict[str, Any]) -> int | None:
+    """Run a function call and return its value: on the `alone` connection, or as driver
+    SQL on the unit of work's connection (no statement to compile; SQLAlchemy still
+    wraps errors). psycopg prepares a statement it has run a few times."""
     connection = alone_connection()
     if connection is not None:
-        return connection.execute(statement, parameters).fetchone()
-    return db.session.connection().exec_driver_sql(statement, parameters).fetchone()
+        return connection.execute(statement, parameters).fetchone()[0]
+    return db.session.connection().exec_driver_sql(statement, parameters).scalar()
 
 
 def _key_parameters(key: str | None, scope: str, fingerprint: str | None) -> dict[str, Any]:
@@ -323,7 +171,7 @@ def earn(
     scope: str,
     fingerprint: str | None,
 ) -> PostedEntry | None:
-    """Write an earn in one statement; return None when the step-by-step path must (a
+    """Write an earn in one call; return None when the step-by-step path must (a
     precondition failed, or the key is taken), having written nothing."""
     if type(volunteer_id) is not int:
         return None
@@ -342,8 +190,8 @@ def earn(
         service_record_id=service_record_id,
     )
     pairs = ((ids.issuance_id, -points), (ids.account_id, points))
-    row = _execute(
-        _STATEMENTS["earn", key is not None],
+    entry_id = _call(
+        _EARN,
         {
             **fields,
             **_key_parameters(key, scope, fingerprint),
@@ -356,8 +204,7 @@ def earn(
             "hash": entry_hash(fields, pairs),
         },
     )
-    ok, entry_id, _ = row
-    if not ok:
+    if entry_id is None:
         _forget(("volunteer", volunteer_id), ("district", volunteer_id))
         return None
     return PostedEntry(entry_id, "earn", ids.district_id, pairs)
@@ -374,7 +221,7 @@ def redeem(
     scope: str,
     fingerprint: str | None,
 ) -> PostedEntry | None:
-    """Write a redemption (a hold, posted at once) in one statement; return None when the
+    """Write a redemption (a hold, posted at once) in one call; return None when the
     step-by-step path must, having written nothing."""
     if type(volunteer_id) is not int or type(provider_id) is not int:
         return None
@@ -388,8 +235,8 @@ def redeem(
     around = entry_hash_around(fields, pairs, "hold_id")
     if around is None:
         return None
-    row = _execute(
-        _STATEMENTS["redeem", key is not None],
+    entry_id = _call(
+        _REDEEM,
         {
             **fields,
             **_key_parameters(key, scope, fingerprint),
@@ -404,10 +251,9 @@ def redeem(
             "hash_tail": around[1],
         },
     )
-    ok, entry_id, _ = row
-    if not ok:
-        # Not enough points, or lots beyond the first page; a closed account or provider;
-        # a stale id; a used key: the step-by-step path says which, or does the work.
+    if entry_id is None:
+        # Not enough points; a closed account or provider; a stale id; a used key: the
+        # step-by-step path says which, or does the work.
         _forget(("volunteer", volunteer_id), ("provider", provider_id, district_id))
         return None
     return PostedEntry(entry_id, "redeem", district_id, pairs)
