@@ -225,9 +225,11 @@ def test_a_stale_cached_account_id_writes_nothing_wrong(
     assert_ok()
 
 
-def test_a_lost_race_is_run_again_and_then_refused(app, postgres, volunteer, provider):
-    """A redemption that saw enough points, then waited on the account while another unit
-    spent them, aborts as a whole and is run again, which then refuses it."""
+def test_a_race_lost_on_the_account_writes_nothing_and_is_refused(
+    app, postgres, volunteer, provider
+):
+    """A redemption that waited on the account while another unit spent its points finds
+    the debit's condition false: it writes nothing, and the step-by-step path refuses it."""
     ledger.earn(volunteer, 10, actor="office", reason="patrol")
     ledger.redeem(volunteer, 1, provider_id=provider, actor="k", reason="warm the cache")
     spent, go_on = threading.Event(), threading.Event()

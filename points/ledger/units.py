@@ -120,13 +120,13 @@ def atomic(work: Callable[[], T]) -> T:
 
 
 def alone(statement: Callable[[], T]) -> T:
-    """Run `statement` (one all-or-nothing statement) as a transaction of its own, retried
-    on lost races; return its result.
+    """Run `statement` (one all-or-nothing call) as a transaction of its own, retried on
+    lost races; return its result.
 
-    For the one-statement writers of `fused`, outside any caller's unit of work. The
-    statement goes to a pooled psycopg connection in autocommit mode, past the ORM
-    session: no BEGIN and COMMIT round trips, and none of the session's Python, which
-    costs more than the statement's round trip. `alone_connection()` hands it over.
+    For the one-call writers of `fused`, outside any caller's unit of work. The call goes
+    to a pooled psycopg connection in autocommit mode, past the ORM session: no BEGIN and
+    COMMIT round trips, and none of the session's Python, which costs more than the
+    call's round trip. `alone_connection()` hands the connection to the writer.
     """
     engine = db.engine
     dbapi = engine.dialect.loaded_dbapi
@@ -140,13 +140,11 @@ def alone(statement: Callable[[], T]) -> T:
             connection.autocommit = True
             return statement()
         except dbapi.Error as raw:
-            broken = connection.broken or connection.closed
+            broken = bool(connection.broken or connection.closed)
             if broken:
                 pooled.invalidate(raw)
             # As SQLAlchemy would have raised it: the app maps OperationalError to a 503.
-            error = DBAPIError.instance(
-                None, None, raw, dbapi.Error, connection_invalidated=bool(broken)
-            )
+            error = DBAPIError.instance(None, None, raw, dbapi.Error, connection_invalidated=broken)
             if attempt < retries and is_retryable(error):
                 attempt += 1
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))
