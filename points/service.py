@@ -193,22 +193,34 @@ _VOLUNTEER = (
     .join(District, District.id == Volunteer.district_id)
     .where(Volunteer.id == bindparam("volunteer_id"))
 )
+# Records and approvals of one volunteer take turns (PostgreSQL; SQLite writers always
+# do): each reads the history its caps count only once the volunteer's row is locked,
+# so two at once cannot both pass a cap that only one fits.
+_VOLUNTEER_LOCKED = _VOLUNTEER.with_for_update(of=Volunteer.__table__, key_share=True)
 
 
 def volunteer_info(
-    volunteer_id: int, policy: Policy | None = None, *, as_of: datetime | None = None
+    volunteer_id: int,
+    policy: Policy | None = None,
+    *,
+    as_of: datetime | None = None,
+    lock: bool = False,
 ) -> VolunteerInfo:
     """Return the volunteer as plugins see them, with the star level under `policy` (by
-    default the policy of their node as of `as_of`, or now); raise NotFoundError."""
-    return _volunteer_and_policy(volunteer_id, policy, as_of)[0]
+    default the policy of their node as of `as_of`, or now); raise NotFoundError.
+    `lock` keeps the volunteer's row locked until the unit of work ends."""
+    return _volunteer_and_policy(volunteer_id, policy, as_of, lock=lock)[0]
 
 
 def _volunteer_and_policy(
-    volunteer_id: int, policy: Policy | None, as_of: datetime | None
+    volunteer_id: int, policy: Policy | None, as_of: datetime | None, *, lock: bool = False
 ) -> tuple[VolunteerInfo, Policy]:
     row = (
         db.session.connection()
-        .execute(_VOLUNTEER, {"volunteer_id": _id(volunteer_id, "volunteer_id")})
+        .execute(
+            _VOLUNTEER_LOCKED if lock else _VOLUNTEER,
+            {"volunteer_id": _id(volunteer_id, "volunteer_id")},
+        )
         .one_or_none()
     )
     if row is None:
@@ -575,7 +587,7 @@ def _checked_record(
     (volunteer, policy, record, dedupe key). Raises what record_service raises."""
     as_of = started_at if isinstance(started_at, datetime) and started_at.tzinfo else now
     # The policy in effect when the service started decides its points.
-    volunteer, policy = _volunteer_and_policy(volunteer_id, None, min(as_of, now))
+    volunteer, policy = _volunteer_and_policy(volunteer_id, None, min(as_of, now), lock=True)
     if volunteer.status != "active":
         raise AccountClosedError(f"volunteer {volunteer_id} is not active")
     node = policy.district
@@ -807,7 +819,7 @@ def approve(record_id: int, actor: str) -> RecordResult:
         row = _lock_pending(record_id, "approved", actor, "街道批准 / approved by the office")
         record = _record_info(row)
         policy = resolve_policy(record.district_id, record.started_at)
-        volunteer = volunteer_info(row.volunteer_id, policy)
+        volunteer = volunteer_info(row.volunteer_id, policy, lock=True)
         history = history_for(row.volunteer_id, exclude_id=row.id)
         evaluation = evaluate(pm, policy, record, volunteer, history, review=False)
         state["policy"] = policy

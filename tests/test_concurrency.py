@@ -165,3 +165,31 @@ def test_a_unit_of_work_survives_a_dropped_connection(app, volunteer, backend):
     ledger.earn(volunteer, 2, actor="office", reason="patrol")
     assert ledger.balance(volunteer).balance == 3
     assert_ledger_ok()
+
+
+def test_records_of_one_volunteer_at_once_never_pass_a_daily_cap_together(app, volunteer):
+    """Each record reads the history its cap counts; two at once must not both see an
+    empty day. A record's unit locks the volunteer first, so they take turns."""
+    from datetime import UTC, datetime, timedelta
+
+    from points.policy import set_policy
+    from points.service import record_service
+
+    start = datetime.now(UTC) - timedelta(days=400)
+    set_policy("longtan", "caps", {"overall": {"day": 10}}, author="t", effective_from=start)
+    set_policy("longtan", "approval", {"auto_kinds": ["patrol"]}, author="t", effective_from=start)
+    set_policy(
+        "longtan", "steward", {"patrol": {"points_per_hour": 5}}, author="t", effective_from=start
+    )
+    day = datetime.now(UTC).replace(hour=1, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    records = run_together(
+        app,
+        4,
+        lambda i: record_service(
+            volunteer, "patrol", day + timedelta(minutes=10 * i), 120, actor=f"steward-{i}"
+        ),
+    )
+    assert not [r for r in records if isinstance(r, Exception)], records
+    assert sum(r.points for r in records) == 10
+    assert ledger.balance(volunteer).balance == 10
+    assert_ledger_ok()
