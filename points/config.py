@@ -8,7 +8,7 @@ DATABASE_URL = None
 # How long a pending hold (a redemption not yet delivered) keeps its points, in minutes.
 HOLD_MINUTES = 60 * 24 * 7
 
-# On PostgreSQL, write an earn or a redemption as one statement (points/ledger/fused.py);
+# On PostgreSQL, write an earn or a redemption in one call (points/ledger/fused.py);
 # false takes the step-by-step path, which writes the same rows in more round trips.
 FUSED_WRITES = True
 

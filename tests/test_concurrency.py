@@ -193,3 +193,31 @@ def test_records_of_one_volunteer_at_once_never_pass_a_daily_cap_together(app, v
     assert sum(r.points for r in records) == 10
     assert ledger.balance(volunteer).balance == 10
     assert_ledger_ok()
+
+
+def test_a_connection_lost_during_commit_is_not_written_twice(app, volunteer, backend, monkeypatch):
+    """The COMMIT went through but its reply was lost: running the unit again would earn
+    twice. It raises instead (a 503 over HTTP); an idempotency key settles a resend."""
+    from sqlalchemy.exc import OperationalError
+
+    if backend != "postgresql":
+        pytest.skip("connections are lost between client and PostgreSQL server")
+    import psycopg
+
+    app.config["FUSED_WRITES"] = False
+    commit = psycopg.Connection.commit
+    lost: list[bool] = []
+
+    def commit_then_lose_the_reply(self):
+        commit(self)
+        if not lost:
+            lost.append(True)
+            self.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(psycopg.Connection, "commit", commit_then_lose_the_reply)
+    with pytest.raises(OperationalError):
+        ledger.earn(volunteer, 10, actor="office", reason="patrol")
+    monkeypatch.undo()
+    assert ledger.balance(volunteer).balance == 10
+    assert_ledger_ok()

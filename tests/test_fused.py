@@ -170,10 +170,72 @@ def test_an_earn_or_a_redemption_alone_is_one_statement(
     ledger.redeem(
         volunteer, 5, provider_id=provider, actor="kiosk", reason="tea", idempotency_key="k2"
     )
+    alone = list(sent)
+    sent.clear()
+    # Without a key a lost reply could not be told from a lost write: a transaction,
+    # whose BEGIN finds a dead connection before anything is written.
+    ledger.earn(volunteer, 1, actor="office", reason="patrol")
     monkeypatch.undo()
-    assert sent == ["SELECT", "SELECT"]
-    assert ledger.balance(volunteer)[2:] == (14, 0, 14)
+    assert alone == ["SELECT", "SELECT"]
+    assert sent == ["SELECT", "COMMIT"]
+    assert ledger.balance(volunteer)[2:] == (15, 0, 15)
     assert_ok()
+
+
+def test_a_write_alone_ends_the_session_transaction_first(app, postgres, volunteer):
+    """Rows read before a write beside the session would otherwise stay stale, and a row
+    lock held by the session would make the write wait on itself."""
+    ledger.earn(volunteer, 1, actor="office", reason="warm", idempotency_key="warm")
+    account = db.session.scalar(select(Account).where(Account.volunteer_id == volunteer))
+    assert account.balance == 1
+    ledger.earn(volunteer, 5, actor="office", reason="patrol", idempotency_key="k")
+    assert account.balance == 6
+
+
+def test_without_the_functions_writes_go_step_by_step(app, postgres, volunteer, provider):
+    """A database not yet upgraded to 0003 (or code deployed before its migration)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "migrations" / "versions" / "0003_one_statement_writes.py"
+    spec = importlib.util.spec_from_file_location("migration_0003", path)
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    db.session.execute(text("DROP FUNCTION points_earn"))
+    db.session.execute(text("DROP FUNCTION points_redeem"))
+    db.session.commit()
+    try:
+        assert not fused.enabled()
+        ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="k")
+        ledger.redeem(volunteer, 4, provider_id=provider, actor="kiosk", reason="tea")
+        assert ledger.balance(volunteer)[2:] == (6, 0, 6)
+        assert_ok()
+    finally:
+        db.session.rollback()
+        db.session.connection().connection.driver_connection.execute(migration.PG_WRITERS)
+        db.session.commit()
+    assert fused.enabled() is False  # decided once per app
+    app.extensions.pop("points.fused_installed")
+    assert fused.enabled()
+
+
+def test_a_lost_database_under_a_write_alone_is_a_database_error(tmp_path):
+    """What the app turns into a 503, not a driver error that would be a 500."""
+    from sqlalchemy.exc import OperationalError
+
+    from points.app import create_app
+
+    app = create_app(
+        {
+            "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere",
+            "SECRET_KEY": "test",
+            "WRITE_RETRIES": 0,
+        }
+    )
+    with app.app_context():
+        app.extensions["points.fused_installed"] = True
+        with pytest.raises(OperationalError):
+            ledger.earn(1, 5, actor="office", reason="patrol", idempotency_key="k")
 
 
 def test_a_debit_across_many_lots_spends_the_soonest_first(app, postgres, volunteer, provider):

@@ -23,14 +23,13 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
-# The two hot writes of points/ledger/fused.py, one call each. Every statement in a
-# function takes a fresh snapshot at READ COMMITTED, so lots read after the account's
-# row lock are current. Each returns the entry id, or NULL having written nothing when
-# a precondition fails (the caller then runs the step-by-step path, which raises the
-# right error or replays the key). The preconditions sit in the WHERE of the account's
-# UPDATE, so a race lost while waiting for that row lock is a failed precondition too;
-# only a key claimed after that raises serialization_failure, which aborts the call and
-# makes the caller retry its unit of work.
+# The two hot writes of points/ledger/fused.py, one call each, in the order of the
+# step-by-step path: the idempotency key, then the account, then the rest. Every
+# statement in a function takes a fresh snapshot at READ COMMITTED, so lots read after
+# the account's row lock are current. Each returns the entry id, or NULL having written
+# nothing (a claimed key is deleted again) when the key is in use or a precondition in
+# the account's UPDATE fails; the caller then runs the step-by-step path, which replays
+# the key or raises the right error.
 PG_WRITERS = """
 CREATE FUNCTION points_earn(
     key_scope text, key_name text, fingerprint text, written_at timestamptz,
@@ -42,27 +41,27 @@ CREATE FUNCTION points_earn(
 DECLARE
     entry bigint;
 BEGIN
-    -- Every precondition in the credit itself: when one fails, nothing is written.
-    UPDATE accounts v SET balance = v.balance + points
-    FROM accounts i
-    WHERE v.id = account AND v.volunteer_id = volunteer AND v.district_id = district
-      AND v.status = 'open' AND i.id = issuance AND i.district_id = district
-      AND i.kind = 'issuance' AND i.status = 'open'
-      AND (key_name IS NULL OR NOT EXISTS (
-          SELECT FROM idempotency_keys k WHERE k.scope = key_scope AND k.key = key_name));
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
     entry := nextval('entries_id_seq');
+    -- The key first, as the step-by-step path claims it: a key in use (or claimed by a
+    -- unit still running, which this waits for) is left to that path to replay.
     IF key_name IS NOT NULL THEN
         INSERT INTO idempotency_keys (scope, key, request_hash, result, created_at)
         VALUES (key_scope, key_name, fingerprint, json_build_object('entry_id', entry),
                 written_at)
         ON CONFLICT DO NOTHING;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'earn: key % claimed meanwhile', key_name
-                USING ERRCODE = 'serialization_failure';
+            RETURN NULL;
         END IF;
+    END IF;
+    -- Every precondition in the credit itself.
+    UPDATE accounts v SET balance = v.balance + points
+    FROM accounts i
+    WHERE v.id = account AND v.volunteer_id = volunteer AND v.district_id = district
+      AND v.status = 'open' AND i.id = issuance AND i.district_id = district
+      AND i.kind = 'issuance' AND i.status = 'open';
+    IF NOT FOUND THEN
+        DELETE FROM idempotency_keys k WHERE k.scope = key_scope AND k.key = key_name;
+        RETURN NULL;
     END IF;
     INSERT INTO entries (id, district_id, kind, effective_at, created_at, actor, reason,
                          plugin, rule, config_version, service_record_id, hash)
@@ -90,20 +89,6 @@ DECLARE
     take bigint;
     lot record;
 BEGIN
-    -- Every precondition in the debit itself, which takes the account's row lock before
-    -- any lot is read: when one fails, nothing is written.
-    UPDATE accounts v SET balance = v.balance - points
-    FROM accounts d, providers p
-    WHERE v.id = account AND v.volunteer_id = volunteer AND v.district_id = district
-      AND v.status = 'open' AND v.balance - v.held >= points
-      AND d.id = destination AND d.provider_id = provider AND d.district_id = district
-      AND d.kind = 'provider' AND d.status = 'open'
-      AND p.id = provider AND p.status = 'active'
-      AND (key_name IS NULL OR NOT EXISTS (
-          SELECT FROM idempotency_keys k WHERE k.scope = key_scope AND k.key = key_name));
-    IF NOT FOUND THEN
-        RETURN NULL;
-    END IF;
     entry := nextval('entries_id_seq');
     hold := nextval('holds_id_seq');
     IF key_name IS NOT NULL THEN
@@ -112,9 +97,21 @@ BEGIN
                 written_at)
         ON CONFLICT DO NOTHING;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'redeem: key % claimed meanwhile', key_name
-                USING ERRCODE = 'serialization_failure';
+            RETURN NULL;
         END IF;
+    END IF;
+    -- Every precondition in the debit itself, which takes the account's row lock before
+    -- any lot is read.
+    UPDATE accounts v SET balance = v.balance - points
+    FROM accounts d, providers p
+    WHERE v.id = account AND v.volunteer_id = volunteer AND v.district_id = district
+      AND v.status = 'open' AND v.balance - v.held >= points
+      AND d.id = destination AND d.provider_id = provider AND d.district_id = district
+      AND d.kind = 'provider' AND d.status = 'open'
+      AND p.id = provider AND p.status = 'active';
+    IF NOT FOUND THEN
+        DELETE FROM idempotency_keys k WHERE k.scope = key_scope AND k.key = key_name;
+        RETURN NULL;
     END IF;
     INSERT INTO holds (id, district_id, account_id, destination_id, amount, status,
                        expires_at, actor, reason, created_at, resolved_at, resolved_by,

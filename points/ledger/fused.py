@@ -11,26 +11,25 @@ by row), with one difference in form: an immediate redemption inserts its hold a
 posted, where the step-by-step path inserts it pending and posts it a statement later.
 
 The function decides nothing the step-by-step path could decide better, and it is all or
-nothing:
-- it checks its preconditions first (accounts open and in the node, enough points, the
-  idempotency key unused); when one fails it writes nothing and returns NULL, and the
-  step-by-step path runs instead, which raises the right error, replays the key, or
-  does the work;
-- the account ids come from an in-process cache (an account never changes its owner,
-  kind or node), and the function checks them like any other precondition;
-- when the preconditions held but another unit won a race in between (claimed the key,
-  emptied or closed the account), it raises a serialization failure that aborts the
-  call, and the unit of work is run again;
-- a debit takes the account's row lock before it reads lots, and each statement of the
-  function reads the latest committed rows (READ COMMITTED), so lots are never stale.
+nothing. It works in the step-by-step order: it claims the idempotency key, then moves
+the account with every precondition in the UPDATE's WHERE (the account open and in the
+node, enough points, the provider open; after waiting for the row lock PostgreSQL checks
+them again on the latest row), then writes the rest. When the key is in use, or a
+precondition fails, it writes nothing (deleting its own claim) and returns NULL; the
+step-by-step path then runs, which replays the key, raises the right error, or does the
+work. Account ids come from an in-process cache (an account never changes its owner,
+kind or node) and the UPDATE checks them like any other precondition. A debit takes the
+account's row lock before it reads lots, and each statement of the function reads the
+latest committed rows (READ COMMITTED), so lots are never stale.
 
-So a write outside any caller's unit of work needs no transaction around it: it is sent
-`alone`, in autocommit mode, and costs one round trip instead of three. Account ids are
-looked up only inside a unit of work; `alone` leaves a cache miss to the unit.
+A keyed write outside any caller's unit of work needs no transaction around it: it is
+sent `alone`, in autocommit mode, and costs one round trip instead of three. Account ids
+are looked up only inside a unit of work; `alone` leaves a cache miss to the unit.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -47,13 +46,30 @@ from points.ledger.posting import entry_fields, entry_hash, entry_hash_around
 from points.ledger.units import PostedEntry, alone_connection
 from points.models import utcnow
 
-# Cached account ids per process, dropped wholesale beyond this many volunteers.
-CACHE_LIMIT = 100_000
+logger = logging.getLogger(__name__)
+
+# Cached account ids per process (two or three per volunteer), dropped wholesale beyond
+# this many.
+CACHE_LIMIT = 200_000
 
 
 def enabled() -> bool:
-    """Return True when writes may take the one-statement path (PostgreSQL, not disabled)."""
-    return current_app.config["FUSED_WRITES"] and db.engine.dialect.name == "postgresql"
+    """Return True when writes may take the one-call path: PostgreSQL, not disabled, and
+    the functions installed (a database not yet upgraded to 0003 writes step by step)."""
+    if not current_app.config["FUSED_WRITES"] or db.engine.dialect.name != "postgresql":
+        return False
+    installed = current_app.extensions.get("points.fused_installed")
+    if installed is None:
+        installed = bool(db.session.connection().exec_driver_sql(_INSTALLED).scalar())
+        if not installed:
+            logger.warning("points_earn/points_redeem missing: run `points db upgrade`")
+        current_app.extensions["points.fused_installed"] = installed
+    return installed
+
+
+_INSTALLED = (
+    "SELECT to_regproc('points_earn') IS NOT NULL AND to_regproc('points_redeem') IS NOT NULL"
+)
 
 
 # -- account ids -------------------------------------------------------------------------
@@ -81,7 +97,7 @@ class _Earning:
 
 def _earning_ids(volunteer_id: int) -> _Earning | None:
     """The volunteer's account, its node and the node's issuance account (cached; None
-    on a miss in an `alone` statement)."""
+    on a miss in an `alone` call)."""
     cache = _cache()
     account_id = cache.get(("volunteer", volunteer_id))
     district_id = cache.get(("district", volunteer_id))
@@ -100,7 +116,7 @@ def _earning_ids(volunteer_id: int) -> _Earning | None:
 def _spending_ids(volunteer_id: int, provider_id: int) -> tuple[int, int, int] | None:
     """The volunteer's account, its node, and the provider's account there (cached;
     the provider's account is opened on first use, as the step-by-step path does; None
-    on a miss in an `alone` statement)."""
+    on a miss in an `alone` call)."""
     cache = _cache()
     account_id = cache.get(("volunteer", volunteer_id))
     district_id = cache.get(("district", volunteer_id))

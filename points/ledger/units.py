@@ -101,12 +101,17 @@ def atomic(work: Callable[[], T]) -> T:
         session.connection(execution_options={WRITE_LOCK: True})
         session.info[_IN_UNIT] = True
         session.info[_AFTER_COMMIT] = []
+        committing = False
         try:
             result = work()
+            committing = True
             session.commit()
         except Exception as error:
             session.rollback()
-            if attempt < retries and is_retryable(error):
+            # A connection lost during COMMIT may have committed: running the unit again
+            # could write it twice. The caller's idempotency key settles it, not a retry.
+            in_doubt = committing and getattr(error, "connection_invalidated", False)
+            if attempt < retries and is_retryable(error) and not in_doubt:
                 attempt += 1
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue
@@ -120,28 +125,39 @@ def atomic(work: Callable[[], T]) -> T:
 
 
 def alone(statement: Callable[[], T]) -> T:
-    """Run `statement` (one all-or-nothing call) as a transaction of its own, retried on
-    lost races; return its result.
+    """Run `statement` (one all-or-nothing call under an idempotency key) as a
+    transaction of its own, retried on lost races and lost connections; return its
+    result.
 
     For the one-call writers of `fused`, outside any caller's unit of work. The call goes
     to a pooled psycopg connection in autocommit mode, past the ORM session: no BEGIN and
     COMMIT round trips, and none of the session's Python, which costs more than the
     call's round trip. `alone_connection()` hands the connection to the writer.
+
+    Only keyed writes come here. A connection lost after the call was sent may have
+    committed it; sent again, the key replays it instead of writing it twice. (A write
+    without a key goes through `atomic`, whose BEGIN finds a dead connection before
+    anything is written.)
     """
+    session = db.session()
+    if session.in_transaction():
+        _end_session_transaction(session)
     engine = db.engine
     dbapi = engine.dialect.loaded_dbapi
     retries = current_app.config["WRITE_RETRIES"]
     attempt = 0
     while True:
-        pooled = engine.raw_connection()
-        connection = pooled.driver_connection
-        token = _ALONE.set(connection)
+        pooled = None
+        token = None
         try:
+            pooled = engine.raw_connection()
+            connection = pooled.driver_connection
+            token = _ALONE.set(connection)
             connection.autocommit = True
             return statement()
         except dbapi.Error as raw:
-            broken = bool(connection.broken or connection.closed)
-            if broken:
+            broken = pooled is None or bool(connection.broken or connection.closed)
+            if pooled is not None and broken:
                 pooled.invalidate(raw)
             # As SQLAlchemy would have raised it: the app maps OperationalError to a 503.
             error = DBAPIError.instance(None, None, raw, dbapi.Error, connection_invalidated=broken)
@@ -151,14 +167,24 @@ def alone(statement: Callable[[], T]) -> T:
                 continue
             raise error from raw
         finally:
-            _ALONE.reset(token)
-            if not connection.closed:
-                connection.autocommit = False
-            pooled.close()
+            if token is not None:
+                _ALONE.reset(token)
+            if pooled is not None:
+                if not connection.closed:
+                    connection.autocommit = False
+                pooled.close()
+
+
+def _end_session_transaction(session) -> None:
+    """End the session's read transaction, as a unit of work does before it begins: its
+    snapshot and row locks must not outlive a write made beside it."""
+    if session.new or session.dirty or session.deleted:
+        raise RuntimeError("a unit of work cannot start with unflushed ORM changes")
+    session.rollback()
 
 
 def alone_connection():
-    """Return the psycopg connection of the `alone` statement running now, or None."""
+    """Return the psycopg connection of the `alone` call running now, or None."""
     return _ALONE.get()
 
 
@@ -330,15 +356,16 @@ def idempotent(
     IdempotencyConflictError. A failed unit leaves its key unused.
 
     `first_try(fingerprint)`, when given, is a faster way to do the whole thing in one
-    all-or-nothing statement that claims the key itself (the fingerprint is None without
+    all-or-nothing call that claims the key itself (the fingerprint is None without
     a key): it returns the value, or None having written nothing, and then the usual path
-    runs. Outside a caller's unit it runs `alone` first, as a transaction of its own (and
-    again in the unit, which may look up what `alone` does not: see `fused`).
+    runs. Under a key and outside a caller's unit it runs `alone` first, as a transaction
+    of its own (and again in the unit, which may look up what `alone` does not: see
+    `fused`).
     """
     if key is not None:
         check_idempotency_key(key)
     fingerprint = None if key is None else request_hash(operation, arguments)
-    if first_try is not None and not in_unit_of_work():
+    if first_try is not None and key is not None and not in_unit_of_work():
         value = alone(lambda: first_try(fingerprint))
         if value is not None:
             return value
