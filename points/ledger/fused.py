@@ -6,9 +6,10 @@ it: under 8 concurrent writers it reached a tenth of a bare two-statement transa
 Here the same rows are written by one call of a PL/pgSQL function (`points_earn`,
 `points_redeem`, migration 0003), which runs the same steps inside the server.
 
-What it writes is exactly what the step-by-step path writes (a test compares the two row
-by row), with one difference in form: an immediate redemption inserts its hold already
-posted, where the step-by-step path inserts it pending and posts it a statement later.
+What it writes is what the step-by-step path writes (a test compares the two field by
+field, apart from times), with one difference in form: an immediate redemption inserts
+its hold already posted, where the step-by-step path inserts it pending and posts it a
+statement later.
 
 The function decides nothing the step-by-step path could decide better, and it is all or
 nothing. It works in the step-by-step order: it claims the idempotency key, then moves
