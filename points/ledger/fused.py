@@ -31,7 +31,6 @@ are looked up only inside a unit of work; `alone` leaves a cache miss to the uni
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,8 +38,8 @@ from flask import current_app
 
 from points.extensions import db
 from points.ledger.accounts import (
-    _earning_accounts,
     _provider_account,
+    _system_account,
     _volunteer_account,
 )
 from points.ledger.posting import entry_fields, entry_hash, entry_hash_around
@@ -89,52 +88,51 @@ def _forget(*keys: Any) -> None:
         cache.pop(key, None)
 
 
-@dataclass(frozen=True)
-class _Earning:
-    account_id: int
-    district_id: int
-    issuance_id: int
-
-
-def _earning_ids(volunteer_id: int) -> _Earning | None:
-    """The volunteer's account, its node and the node's issuance account (cached; None
-    on a miss in an `alone` call)."""
+def _volunteer_ids(volunteer_id: int) -> tuple[int, int] | None:
+    """The volunteer's account and its node (cached; None on a miss in an `alone` call)."""
     cache = _cache()
     account_id = cache.get(("volunteer", volunteer_id))
     district_id = cache.get(("district", volunteer_id))
-    issuance_id = cache.get(("issuance", district_id))
-    if account_id is None or district_id is None or issuance_id is None:
+    if account_id is None or district_id is None:
         if alone_connection() is not None:
             return None  # looked up inside a unit of work, never beside one
-        account, issuance = _earning_accounts(volunteer_id)
-        account_id, district_id, issuance_id = account.id, account.district_id, issuance.id
+        account = _volunteer_account(volunteer_id)
+        account_id, district_id = account.id, account.district_id
         cache[("volunteer", volunteer_id)] = account_id
         cache[("district", volunteer_id)] = district_id
-        cache[("issuance", district_id)] = issuance_id
-    return _Earning(account_id, district_id, issuance_id)
+    return account_id, district_id
+
+
+def _earning_ids(volunteer_id: int) -> tuple[int, int, int] | None:
+    """The volunteer's account, its node and the node's issuance account (cached; None
+    on a miss in an `alone` call)."""
+    found = _volunteer_ids(volunteer_id)
+    if found is None:
+        return None
+    account_id, district_id = found
+    issuance_id = _cache().get(("issuance", district_id))
+    if issuance_id is None:
+        if alone_connection() is not None:
+            return None
+        issuance_id = _system_account(district_id, "issuance").id
+        _cache()[("issuance", district_id)] = issuance_id
+    return account_id, district_id, issuance_id
 
 
 def _spending_ids(volunteer_id: int, provider_id: int) -> tuple[int, int, int] | None:
     """The volunteer's account, its node, and the provider's account there (cached;
     the provider's account is opened on first use, as the step-by-step path does; None
     on a miss in an `alone` call)."""
-    cache = _cache()
-    account_id = cache.get(("volunteer", volunteer_id))
-    district_id = cache.get(("district", volunteer_id))
-    destination_id = cache.get(("provider", provider_id, district_id))
-    if alone_connection() is not None and (
-        account_id is None or district_id is None or destination_id is None
-    ):
+    found = _volunteer_ids(volunteer_id)
+    if found is None:
         return None
-    if account_id is None or district_id is None:
-        account = _volunteer_account(volunteer_id)
-        account_id, district_id = account.id, account.district_id
-        cache[("volunteer", volunteer_id)] = account_id
-        cache[("district", volunteer_id)] = district_id
-        destination_id = cache.get(("provider", provider_id, district_id))
+    account_id, district_id = found
+    destination_id = _cache().get(("provider", provider_id, district_id))
     if destination_id is None:
+        if alone_connection() is not None:
+            return None
         destination_id = _provider_account(provider_id, district_id).id
-        cache[("provider", provider_id, district_id)] = destination_id
+        _cache()[("provider", provider_id, district_id)] = destination_id
     return account_id, district_id, destination_id
 
 
@@ -192,11 +190,12 @@ def earn(
     precondition failed, or the key is taken), having written nothing."""
     if type(volunteer_id) is not int:
         return None
-    ids = _earning_ids(volunteer_id)
-    if ids is None:
+    found = _earning_ids(volunteer_id)
+    if found is None:
         return None
+    account_id, district_id, issuance_id = found
     fields = entry_fields(
-        ids.district_id,
+        district_id,
         "earn",
         actor=actor,
         reason=reason,
@@ -206,15 +205,15 @@ def earn(
         config_version=config_version,
         service_record_id=service_record_id,
     )
-    pairs = ((ids.issuance_id, -points), (ids.account_id, points))
+    pairs = ((issuance_id, -points), (account_id, points))
     entry_id = _call(
         _EARN,
         {
             **fields,
             **_key_parameters(key, scope, fingerprint),
             "volunteer_id": volunteer_id,
-            "account_id": ids.account_id,
-            "issuance_id": ids.issuance_id,
+            "account_id": account_id,
+            "issuance_id": issuance_id,
             "points": points,
             "expires_at": expires_at,
             "now": utcnow(),
@@ -224,7 +223,7 @@ def earn(
     if entry_id is None:
         _forget(("volunteer", volunteer_id), ("district", volunteer_id))
         return None
-    return PostedEntry(entry_id, "earn", ids.district_id, pairs)
+    return PostedEntry(entry_id, "earn", district_id, pairs)
 
 
 def redeem(

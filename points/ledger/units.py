@@ -91,8 +91,7 @@ def atomic(work: Callable[[], T]) -> T:
     session = db.session
     if session.info.get(_IN_UNIT):
         return work()
-    if session.new or session.dirty or session.deleted:
-        raise RuntimeError("a unit of work cannot start with unflushed ORM changes")
+    _refuse_unflushed(session)
     retries = current_app.config["WRITE_RETRIES"]
     attempt = 0
     while True:
@@ -178,9 +177,13 @@ def alone(statement: Callable[[], T]) -> T:
 def _end_session_transaction(session) -> None:
     """End the session's read transaction, as a unit of work does before it begins: its
     snapshot and row locks must not outlive a write made beside it."""
+    _refuse_unflushed(session)
+    session.rollback()
+
+
+def _refuse_unflushed(session) -> None:
     if session.new or session.dirty or session.deleted:
         raise RuntimeError("a unit of work cannot start with unflushed ORM changes")
-    session.rollback()
 
 
 def alone_connection():
