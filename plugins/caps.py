@@ -13,7 +13,6 @@ from marshmallow import Schema, fields, validate
 from points.plugins import Limit, hookimpl
 
 NAME = "caps"
-# Longest first: the history is then read once, for the month, and filtered after.
 PERIODS = (("month", "每月", "monthly"), ("week", "每周", "weekly"), ("day", "每日", "daily"))
 
 
@@ -66,11 +65,21 @@ def period_bounds(local: datetime, period: str) -> tuple[datetime, datetime]:
 @hookimpl
 def limit_awards(record, config, history):
     local = record.local_start
-    history.records(since=min(period_bounds(local, p)[0] for p in ("month", "week")))
-    limits = []
     scopes = [(None, config["overall"], "合计", "all kinds")]
     if record.kind in config["per_kind"]:
         scopes.append((record.kind, config["per_kind"][record.kind], record.kind, record.kind))
+    capped = {
+        period
+        for _, caps, _, _ in scopes
+        for period, _, _ in PERIODS
+        if caps.get(period) is not None
+    }
+    if capped:
+        # Read the history once, over every capped period (a week may start in the
+        # month before, or end in the month after), and filter after.
+        bounds = [period_bounds(local, period) for period in capped]
+        history.records(since=min(b[0] for b in bounds), until=max(b[1] for b in bounds))
+    limits = []
     for kind, caps, label_zh, label_en in scopes:
         for period, period_zh, period_en in PERIODS:
             cap = caps.get(period)

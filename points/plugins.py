@@ -212,33 +212,37 @@ class PastRecord:
 
 
 class History:
-    """A volunteer's approved service, read lazily and at most once per range.
+    """A volunteer's approved service, read lazily: one query for the widest range asked
+    so far, again only when a call reaches outside it.
 
-    `loader(since)` returns the PastRecords that started at or after `since` (None: all);
-    `extra` are records added in memory (a preview's simulated awards).
+    `loader(since, until)` returns the PastRecords that started in [since, until) (None:
+    unbounded); `extra` are records added in memory (a preview's simulated awards).
     """
 
     def __init__(
         self,
-        loader: Callable[[datetime | None], list[PastRecord]] | None = None,
+        loader: Callable[[datetime | None, datetime | None], list[PastRecord]] | None = None,
         extra: Iterable[PastRecord] = (),
     ):
         self._loader = loader
         self._loaded: list[PastRecord] = []
-        self._since: datetime | None = None
-        self._complete = loader is None
+        self._range: tuple[datetime | None, datetime | None] | None = None
         self.extra: list[PastRecord] = list(extra)
 
-    def _ensure(self, since: datetime | None) -> None:
-        if self._complete:
-            return
+    def _ensure(self, since: datetime | None, until: datetime | None) -> None:
         if self._loader is None:
             return
-        if since is None or self._since is None or since < self._since:
-            self._loaded = self._loader(since)
-            self._since = since
-            if since is None:
-                self._complete = True
+        if self._range is not None:
+            start, end = self._range
+            if (start is None or (since is not None and since >= start)) and (
+                end is None or (until is not None and until <= end)
+            ):
+                return
+            # Widen to cover both, so that earlier answers stay answerable.
+            since = None if since is None or start is None else min(since, start)
+            until = None if until is None or end is None else max(until, end)
+        self._loaded = self._loader(since, until)
+        self._range = (since, until)
 
     def records(
         self,
@@ -247,7 +251,7 @@ class History:
         until: datetime | None = None,
     ) -> list[PastRecord]:
         """Return past records of `kind` that started in [since, until), oldest first."""
-        self._ensure(since)
+        self._ensure(since, until)
         found = [
             r
             for r in (*self._loaded, *self.extra)

@@ -333,14 +333,16 @@ def history_for(
 ) -> History:
     """Return the volunteer's approved records as a lazily read History."""
 
-    def load(since: datetime | None) -> list[PastRecord]:
+    def load(since: datetime | None, until: datetime | None) -> list[PastRecord]:
+        if before is not None:
+            until = before if until is None else min(until, before)
         rows = db.session.connection().execute(
             _HISTORY,
             {
                 "volunteer_id": volunteer_id,
                 "exclude_id": -1 if exclude_id is None else exclude_id,
                 "since": since or _EARLIEST,
-                "before": before or _LATEST,
+                "before": until or _LATEST,
             },
         )
         return [past_record(*row) for row in rows]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from points.errors import (
@@ -771,6 +771,26 @@ _ADD_MINUTES = (
     .returning(_volunteers.c.service_minutes, _volunteers.c.district_id)
 )
 _INSERT_MINUTES = ServiceMinutes.__table__.insert()
+# PostgreSQL moves the total and writes the audit row in one round trip: a
+# data-modifying WITH runs once, whole, whether or not the outer query reads it. Its
+# UPDATE is _ADD_MINUTES; no row back means what it means there. (SQLite, in process,
+# runs the two statements.)
+_MOVE_MINUTES_PG = text(
+    """
+    WITH moved AS (
+        UPDATE volunteers SET service_minutes = service_minutes + :minutes
+        WHERE id = :volunteer_id AND service_minutes + :minutes >= 0
+        RETURNING service_minutes, district_id
+    ), counted AS (
+        INSERT INTO service_minutes (district_id, volunteer_id, minutes, kind, actor,
+                                     reason, service_record_id, created_at)
+        SELECT district_id, :volunteer_id, :minutes, :kind, :actor, :reason,
+               :service_record_id, :created_at
+        FROM moved
+    )
+    SELECT service_minutes, district_id FROM moved
+    """
+)
 
 
 def _move_minutes(volunteer_id, minutes, kind, actor, reason, service_record_id) -> int:
@@ -780,7 +800,22 @@ def _move_minutes(volunteer_id, minutes, kind, actor, reason, service_record_id)
         raise InvalidInputError(
             "volunteer_id must be an id", errors={"volunteer_id": ["Not an id."]}
         )
-    done = run(_ADD_MINUTES, {"volunteer_id": volunteer_id, "minutes": minutes}).one_or_none()
+    row = {
+        "volunteer_id": volunteer_id,
+        "minutes": minutes,
+        "kind": kind,
+        "actor": actor,
+        "reason": reason,
+        "service_record_id": service_record_id,
+        "created_at": utcnow(),
+    }
+    together = db.engine.dialect.name == "postgresql"
+    try:
+        done = run(_MOVE_MINUTES_PG if together else _ADD_MINUTES, row).one_or_none()
+        if done is not None and not together:
+            run(_INSERT_MINUTES, {**row, "district_id": done.district_id})
+    except IntegrityError:
+        raise ConflictError(f"service record {service_record_id} was already counted") from None
     if done is None:
         if db.session.get(Volunteer, volunteer_id) is None:
             raise NotFoundError(f"no volunteer {volunteer_id}")
@@ -788,20 +823,4 @@ def _move_minutes(volunteer_id, minutes, kind, actor, reason, service_record_id)
             "service minutes cannot go below zero",
             errors={"minutes": ["The correction is larger than the volunteer's minutes."]},
         )
-    try:
-        run(
-            _INSERT_MINUTES,
-            {
-                "district_id": done.district_id,
-                "volunteer_id": volunteer_id,
-                "minutes": minutes,
-                "kind": kind,
-                "actor": actor,
-                "reason": reason,
-                "service_record_id": service_record_id,
-                "created_at": utcnow(),
-            },
-        )
-    except IntegrityError:
-        raise ConflictError(f"service record {service_record_id} was already counted") from None
     return done.service_minutes
