@@ -38,7 +38,9 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
+    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -290,6 +292,15 @@ class Lot(Base):
     remaining: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # remaining > 0, kept by the database. The open-lot indexes filter on this rather
+    # than on `remaining`: a debit that leaves points in a lot then changes no indexed
+    # value, and PostgreSQL rewrites the row in place (a HOT update, no index entries);
+    # only the debit that empties a lot touches the indexes. (Stored on PostgreSQL;
+    # SQLite, which has no such update to gain, computes it on read: ALTER TABLE cannot
+    # add a stored column there.)
+    is_open: Mapped[bool] = mapped_column(
+        Boolean, Computed("remaining > 0", persisted=True), nullable=True  # as ALTER added it
+    )
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="positive"),
@@ -300,15 +311,18 @@ class Lot(Base):
             "account_id",
             "expires_at",
             "id",
-            sqlite_where=text("remaining > 0"),
-            postgresql_where=text("remaining > 0"),
+            sqlite_where=text("is_open = 1"),
+            postgresql_where=text("is_open"),
         ),
         Index(
             "ix_lots_open_expiry",
             "expires_at",
-            sqlite_where=text("remaining > 0"),
-            postgresql_where=text("remaining > 0"),
+            sqlite_where=text("is_open = 1"),
+            postgresql_where=text("is_open"),
         ),
+        # Lots are updated by every debit: room on each page keeps the new row version
+        # on the page of the old one, which a HOT update needs.
+        {"postgresql_with": {"fillfactor": 90}},
     )
 
 

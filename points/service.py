@@ -280,7 +280,7 @@ _EXPIRING = (
     .join(Account, Account.id == Lot.account_id)
     .where(
         Account.volunteer_id == bindparam("volunteer_id"),
-        Lot.remaining > 0,
+        Lot.is_open,
         Lot.expires_at > bindparam("now", type_=Lot.expires_at.type),
         Lot.expires_at <= bindparam("until", type_=Lot.expires_at.type),
     )

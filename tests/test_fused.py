@@ -361,3 +361,39 @@ def test_entry_hash_around_fills_the_hold_id_in(app):
     assert hashlib.sha256(head + b"12345" + tail).hexdigest() == ledger.entry_hash(
         fields | {"hold_id": 12345}, postings
     )
+
+
+def test_a_lot_is_open_while_it_holds_points(app, volunteer, provider):
+    """The database keeps `is_open`; debits, expiry and reversal all find lots by it."""
+    ledger.earn(volunteer, 10, actor="office", reason="巡查")
+    ledger.earn(volunteer, 5, actor="office", reason="走访")
+    ledger.redeem(volunteer, 12, provider_id=provider, actor="kiosk", reason="理发")
+
+    def lots():
+        db.session.expire_all()
+        return db.session.execute(select(Lot.remaining, Lot.is_open).order_by(Lot.id)).all()
+
+    assert [(r, bool(o)) for r, o in lots()] == [(0, False), (3, True)]
+    ledger.redeem(volunteer, 3, provider_id=provider, actor="kiosk", reason="理发")
+    assert [bool(o) for _, o in lots()] == [False, False]
+    assert_ok()
+
+
+def test_a_partial_debit_updates_its_lot_in_place(app, postgres, volunteer):
+    """A debit that leaves points in a lot changes no indexed value: PostgreSQL updates
+    the row in place (HOT), without new index entries. An index on `remaining`, or a
+    predicate over it, would end that; emptying the lot may leave the page."""
+    ledger.earn(volunteer, 10, actor="office", reason="巡查")
+    lot = db.session.scalar(select(Lot.id))
+    db.session.remove()
+    hot = text("SELECT pg_stat_get_xact_tuples_hot_updated('lots'::regclass)")
+    updated = text("SELECT pg_stat_get_xact_tuples_updated('lots'::regclass)")
+    debit = text("UPDATE lots SET remaining = remaining - :take WHERE id = :lot")
+    with db.engine.connect() as connection, connection.begin():
+        connection.execute(debit, {"take": 4, "lot": lot})
+        connection.execute(debit, {"take": 5, "lot": lot})
+        assert connection.scalar(updated) == 2
+        assert connection.scalar(hot) == 2
+        connection.execute(debit, {"take": 1, "lot": lot})  # empties it: leaves the index
+        assert connection.scalar(updated) == 3
+        assert connection.scalar(hot) == 2

@@ -561,7 +561,7 @@ def expire_lots(
     as_of = _check_time(as_of, "as_of") or utcnow()
     query = (
         select(Lot.account_id)
-        .where(Lot.remaining > 0, Lot.expires_at <= as_of)
+        .where(Lot.is_open, Lot.expires_at <= as_of)
         .group_by(Lot.account_id)
         .order_by(Lot.account_id)
     )
@@ -598,7 +598,7 @@ def _expire_account(account_id: int, as_of: datetime, actor: str) -> PostedEntry
     due = int(
         db.session.scalar(
             select(func.coalesce(func.sum(Lot.remaining), 0)).where(
-                Lot.account_id == account_id, Lot.remaining > 0, Lot.expires_at <= as_of
+                Lot.account_id == account_id, Lot.is_open, Lot.expires_at <= as_of
             )
         )
     )

@@ -152,7 +152,7 @@ _INSERT_UNSEALED = UnsealedEntry.__table__.insert()
 _INSERT_LOTS = _lots.insert()
 _OPEN_LOTS = (
     select(_lots.c.id, _lots.c.remaining, _lots.c.expires_at)
-    .where(_lots.c.account_id == bindparam("account_id"), _lots.c.remaining > 0)
+    .where(_lots.c.account_id == bindparam("account_id"), _lots.c.is_open)
     .order_by(_lots.c.expires_at.is_(None), _lots.c.expires_at, _lots.c.id)
 )
 # A debit usually needs one or two lots: read a few at a time, not every open lot.
