@@ -299,7 +299,9 @@ class Lot(Base):
     # SQLite, which has no such update to gain, computes it on read: ALTER TABLE cannot
     # add a stored column there.)
     is_open: Mapped[bool] = mapped_column(
-        Boolean, Computed("remaining > 0", persisted=True), nullable=True  # as ALTER added it
+        Boolean,
+        Computed("remaining > 0", persisted=True),
+        nullable=True,  # as ALTER added it
     )
 
     __table_args__ = (
