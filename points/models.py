@@ -295,9 +295,9 @@ class Lot(Base):
     # remaining > 0, kept by the database. The open-lot indexes filter on this rather
     # than on `remaining`: a debit that leaves points in a lot then changes no indexed
     # value, and PostgreSQL rewrites the row in place (a HOT update, no index entries);
-    # only the debit that empties a lot touches the indexes. (Stored on PostgreSQL;
-    # SQLite, which has no such update to gain, computes it on read: ALTER TABLE cannot
-    # add a stored column there.)
+    # only the debit that empties a lot touches the indexes. (Stored on PostgreSQL; a
+    # SQLite database migrated by 0004 computes it on read, as ALTER TABLE cannot add a
+    # stored column there and SQLite has no in-place update to gain.)
     is_open: Mapped[bool] = mapped_column(
         Boolean,
         Computed("remaining > 0", persisted=True),

@@ -193,6 +193,10 @@ def upgrade():
     postgres = op.get_bind().dialect.name == "postgresql"
     # Stored where it can be added stored (PostgreSQL); virtual on SQLite.
     computed = sa.Computed("remaining > 0", persisted=True if postgres else None)
+    if postgres:
+        # Before the column: adding a stored column rewrites the table, and the rewrite
+        # then leaves room on every page for the lots already there.
+        op.execute("ALTER TABLE lots SET (fillfactor = 90)")
     op.add_column("lots", sa.Column("is_open", sa.Boolean(), computed))
     with op.batch_alter_table("lots", schema=None) as batch_op:
         batch_op.drop_index("ix_lots_open_by_account")
@@ -201,7 +205,6 @@ def upgrade():
             batch_op, {"sqlite": sa.text("is_open = 1"), "postgresql": sa.text("is_open")}
         )
     if postgres:
-        op.execute("ALTER TABLE lots SET (fillfactor = 90)")
         op.execute(PG_REDEEM)
 
 
