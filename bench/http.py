@@ -105,7 +105,7 @@ def bench_app():
             )
             return {"id": record.id, "status": record.status, "points": record.points}
 
-        return idempotency.idempotent(principal, "record_service", body, work)
+        return idempotency.idempotent(principal, "record_service", body, work, one_write=True)
 
     @app.post("/bench/same/redemptions")
     def same_redemption():

@@ -14,22 +14,26 @@ Earning: `award_points` proposes, `award_bonuses` adds on top, `limit_awards` cl
 decides approve-now or queue. Approval posts one earn entry per award with points,
 each naming its plugin, rule, config version and reason, and counts the record's
 minutes once, all in one unit of work: a plugin that fails leaves nothing behind.
+On PostgreSQL a record without an idempotency key is read in autocommit and written by
+one call that checks what it read (`_record_in_one_call`); elsewhere it takes the
+locked path, one unit of work that locks the volunteer first.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marshmallow import ValidationError
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from points import ledger
+from points.database import is_retryable
 from points.errors import (
     AccountClosedError,
     ConflictError,
@@ -38,6 +42,7 @@ from points.errors import (
     PluginError,
 )
 from points.extensions import db
+from points.ledger import fused
 from points.models import Account, District, Entry, Lot, ServiceRecord, Volunteer, utcnow
 from points.plugins import (
     Award,
@@ -197,6 +202,11 @@ _VOLUNTEER = (
 # do): each reads the history its caps count only once the volunteer's row is locked,
 # so two at once cannot both pass a cap that only one fits.
 _VOLUNTEER_LOCKED = _VOLUNTEER.with_for_update(of=Volunteer.__table__, key_share=True)
+# The one-call path (PostgreSQL) reads without a lock, and reserves the new record's id
+# in the same round trip: its earns' hashes name the record.
+_VOLUNTEER_RESERVING = _VOLUNTEER.add_columns(
+    func.nextval("service_records_id_seq").label("reserved_id")
+)
 
 
 def volunteer_info(
@@ -209,20 +219,47 @@ def volunteer_info(
     """Return the volunteer as plugins see them, with the star level under `policy` (by
     default the policy of their node as of `as_of`, or now); raise NotFoundError.
     `lock` keeps the volunteer's row locked until the unit of work ends."""
-    return _volunteer_and_policy(volunteer_id, policy, as_of, lock=lock)[0]
+    return _volunteer_and_policy(
+        volunteer_id, policy, as_of, _VOLUNTEER_LOCKED if lock else _VOLUNTEER
+    )[0]
+
+
+def _session_rows(statement, parameters: dict[str, Any]) -> list:
+    """Run a Core SELECT on the session's connection; return its rows."""
+    return db.session.connection().execute(statement, parameters).all()
+
+
+def _driver_rows(connection) -> Callable[[Any, dict[str, Any]], list]:
+    """Return a reader like `_session_rows` on a psycopg connection of its own (the
+    one-call path's): each statement compiled once, rows as named tuples."""
+    from psycopg.rows import namedtuple_row  # PostgreSQL only: psycopg is an extra
+
+    def rows(statement, parameters: dict[str, Any]) -> list:
+        compiled = _COMPILED.get(statement)
+        if compiled is None:
+            done = statement.compile(dialect=db.engine.dialect)
+            compiled = _COMPILED[statement] = (str(done), dict(done.params))
+        sql, defaults = compiled
+        cursor = connection.cursor(row_factory=namedtuple_row)
+        return cursor.execute(sql, {**defaults, **parameters}).fetchall()
+
+    return rows
+
+
+_COMPILED: dict[Any, tuple[str, dict[str, Any]]] = {}
 
 
 def _volunteer_and_policy(
-    volunteer_id: int, policy: Policy | None, as_of: datetime | None, *, lock: bool = False
-) -> tuple[VolunteerInfo, Policy]:
-    row = (
-        db.session.connection()
-        .execute(
-            _VOLUNTEER_LOCKED if lock else _VOLUNTEER,
-            {"volunteer_id": _id(volunteer_id, "volunteer_id")},
-        )
-        .one_or_none()
-    )
+    volunteer_id: int,
+    policy: Policy | None,
+    as_of: datetime | None,
+    statement=_VOLUNTEER,
+    read=_session_rows,
+) -> tuple[VolunteerInfo, Policy, int | None]:
+    """Return the volunteer, their policy, and the record id `_VOLUNTEER_RESERVING`
+    reserved (None for the other statements)."""
+    rows = read(statement, {"volunteer_id": _id(volunteer_id, "volunteer_id")})
+    row = rows[0] if rows else None
     if row is None:
         raise NotFoundError(
             f"no volunteer {volunteer_id}", errors={"volunteer_id": ["No such volunteer."]}
@@ -239,7 +276,7 @@ def _volunteer_and_policy(
     volunteer = VolunteerInfo(
         row.id, row.district_id, row.name, row.service_minutes, level, status=row.status
     )
-    return volunteer, policy
+    return volunteer, policy, getattr(row, "reserved_id", None)
 
 
 def _star_level(pm: PointsPluginManager, policy: Policy, minutes: int) -> int:
@@ -336,24 +373,34 @@ def history_for(
     def load(since: datetime | None, until: datetime | None) -> list[PastRecord]:
         if before is not None:
             until = before if until is None else min(until, before)
-        rows = db.session.connection().execute(
-            _HISTORY,
-            {
-                "volunteer_id": volunteer_id,
-                "exclude_id": -1 if exclude_id is None else exclude_id,
-                "since": since or _EARLIEST,
-                "before": until or _LATEST,
-            },
-        )
-        return [past_record(*row) for row in rows]
+        return _history_rows(volunteer_id, exclude_id, since or _EARLIEST, until or _LATEST)
 
     return History(load)
+
+
+def _history_rows(
+    volunteer_id: int,
+    exclude_id: int | None,
+    since: datetime,
+    until: datetime,
+    read=_session_rows,
+) -> list[PastRecord]:
+    rows = read(
+        _HISTORY,
+        {
+            "volunteer_id": volunteer_id,
+            "exclude_id": -1 if exclude_id is None else exclude_id,
+            "since": since,
+            "before": until,
+        },
+    )
+    return [past_record(*row) for row in rows]
 
 
 def past_record(id, kind, started_at, minutes, points, details, awards) -> PastRecord:
     """Return a PastRecord from a record's columns."""
     rules = tuple(a["rule"] for a in awards or () if a.get("points", 0) > 0)
-    return PastRecord(id, kind, started_at, minutes, points, details, rules)
+    return PastRecord(id, kind, started_at.astimezone(UTC), minutes, points, details, rules)
 
 
 # -- the earning pipeline ----------------------------------------------------------------
@@ -545,14 +592,17 @@ def record_service(
         raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
     pm = plugin_manager()
     now = utcnow()
+    submitted = _Submission(volunteer_id, kind, started_at, minutes, details, actor, now)
+    if idempotency_key is None and not ledger.in_unit_of_work() and fused.records_enabled():
+        done = _record_in_one_call(pm, submitted)
+        if done is not None:
+            return done
 
     def unit() -> tuple[RecordResult, list, Policy]:
         # Read and check in the unit of work itself: one transaction, not a read then a
         # write; a failed check rolls back before anything is written (the key is
         # claimed after the checks); a retried unit reads again.
-        volunteer, policy, record, dedupe = _checked_record(
-            pm, volunteer_id, kind, started_at, minutes, details, now
-        )
+        volunteer, policy, record, dedupe, _ = _checked_record(pm, submitted, _VOLUNTEER_LOCKED)
         arguments = {
             "volunteer_id": volunteer_id,
             "kind": kind,
@@ -576,36 +626,141 @@ def record_service(
     return result
 
 
+_DEDUPE = select(ServiceRecord.id).where(
+    ServiceRecord.volunteer_id == bindparam("volunteer_id"),
+    ServiceRecord.dedupe_key == bindparam("dedupe_key"),
+)
+
+# Evaluations a one-call record may repeat, each time finding that the volunteer's row or
+# history changed under it, before it takes the locked path, where changes wait.
+ONE_CALL_ATTEMPTS = 3
+
+
+@dataclass(frozen=True)
+class _Submission:
+    """A record as `record_service` was given it, checked only for its actor."""
+
+    volunteer_id: int
+    kind: str
+    started_at: datetime
+    minutes: int | None
+    details: Mapping[str, Any] | None
+    actor: str
+    now: datetime
+
+
+def _record_in_one_call(pm: PointsPluginManager, submitted: _Submission) -> RecordResult | None:
+    """PostgreSQL, without an idempotency key and outside a unit of work: read and
+    evaluate with no transaction open, then write the record, its earns and minutes in
+    one call that first checks, under the volunteer's row lock, that the row and the
+    history the plugins read are unchanged. Three round trips instead of seven.
+
+    Return the record, or None to take the locked path: after ONE_CALL_ATTEMPTS
+    evaluations each overtaken by a concurrent change, or when a lost race (a deadlock, a
+    connection dropped before the write) aborted an attempt with nothing written.
+    Raises what record_service raises; a connection lost during the write call is raised
+    too, as `atomic` does when COMMIT is lost: it may have committed.
+    """
+    if not fused.knows_accounts(submitted.volunteer_id):
+        return None  # the locked path looks the accounts up, for the next time
+    for _ in range(ONE_CALL_ATTEMPTS):
+        sent = False
+        try:
+            with ledger.autocommit_connection() as connection:
+                write = _evaluated(pm, _driver_rows(connection), submitted)
+                sent = True
+                done = write()
+        except DBAPIError as error:
+            # Lost before the call was sent, or a race the server rolled back (a
+            # deadlock, say): nothing was written, and the locked path retries.
+            if is_retryable(error) and not (sent and error.connection_invalidated):
+                return None
+            raise
+        if done is not None:
+            return done
+    return None
+
+
+def _evaluated(
+    pm: PointsPluginManager, read, submitted: _Submission
+) -> Callable[[], RecordResult | None]:
+    """Read and evaluate a record for `_record_in_one_call`; return its write, which
+    returns the record, or None if it was overtaken."""
+    volunteer, policy, record, dedupe, record_id = _checked_record(
+        pm, submitted, _VOLUNTEER_RESERVING, read
+    )
+    actor, now = submitted.actor, submitted.now
+    history = _SeenHistory(volunteer.id, read)
+    evaluation = evaluate(pm, policy, record, volunteer, History(history))
+    values = _record_values(evaluation, record, dedupe, actor, now)
+    record = replace(record, id=record_id)
+    earns = []
+    if evaluation.approve_now:
+        earns = _earns(pm, policy, record, volunteer, evaluation.awards, now)
+
+    def write() -> RecordResult | None:
+        try:
+            posted = fused.record(
+                record_id,
+                volunteer.id,
+                volunteer.service_minutes,
+                history.seen,
+                values,
+                earns,
+                _minutes_reason(record),
+            )
+        except IntegrityError:
+            raise _duplicate(record.kind, record.local_start.date()) from None
+        if posted is None:
+            return None
+        _notify(pm, policy, posted)
+        return _submitted(record_id, record, values, posted)
+
+    return write
+
+
+class _SeenHistory:
+    """A History loader that keeps what it read last: the range, and a digest of the
+    records in it (count, sum of ids, sum of points) that `points_record` compares."""
+
+    def __init__(self, volunteer_id: int, read):
+        self.volunteer_id = volunteer_id
+        self.read = read
+        self.seen: tuple[datetime, datetime, tuple[int, int, int]] | None = None
+
+    def __call__(self, since: datetime | None, until: datetime | None) -> list[PastRecord]:
+        since, until = since or _EARLIEST, until or _LATEST
+        rows = _history_rows(self.volunteer_id, None, since, until, self.read)
+        digest = (len(rows), sum(r.id for r in rows), sum(r.points for r in rows))
+        self.seen = (since, until, digest)
+        return rows
+
+
 def _checked_record(
-    pm: PointsPluginManager,
-    volunteer_id: int,
-    kind: str,
-    started_at: datetime,
-    minutes: int | None,
-    details: Mapping[str, Any] | None,
-    now: datetime,
-) -> tuple[VolunteerInfo, Policy, RecordInfo, str | None]:
-    """Read the volunteer and their policy and check a new record against them; return
-    (volunteer, policy, record, dedupe key). Raises what record_service raises."""
+    pm: PointsPluginManager, submitted: _Submission, statement, read=_session_rows
+) -> tuple[VolunteerInfo, Policy, RecordInfo, str | None, int | None]:
+    """Read the volunteer (by `statement`) and their policy and check a new record
+    against them; return (volunteer, policy, record, dedupe key, reserved record id).
+    Raises what record_service raises."""
+    volunteer_id, kind, started_at = submitted.volunteer_id, submitted.kind, submitted.started_at
+    minutes, details, now = submitted.minutes, submitted.details, submitted.now
     as_of = started_at if isinstance(started_at, datetime) and started_at.tzinfo else now
     # The policy in effect when the service started decides its points.
-    volunteer, policy = _volunteer_and_policy(volunteer_id, None, min(as_of, now), lock=True)
+    volunteer, policy, reserved = _volunteer_and_policy(
+        volunteer_id, None, min(as_of, now), statement, read
+    )
     if volunteer.status != "active":
         raise AccountClosedError(f"volunteer {volunteer_id} is not active")
     node = policy.district
     spec, clean = _check_record(pm, policy, kind, started_at, minutes, details, now)
     local_day = started_at.astimezone(policy_zone(node)).date()
     dedupe = f"{kind}:{local_day.isoformat()}" if spec.once_per_day else None
-    if dedupe and db.session.scalar(
-        select(ServiceRecord.id).where(
-            ServiceRecord.volunteer_id == volunteer.id, ServiceRecord.dedupe_key == dedupe
-        )
-    ):
+    if dedupe and read(_DEDUPE, {"volunteer_id": volunteer.id, "dedupe_key": dedupe}):
         raise _duplicate(kind, local_day)
     record = RecordInfo(
         None, node.id, volunteer.id, kind, started_at, minutes, clean, node.timezone
     )
-    return volunteer, policy, record, dedupe
+    return volunteer, policy, record, dedupe, reserved
 
 
 def _submit(
@@ -620,10 +775,33 @@ def _submit(
     """Store a checked record and, if it is approved at once, post its awards; return
     the record and the entries posted."""
     evaluation = evaluate(pm, policy, record, volunteer, history_for(volunteer.id))
+    values = _record_values(evaluation, record, dedupe, actor, now)
+    try:
+        record_id = db.session.connection().execute(_INSERT_RECORD, values).scalar_one()
+    except IntegrityError:
+        raise _duplicate(record.kind, record.local_start.date()) from None
+    posted = []
+    if evaluation.approve_now:
+        posted = _post(
+            pm,
+            policy,
+            replace(record, id=record_id),
+            volunteer,
+            evaluation.awards,
+            actor,
+            count_minutes=True,
+        )
+    return _submitted(record_id, record, values, posted), posted
+
+
+def _record_values(
+    evaluation: Evaluation, record: RecordInfo, dedupe: str | None, actor: str, now: datetime
+) -> dict[str, Any]:
+    """Return the columns of a new record, approved now or pending as `evaluation` says."""
     approve_now = evaluation.approve_now
     values = {
         "district_id": record.district_id,
-        "volunteer_id": volunteer.id,
+        "volunteer_id": record.volunteer_id,
         "kind": record.kind,
         "started_at": record.started_at,
         "minutes": record.minutes,
@@ -639,24 +817,15 @@ def _submit(
     if approve_now:
         reason = "；".join(d.reason_zh for d in evaluation.decisions)
         values |= {"decided_at": now, "decided_by": actor, "decision_reason": reason}
-    try:
-        record_id = db.session.connection().execute(_INSERT_RECORD, values).scalar_one()
-    except IntegrityError:
-        raise _duplicate(record.kind, record.local_start.date()) from None
-    posted = []
-    if approve_now:
-        posted = _post(
-            pm,
-            policy,
-            replace(record, id=record_id),
-            volunteer,
-            evaluation.awards,
-            actor,
-            count_minutes=True,
-        )
-    result = RecordResult(
+    return values
+
+
+def _submitted(
+    record_id: int, record: RecordInfo, values: dict[str, Any], posted: list
+) -> RecordResult:
+    return RecordResult(
         id=record_id,
-        volunteer_id=volunteer.id,
+        volunteer_id=record.volunteer_id,
         district_id=record.district_id,
         kind=record.kind,
         started_at=record.started_at,
@@ -669,7 +838,6 @@ def _submit(
         decision_reason=values.get("decision_reason"),
         entry_ids=tuple(entry.id for entry in posted),
     )
-    return result, posted
 
 
 def policy_zone(node):
@@ -698,8 +866,43 @@ def _post(
 ) -> list:
     """Post one earn entry per award with points, except the `skip` (plugin, rule) keys,
     inside the caller's unit; count the record's minutes once. Return the entries."""
-    now = utcnow()
-    posted = []
+    posted = [
+        ledger.earn(
+            volunteer.id,
+            earn.points,
+            actor=actor,
+            reason=earn.reason,
+            expires_at=earn.expires_at,
+            plugin=earn.plugin,
+            rule=earn.rule,
+            config_version=earn.config_version,
+            service_record_id=record.id,
+        )
+        for earn in _earns(pm, policy, record, volunteer, awards, utcnow(), skip)
+    ]
+    if count_minutes and record.minutes:
+        ledger.add_service_minutes(
+            volunteer.id,
+            record.minutes,
+            actor=actor,
+            reason=_minutes_reason(record),
+            service_record_id=record.id,
+        )
+    return posted
+
+
+def _earns(
+    pm: PointsPluginManager,
+    policy: Policy,
+    record: RecordInfo,
+    volunteer: VolunteerInfo,
+    awards: tuple[dict, ...],
+    now: datetime,
+    skip: frozenset[tuple[str, str]] = frozenset(),
+) -> list[fused.Earn]:
+    """Return the earns for the awards with points, but the `skip` keys: each with its
+    reason and the expiry the plugins give its lot."""
+    earns = []
     for award in awards:
         if award["points"] <= 0 or (award["plugin"], award["rule"]) in skip:
             continue
@@ -715,32 +918,24 @@ def _post(
         answers = call_each(
             pm, "expiry_for", {"lot": lot}, enabled=policy.enabled, config_for=policy.config
         )
-        expires = min((when for _, when in answers), default=None)
         reason = award["reason_zh"] + " / " + award["reason_en"]
         if award["clip"]:
             reason += f"（{award['clip']['reason_zh']}）/ ({award['clip']['reason_en']})"
-        posted.append(
-            ledger.earn(
-                volunteer.id,
+        earns.append(
+            fused.Earn(
                 award["points"],
-                actor=actor,
-                reason=reason,
-                expires_at=expires,
-                plugin=award["plugin"],
-                rule=award["rule"],
-                config_version=award["config_version"],
-                service_record_id=record.id,
+                reason,
+                min((when for _, when in answers), default=None),
+                award["plugin"],
+                award["rule"],
+                award["config_version"],
             )
         )
-    if count_minutes and record.minutes:
-        ledger.add_service_minutes(
-            volunteer.id,
-            record.minutes,
-            actor=actor,
-            reason=f"service record {record.id} ({record.kind})",
-            service_record_id=record.id,
-        )
-    return posted
+    return earns
+
+
+def _minutes_reason(record: RecordInfo) -> str:
+    return f"service record {record.id} ({record.kind})"
 
 
 def _store_awards(record_id: int, awards: list[dict], posted: list) -> None:
@@ -884,7 +1079,9 @@ def mark_verified(record_id: int, actor: str) -> RecordResult:
         if row.status == "approved":
             record = _record_info(row)
             policy = resolve_policy(record.district_id, record.started_at)
-            volunteer = volunteer_info(row.volunteer_id, policy)
+            # Locked, as records and approvals lock it: a bonus changes the history
+            # their caps count.
+            volunteer = volunteer_info(row.volunteer_id, policy, lock=True)
             history = history_for(row.volunteer_id, exclude_id=row.id)
             evaluation = evaluate(pm, policy, record, volunteer, history, review=False)
             earlier = [a for a in row.awards or []]

@@ -588,6 +588,31 @@ def _record(api, world, minutes=60, token="office_in", **extra):
     return api.post("service-records", world.tokens[token], body)
 
 
+def test_api_record_without_a_key_is_written_in_one_call_on_postgresql(
+    api, world, backend, monkeypatch
+):
+    """A record with no Idempotency-Key is no unit of work of the API's: on PostgreSQL
+    it takes the one-call path; with a key, the key's claim and the record share one."""
+    from points.ledger import fused
+
+    calls = []
+    record = fused.record
+    monkeypatch.setattr(fused, "record", lambda *a, **k: calls.append(1) or record(*a, **k))
+    for hours_ago in (3, 2):  # the first may look the volunteer's accounts up
+        assert _record(api, world, started_at=world.started(hours_ago)).status_code == 201
+    unkeyed = len(calls)
+    keyed = api.post(
+        "service-records",
+        world.tokens["office_in"],
+        {"volunteer_id": world.volunteers["self"], "kind": "patrol", "minutes": 60}
+        | {"started_at": world.started(1)},
+        headers={"Idempotency-Key": world.key()},
+    )
+    assert keyed.status_code == 201
+    assert unkeyed >= (1 if backend == "postgresql" else 0)
+    assert len(calls) == unkeyed
+
+
 def test_api_small_record_is_approved_at_once_with_its_awards(api, world):
     response = _record(api, world, minutes=60, token="volunteer_self")
     assert response.status_code == 201

@@ -203,7 +203,9 @@ def test_a_refused_record_leaves_its_idempotency_key_unused(volunteer):
     assert not submit(volunteer, minutes=60, idempotency_key="svc-2").replayed
 
 
-def test_a_record_is_read_checked_and_written_in_one_transaction(app, volunteer):
+def test_a_keyed_record_is_read_checked_and_written_in_one_transaction(app, volunteer):
+    """The locked path (SQLite's; PostgreSQL's with an idempotency key, or inside a
+    caller's unit of work). PostgreSQL's one-call path: tests/test_record_one_call.py."""
     submit(volunteer)
     transactions = []
     listeners = {
@@ -214,7 +216,7 @@ def test_a_record_is_read_checked_and_written_in_one_transaction(app, volunteer)
         event.listen(db.engine, name, listener)
     try:
         with app.app_context():
-            record = submit(volunteer, started_at=NOW - timedelta(days=1))
+            record = submit(volunteer, started_at=NOW - timedelta(days=1), idempotency_key="k")
             db.session.remove()
     finally:
         for name, listener in listeners.items():

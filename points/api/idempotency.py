@@ -117,19 +117,22 @@ def idempotent(
     work: Callable[[], dict],
     *,
     status: int = 201,
+    one_write: bool = False,
 ) -> Response:
     """Run `work` once per Idempotency-Key and return its JSON answer, stored for retries.
 
     `work` returns the serialised body; it runs in one unit of work with the key's claim,
-    so either both commit or neither. Raises what `replayed` raises, and what `work`
-    raises.
+    so either both commit or neither. Without a key it runs in a unit of its own, unless
+    `one_write` says it makes a single call that is all or nothing by itself (a service
+    record: on PostgreSQL it then writes in one call, outside any unit). Raises what
+    `replayed` raises, and what `work` raises.
     """
     early = replayed(principal, operation, arguments)
     if early is not None:
         return early
     key = _key(principal)
     if key is None:
-        return json_response(ledger.atomic(work), status)
+        return json_response(work() if one_write else ledger.atomic(work), status)
     scope = _scope(principal)
     fingerprint = _fingerprint(principal, operation, arguments)
 

@@ -122,7 +122,7 @@ class ServiceRecords(MethodView):
             )
             return ServiceRecordSchema().dump(describe_record(record))
 
-        return idempotency.idempotent(principal, "record_service", body, work)
+        return idempotency.idempotent(principal, "record_service", body, work, one_write=True)
 
 
 @blp.route(f"/<{ROW_ID}:record_id>/approve")

@@ -1,4 +1,4 @@
-"""PostgreSQL: an earn or a redemption written by one call, in one round trip.
+"""PostgreSQL: an earn, a redemption or a service record written by one call.
 
 The step-by-step path (`posting._post` and friends) takes 8 to 14 statements for one earn
 or redemption, and each costs a round trip and more Python than the database spends on
@@ -23,6 +23,11 @@ kind or node) and the UPDATE checks them like any other precondition. A debit ta
 account's row lock before it reads lots, and each statement of the function reads the
 latest committed rows (READ COMMITTED), so lots are never stale.
 
+A service record (`record`, `points_record`, migration 0005) is written with its earns
+and minutes in one call after the caller read and evaluated it in autocommit: the call
+checks the volunteer and their history are as read (docs/architecture.md, "A service
+record in one call").
+
 A keyed write outside any caller's unit of work needs no transaction around it: it is
 sent `alone`, in autocommit mode, and costs one round trip instead of three. Account ids
 are looked up only inside a unit of work; `alone` leaves a cache miss to the unit.
@@ -30,11 +35,14 @@ are looked up only inside a unit of work; `alone` leaves a cache miss to the uni
 
 from __future__ import annotations
 
+import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from flask import current_app
+from sqlalchemy.exc import DBAPIError
 
 from points.extensions import db
 from points.ledger.accounts import (
@@ -273,3 +281,162 @@ def redeem(
         _forget(("volunteer", volunteer_id), ("provider", provider_id, district_id))
         return None
     return PostedEntry(entry_id, "redeem", district_id, pairs)
+
+
+# -- a service record --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Earn:
+    """One earn of a service record, as `ledger.earn` would be asked for it."""
+
+    points: int
+    reason: str
+    expires_at: datetime | None
+    plugin: str | None
+    rule: str | None
+    config_version: int | None
+
+
+_RECORD = """
+SELECT points_record(
+    %(record)s, %(volunteer)s, %(district)s, %(seen_minutes)s,
+    %(history_since)s, %(history_until)s, %(seen)s::bigint[],
+    %(kind)s, %(started_at)s, %(minutes)s, %(details)s::json, %(status)s,
+    %(dedupe_key)s, %(actor)s, %(now)s, %(points)s, %(awards)s::json,
+    %(queue_reason)s, %(decision_reason)s, %(minutes_reason)s,
+    %(account_id)s, %(issuance_id)s, %(earns)s::json
+)"""
+
+# Raised by points_record, having written nothing: an earn's account preconditions
+# failed; the volunteer's history changed since the caller read it.
+EARN_REFUSED = "SP001"
+HISTORY_CHANGED = "SP002"
+
+
+def knows_accounts(volunteer_id: int) -> bool:
+    """Return True if the volunteer's account ids (and their node's issuance account's)
+    are cached, as an earn on an `alone` connection needs them."""
+    cache = _cache()
+    district_id = cache.get(("district", volunteer_id))
+    return (
+        ("volunteer", volunteer_id) in cache
+        and district_id is not None
+        and ("issuance", district_id) in cache
+    )
+
+
+def records_enabled() -> bool:
+    """Return True when service records may take the one-call path (migration 0005)."""
+    if not enabled():
+        return False
+    installed = current_app.extensions.get("points.fused_record_installed")
+    if installed is None:
+        installed = bool(
+            db.session.connection()
+            .exec_driver_sql("SELECT to_regproc('points_record') IS NOT NULL")
+            .scalar()
+        )
+        current_app.extensions["points.fused_record_installed"] = installed
+    return installed
+
+
+def record(
+    record_id: int,
+    volunteer_id: int,
+    seen_minutes: int,
+    seen_history: tuple[datetime, datetime, tuple[int, int, int]] | None,
+    values: dict[str, Any],
+    earns: list[Earn],
+    minutes_reason: str,
+) -> list[PostedEntry] | None:
+    """Write a service record (`values`: its columns), its earns and, if approved, its
+    minutes in one call on the `autocommit_connection` lent now; return the earn
+    entries.
+
+    Writes nothing and returns None when the volunteer's row no longer matches what the
+    caller read (district, status, `seen_minutes`), when their approved records in
+    `seen_history`'s range no longer match its digest (count, sum of ids, sum of points),
+    or when an earn's account precondition fails (or its ids are not cached): the caller
+    evaluates again, or takes the locked path. Raises IntegrityError on a duplicate
+    once-per-day record.
+    """
+    district_id = values["district_id"]
+    earning = _earning_ids(volunteer_id) if earns else (None, district_id, None)
+    if earning is None or earning[1] != district_id:
+        return None
+    account_id, _, issuance_id = earning
+    now = values["created_at"]
+    hashes = []
+    for earn in earns:
+        fields = entry_fields(
+            district_id,
+            "earn",
+            actor=values["submitted_by"],
+            reason=earn.reason,
+            effective_at=now,
+            plugin=earn.plugin,
+            rule=earn.rule,
+            config_version=earn.config_version,
+            service_record_id=record_id,
+        )
+        pairs = ((issuance_id, -earn.points), (account_id, earn.points))
+        hashes.append((entry_hash(fields, pairs), pairs))
+    since, until, seen = seen_history if seen_history else (None, None, None)
+    parameters = {
+        "record": record_id,
+        "volunteer": volunteer_id,
+        "district": district_id,
+        "seen_minutes": seen_minutes,
+        "history_since": since,
+        "history_until": until,
+        "seen": list(seen) if seen else None,
+        "kind": values["kind"],
+        "started_at": values["started_at"],
+        "minutes": values["minutes"],
+        "details": json.dumps(values["details"]),
+        "status": values["status"],
+        "dedupe_key": values["dedupe_key"],
+        "actor": values["submitted_by"],
+        "now": now,
+        "points": values["points"],
+        "awards": json.dumps(values["awards"]),
+        "queue_reason": values["queue_reason"],
+        "decision_reason": values.get("decision_reason"),
+        "minutes_reason": minutes_reason,
+        "account_id": account_id,
+        "issuance_id": issuance_id,
+        "earns": json.dumps(
+            [
+                {
+                    "points": earn.points,
+                    "reason": earn.reason,
+                    "plugin": earn.plugin,
+                    "rule": earn.rule,
+                    "config_version": earn.config_version,
+                    "expires_at": None if earn.expires_at is None else earn.expires_at.isoformat(),
+                    "hash": content_hash,
+                }
+                for earn, (content_hash, _) in zip(earns, hashes, strict=True)
+            ]
+        ),
+    }
+    dbapi = db.engine.dialect.loaded_dbapi
+    try:
+        entry_ids = _call(_RECORD, parameters)
+    except dbapi.IntegrityError as raw:
+        raise DBAPIError.instance(None, None, raw, dbapi.Error) from raw
+    except dbapi.Error as raw:
+        state = getattr(raw, "sqlstate", None)
+        if state == EARN_REFUSED:
+            _forget(("volunteer", volunteer_id), ("district", volunteer_id))
+            return None
+        if state == HISTORY_CHANGED:
+            return None
+        raise
+    if entry_ids is None:
+        return None
+    return [
+        PostedEntry(entry_id, "earn", district_id, pair)
+        for entry_id, (_, pair) in zip(entry_ids, hashes, strict=True)
+    ]

@@ -7,6 +7,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -138,40 +139,54 @@ def alone(statement: Callable[[], T]) -> T:
     without a key goes through `atomic`, whose BEGIN finds a dead connection before
     anything is written.)
     """
-    session = db.session()
-    if session.in_transaction():
-        _end_session_transaction(session)
-    engine = db.engine
-    dbapi = engine.dialect.loaded_dbapi
     retries = current_app.config["WRITE_RETRIES"]
     attempt = 0
     while True:
-        pooled = None
-        token = None
         try:
-            pooled = engine.raw_connection()
-            connection = pooled.driver_connection
-            token = _ALONE.set(connection)
-            connection.autocommit = True
-            return statement()
-        except dbapi.Error as raw:
-            broken = pooled is None or bool(connection.broken or connection.closed)
-            if pooled is not None and broken:
-                pooled.invalidate(raw)
-            # As SQLAlchemy would have raised it: the app maps OperationalError to a 503.
-            error = DBAPIError.instance(None, None, raw, dbapi.Error, connection_invalidated=broken)
+            with autocommit_connection():
+                return statement()
+        except DBAPIError as error:
             if attempt < retries and is_retryable(error):
                 attempt += 1
                 time.sleep(random.uniform(0, 0.005 * 2**attempt))
                 continue
-            raise error from raw
-        finally:
-            if token is not None:
-                _ALONE.reset(token)
-            if pooled is not None:
-                if not connection.closed:
-                    connection.autocommit = False
-                pooled.close()
+            raise
+
+
+@contextmanager
+def autocommit_connection():
+    """Lend a pooled psycopg connection in autocommit mode, past the ORM session (which
+    ends its read transaction first): each statement on it is a transaction of its own,
+    with no BEGIN and COMMIT round trips and none of the session's Python.
+    `alone_connection()` returns it meanwhile. Driver errors leave it as SQLAlchemy
+    would have raised them (an IntegrityError, an OperationalError the app maps to a
+    503), with `connection_invalidated` set when the connection was lost."""
+    if db.session.registry.has() and db.session().in_transaction():
+        _end_session_transaction(db.session())
+    engine = db.engine
+    dbapi = engine.dialect.loaded_dbapi
+    pooled = None
+    token = None
+    try:
+        pooled = engine.raw_connection()
+        connection = pooled.driver_connection
+        token = _ALONE.set(connection)
+        connection.autocommit = True
+        yield connection
+    except dbapi.Error as raw:
+        broken = pooled is None or bool(connection.broken or connection.closed)
+        if pooled is not None and broken:
+            pooled.invalidate(raw)
+        raise DBAPIError.instance(
+            None, None, raw, dbapi.Error, connection_invalidated=broken
+        ) from raw
+    finally:
+        if token is not None:
+            _ALONE.reset(token)
+        if pooled is not None:
+            if not connection.closed:
+                connection.autocommit = False
+            pooled.close()
 
 
 def _end_session_transaction(session) -> None:
@@ -214,7 +229,8 @@ def run(statement, parameters=None):
 
 def in_unit_of_work() -> bool:
     """Return True inside `atomic`."""
-    return bool(db.session.info.get(_IN_UNIT))
+    # No session yet in this app context: none is made just to ask.
+    return db.session.registry.has() and bool(db.session.info.get(_IN_UNIT))
 
 
 def _end_read() -> None:
