@@ -33,13 +33,14 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from points import ledger
-from points.database import is_retryable
+from points.database import Prepared, is_retryable
 from points.errors import (
     AccountClosedError,
     ConflictError,
     InvalidInputError,
     NotFoundError,
     PluginError,
+    PointsError,
 )
 from points.extensions import db
 from points.ledger import fused
@@ -224,29 +225,32 @@ def volunteer_info(
     )[0]
 
 
+# A record's own statements (the volunteer, the history, the record), run as Prepared:
+# the record path costs a bare earn plus these, so their per-call Python counts.
+_PREPARED: dict[Any, Prepared] = {}
+
+
+def _prepared(statement) -> Prepared:
+    found = _PREPARED.get(statement)
+    if found is None:
+        found = _PREPARED[statement] = Prepared(statement)
+    return found
+
+
 def _session_rows(statement, parameters: dict[str, Any]) -> list:
-    """Run a Core SELECT on the session's connection; return its rows."""
-    return db.session.connection().execute(statement, parameters).all()
+    """Run a record path statement on the session's connection; return its rows."""
+    return _prepared(statement).rows(db.session.connection(), parameters)
 
 
 def _driver_rows(connection) -> Callable[[Any, dict[str, Any]], list]:
-    """Return a reader like `_session_rows` on a psycopg connection of its own (the
-    one-call path's): each statement compiled once, rows as named tuples."""
-    from psycopg.rows import namedtuple_row  # PostgreSQL only: psycopg is an extra
+    """Return a reader like `_session_rows` on a DBAPI connection of its own (the
+    one-call path's `autocommit_connection`)."""
+    dialect = db.engine.dialect
 
     def rows(statement, parameters: dict[str, Any]) -> list:
-        compiled = _COMPILED.get(statement)
-        if compiled is None:
-            done = statement.compile(dialect=db.engine.dialect)
-            compiled = _COMPILED[statement] = (str(done), dict(done.params))
-        sql, defaults = compiled
-        cursor = connection.cursor(row_factory=namedtuple_row)
-        return cursor.execute(sql, {**defaults, **parameters}).fetchall()
+        return _prepared(statement).driver_rows(connection, dialect, parameters)
 
     return rows
-
-
-_COMPILED: dict[Any, tuple[str, dict[str, Any]]] = {}
 
 
 def _volunteer_and_policy(
@@ -568,7 +572,34 @@ def _flat(messages: Any, prefix: str) -> dict[str, list[str]]:
     return {prefix: [str(m) for m in messages] if isinstance(messages, list) else [str(messages)]}
 
 
-_INSERT_RECORD = ServiceRecord.__table__.insert().returning(ServiceRecord.id)
+# Every column a new record sets (those missing from a record's values are NULL).
+_INSERT_RECORD = (
+    ServiceRecord.__table__.insert()
+    .values(
+        {
+            name: bindparam(name)
+            for name in (
+                "district_id",
+                "volunteer_id",
+                "kind",
+                "started_at",
+                "minutes",
+                "details",
+                "status",
+                "dedupe_key",
+                "submitted_by",
+                "created_at",
+                "points",
+                "awards",
+                "queue_reason",
+                "decided_at",
+                "decided_by",
+                "decision_reason",
+            )
+        }
+    )
+    .returning(ServiceRecord.id)
+)
 
 
 def record_service(
@@ -663,29 +694,50 @@ def _record_in_one_call(pm: PointsPluginManager, submitted: _Submission) -> Reco
     """
     if not fused.knows_accounts(submitted.volunteer_id):
         return None  # the locked path looks the accounts up, for the next time
-    for _ in range(ONE_CALL_ATTEMPTS):
-        sent = False
-        try:
-            with ledger.autocommit_connection() as connection:
-                write = _evaluated(pm, _driver_rows(connection), submitted)
-                sent = True
-                done = write()
-        except DBAPIError as error:
-            # Lost before the call was sent, or a race the server rolled back (a
-            # deadlock, say): nothing was written, and the locked path retries.
-            if is_retryable(error) and not (sent and error.connection_invalidated):
+    try:
+        for _ in range(ONE_CALL_ATTEMPTS):
+            sent = False
+            try:
+                with ledger.autocommit_connection() as connection:
+                    write = _evaluated(pm, _driver_rows(connection), submitted)
+                    sent = True
+                    done = write()
+            except _Overtaken:
+                continue
+            except fused.LockedPathNeeded:
                 return None
-            raise
-        if done is not None:
-            return done
-    return None
+            except DBAPIError as error:
+                # Lost before the call was sent, or a race the server rolled back (a
+                # deadlock, say): nothing was written, and the locked path retries.
+                if is_retryable(error) and not (sent and error.connection_invalidated):
+                    return None
+                raise
+            # Listeners hear of the entries once the connection is back in the pool:
+            # whatever they write goes through units of work of their own.
+            _notify(pm, *done[1:])
+            return done[0]
+        return None
+    finally:
+        # A policy missing from the cache was read through the session: end that read.
+        if db.session.registry.has() and db.session().in_transaction():
+            db.session.rollback()
+
+
+class _Overtaken(PointsError):
+    """The volunteer's row or history changed while a one-call record was evaluated.
+    Never reaches a caller; a PointsError so that `call_each` lets it out of a plugin's
+    history read as it is."""
+
+    def __init__(self):
+        super().__init__("the volunteer changed during the evaluation")
 
 
 def _evaluated(
     pm: PointsPluginManager, read, submitted: _Submission
-) -> Callable[[], RecordResult | None]:
+) -> Callable[[], tuple[RecordResult, Policy, list]]:
     """Read and evaluate a record for `_record_in_one_call`; return its write, which
-    returns the record, or None if it was overtaken."""
+    returns the record, its policy and its entries. Both raise _Overtaken, and the
+    write fused.LockedPathNeeded."""
     volunteer, policy, record, dedupe, record_id = _checked_record(
         pm, submitted, _VOLUNTEER_RESERVING, read
     )
@@ -712,27 +764,39 @@ def _evaluated(
         except IntegrityError:
             raise _duplicate(record.kind, record.local_start.date()) from None
         if posted is None:
-            return None
-        _notify(pm, policy, posted)
-        return _submitted(record_id, record, values, posted)
+            raise _Overtaken()
+        return _submitted(record_id, record, values, posted), policy, posted
 
     return write
 
 
+def _digest(records: list[PastRecord]) -> tuple[int, int, int]:
+    return len(records), sum(r.id for r in records), sum(r.points for r in records)
+
+
 class _SeenHistory:
-    """A History loader that keeps what it read last: the range, and a digest of the
-    records in it (count, sum of ids, sum of points) that `points_record` compares."""
+    """A History loader that keeps what it read: the ranges, and a digest of the records
+    in each (count, sum of ids, sum of points), the last of which `points_record`
+    compares. History widens a read to cover every earlier one, each read a snapshot
+    of its own: a wider read must find each earlier range as it was, or what plugins
+    answered from the earlier read no longer holds (_Overtaken)."""
 
     def __init__(self, volunteer_id: int, read):
         self.volunteer_id = volunteer_id
         self.read = read
-        self.seen: tuple[datetime, datetime, tuple[int, int, int]] | None = None
+        self.ranges: list[tuple[datetime, datetime, tuple[int, int, int]]] = []
+
+    @property
+    def seen(self) -> tuple[datetime, datetime, tuple[int, int, int]] | None:
+        return self.ranges[-1] if self.ranges else None
 
     def __call__(self, since: datetime | None, until: datetime | None) -> list[PastRecord]:
         since, until = since or _EARLIEST, until or _LATEST
         rows = _history_rows(self.volunteer_id, None, since, until, self.read)
-        digest = (len(rows), sum(r.id for r in rows), sum(r.points for r in rows))
-        self.seen = (since, until, digest)
+        for start, end, digest in self.ranges:
+            if _digest([r for r in rows if start <= r.started_at < end]) != digest:
+                raise _Overtaken()
+        self.ranges.append((since, until, _digest(rows)))
         return rows
 
 
@@ -777,7 +841,7 @@ def _submit(
     evaluation = evaluate(pm, policy, record, volunteer, history_for(volunteer.id))
     values = _record_values(evaluation, record, dedupe, actor, now)
     try:
-        record_id = db.session.connection().execute(_INSERT_RECORD, values).scalar_one()
+        (record_id,) = _session_rows(_INSERT_RECORD, values)[0]
     except IntegrityError:
         raise _duplicate(record.kind, record.local_start.date()) from None
     posted = []

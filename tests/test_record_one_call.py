@@ -5,6 +5,7 @@ history changed between the read and the write."""
 from __future__ import annotations
 
 import threading
+import types
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from points import errors, ledger, service
 from points.extensions import db
 from points.ledger import fused
 from points.models import Entry, Lot, Posting, ServiceMinutes, ServiceRecord, Volunteer
+from points.plugins import Limit, hookimpl, plugin_manager, registered
 from points.policy import set_policy
 from points.service import approve, record_service
 from points.verify import verify
@@ -201,21 +203,7 @@ def _meanwhile(app, monkeypatch, change, times=1):
         state["calls"] += 1
         if state["left"]:
             state["left"] -= 1
-            errors_seen = []
-
-            def other():
-                with app.app_context():
-                    try:
-                        change()
-                    except Exception as error:
-                        errors_seen.append(error)
-                    finally:
-                        db.session.remove()
-
-            thread = threading.Thread(target=other)
-            thread.start()
-            thread.join()
-            assert not errors_seen, errors_seen
+            _in_another_thread(app, change)
         return record(*args, **kwargs)
 
     monkeypatch.setattr(fused, "record", write)
@@ -357,3 +345,98 @@ def test_a_connection_lost_during_the_write_is_raised_not_sent_again(
     assert db.session.scalar(select(func.count(ServiceRecord.id))) == 2  # written once
     assert ledger.balance(volunteer).balance == 5 + 10
     assert_ok()
+
+
+def _wide_reader():
+    """A limit plugin, sorted after `caps`, that reads a wider range than the day."""
+    module = types.ModuleType("quota")
+
+    @hookimpl
+    def limit_awards(record, history):
+        history.awarded(since=record.local_start - timedelta(days=40))
+        return [Limit(1000, "月配额", "monthly quota")]
+
+    module.limit_awards = limit_awards
+    return module
+
+
+def test_history_changed_between_two_reads_is_evaluated_again(
+    app, postgres, policy, volunteer, monkeypatch
+):
+    """`caps` reads the day; a later plugin widens the read. An approval of a record
+    without minutes (the volunteer's row unchanged) lands between the two reads: the
+    day `caps` counted is no longer the day, so the record is evaluated again."""
+    patrol(volunteer, 60, DAY - timedelta(days=1))
+    patrol(volunteer, 60, DAY)  # 5 of the day's 15
+    report = record_service(
+        volunteer, "report", DAY + timedelta(hours=1), None, {"problem": "lamp"}, actor="o"
+    )
+    assert report.status == "pending"
+    load = service._SeenHistory.__call__
+    caller, loads = threading.get_ident(), []
+
+    def load_then_approve(self, since, until):
+        rows = load(self, since, until)
+        if threading.get_ident() == caller:
+            loads.append(since)
+            if len(loads) == 1:
+                _in_another_thread(app, lambda: approve(report.id, "office:wang"))
+        return rows
+
+    monkeypatch.setattr(service._SeenHistory, "__call__", load_then_approve)
+    with registered(plugin_manager(), _wide_reader(), "quota"):
+        done = patrol(volunteer, 120)
+    # The day, then the wider read, overtaken (not counted here); the day, the wider.
+    assert len(loads) == 3 and loads[0] == loads[1] > loads[2]
+    day = select(func.sum(ServiceRecord.points)).where(
+        ServiceRecord.started_at >= DAY, ServiceRecord.started_at < DAY + timedelta(days=1)
+    )
+    assert db.session.scalar(day) == 15 and done.points == 15 - 5 - 2
+    assert_ok()
+
+
+def test_entry_posted_listeners_run_after_the_connection_is_returned(
+    app, postgres, policy, volunteer
+):
+    """A listener's own unit of work must not write on the record's autocommit
+    connection, where a rollback of that unit would not undo it."""
+    patrol(volunteer, 60, DAY - timedelta(days=1))
+    module = types.ModuleType("listener")
+    heard = []
+
+    @hookimpl
+    def entry_posted(entry):
+        heard.append((entry.id, ledger.units.alone_connection()))
+
+        def unit():
+            ledger.earn(volunteer, 7, actor="listener", reason="listener bonus")
+            raise RuntimeError("the listener's unit fails after its earn")
+
+        with pytest.raises(RuntimeError):
+            ledger.atomic(unit)
+
+    module.entry_posted = entry_posted
+    with registered(plugin_manager(), module, "listener"):
+        patrol(volunteer, 120)
+    assert len(heard) == 1 and heard[0][1] is None
+    bonus = select(func.count(Entry.id)).where(Entry.reason == "listener bonus")
+    assert db.session.scalar(bonus) == 0
+    assert_ok()
+
+
+def _in_another_thread(app, change) -> None:
+    failed = []
+
+    def other():
+        with app.app_context():
+            try:
+                change()
+            except Exception as error:
+                failed.append(error)
+            finally:
+                db.session.remove()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    thread.join()
+    assert not failed, failed

@@ -314,6 +314,11 @@ EARN_REFUSED = "SP001"
 HISTORY_CHANGED = "SP002"
 
 
+class LockedPathNeeded(Exception):
+    """`record` cannot write this record: its account ids are not cached, or an earn's
+    account precondition failed. The locked path looks them up, or says what is wrong."""
+
+
 def knows_accounts(volunteer_id: int) -> bool:
     """Return True if the volunteer's account ids (and their node's issuance account's)
     are cached, as an earn on an `alone` connection needs them."""
@@ -355,16 +360,16 @@ def record(
     entries.
 
     Writes nothing and returns None when the volunteer's row no longer matches what the
-    caller read (district, status, `seen_minutes`), when their approved records in
-    `seen_history`'s range no longer match its digest (count, sum of ids, sum of points),
-    or when an earn's account precondition fails (or its ids are not cached): the caller
-    evaluates again, or takes the locked path. Raises IntegrityError on a duplicate
-    once-per-day record.
+    caller read (district, status, `seen_minutes`), or their approved records in
+    `seen_history`'s range no longer match its digest (count, sum of ids, sum of
+    points): the caller evaluates again. Writes nothing and raises LockedPathNeeded when
+    an earn's account ids are not cached or its account precondition fails; raises
+    IntegrityError on a duplicate once-per-day record.
     """
     district_id = values["district_id"]
     earning = _earning_ids(volunteer_id) if earns else (None, district_id, None)
     if earning is None or earning[1] != district_id:
-        return None
+        raise LockedPathNeeded
     account_id, _, issuance_id = earning
     now = values["created_at"]
     hashes = []
@@ -430,7 +435,7 @@ def record(
         state = getattr(raw, "sqlstate", None)
         if state == EARN_REFUSED:
             _forget(("volunteer", volunteer_id), ("district", volunteer_id))
-            return None
+            raise LockedPathNeeded from None
         if state == HISTORY_CHANGED:
             return None
         raise
