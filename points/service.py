@@ -698,8 +698,8 @@ def _record_in_one_call(pm: PointsPluginManager, submitted: _Submission) -> Reco
         for _ in range(ONE_CALL_ATTEMPTS):
             sent = False
             try:
-                with ledger.autocommit_connection() as connection:
-                    write = _evaluated(pm, _driver_rows(connection), submitted)
+                with ledger.autocommit_connection(lend=False) as connection:
+                    write = _evaluated(pm, connection, submitted)
                     sent = True
                     done = write()
             except _Overtaken:
@@ -733,11 +733,12 @@ class _Overtaken(PointsError):
 
 
 def _evaluated(
-    pm: PointsPluginManager, read, submitted: _Submission
+    pm: PointsPluginManager, connection, submitted: _Submission
 ) -> Callable[[], tuple[RecordResult, Policy, list]]:
     """Read and evaluate a record for `_record_in_one_call`; return its write, which
     returns the record, its policy and its entries. Both raise _Overtaken, and the
     write fused.LockedPathNeeded."""
+    read = _driver_rows(connection)
     volunteer, policy, record, dedupe, record_id = _checked_record(
         pm, submitted, _VOLUNTEER_RESERVING, read
     )
@@ -753,6 +754,7 @@ def _evaluated(
     def write() -> RecordResult | None:
         try:
             posted = fused.record(
+                connection,
                 record_id,
                 volunteer.id,
                 volunteer.service_minutes,

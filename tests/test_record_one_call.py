@@ -325,16 +325,14 @@ def test_a_connection_lost_during_the_write_is_raised_not_sent_again(
     import psycopg
     from sqlalchemy.exc import OperationalError
 
-    from points.ledger.units import alone_connection
-
     patrol(volunteer, 60, DAY - timedelta(days=1))
     record = fused.record
     calls = []
 
-    def write_then_lose_the_reply(*args, **kwargs):
+    def write_then_lose_the_reply(connection, *args, **kwargs):
         calls.append(1)
-        record(*args, **kwargs)
-        alone_connection().close()
+        record(connection, *args, **kwargs)
+        connection.close()
         raise psycopg.OperationalError("server closed the connection unexpectedly")
 
     monkeypatch.setattr(fused, "record", write_then_lose_the_reply)
@@ -395,14 +393,17 @@ def test_history_changed_between_two_reads_is_evaluated_again(
     assert_ok()
 
 
-def test_entry_posted_listeners_run_after_the_connection_is_returned(
-    app, postgres, policy, volunteer
-):
-    """A listener's own unit of work must not write on the record's autocommit
-    connection, where a rollback of that unit would not undo it."""
+def test_plugins_write_through_units_of_their_own(app, postgres, policy, volunteer):
+    """Neither a plugin evaluating the record nor a listener hearing of its entries may
+    write on the record's autocommit connection, where a rollback of their unit of work
+    would not undo it: the connection is not lent to the ledger's writers."""
     patrol(volunteer, 60, DAY - timedelta(days=1))
     module = types.ModuleType("listener")
-    heard = []
+    heard, lent = [], []
+
+    @hookimpl
+    def limit_awards():
+        lent.append(ledger.units.alone_connection())
 
     @hookimpl
     def entry_posted(entry):
@@ -416,8 +417,10 @@ def test_entry_posted_listeners_run_after_the_connection_is_returned(
             ledger.atomic(unit)
 
     module.entry_posted = entry_posted
+    module.limit_awards = limit_awards
     with registered(plugin_manager(), module, "listener"):
         patrol(volunteer, 120)
+    assert lent == [None]
     assert len(heard) == 1 and heard[0][1] is None
     bonus = select(func.count(Entry.id)).where(Entry.reason == "listener bonus")
     assert db.session.scalar(bonus) == 0

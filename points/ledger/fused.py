@@ -347,6 +347,7 @@ def records_enabled() -> bool:
 
 
 def record(
+    connection,
     record_id: int,
     volunteer_id: int,
     seen_minutes: int,
@@ -356,7 +357,8 @@ def record(
     minutes_reason: str,
 ) -> list[PostedEntry] | None:
     """Write a service record (`values`: its columns), its earns and, if approved, its
-    minutes in one call on the `autocommit_connection` lent now; return the earn
+    minutes in one call on `connection` (an `autocommit_connection`, held by the caller
+    alone: plugins evaluating the record cannot write through it); return the earn
     entries.
 
     Writes nothing and returns None when the volunteer's row no longer matches what the
@@ -428,7 +430,7 @@ def record(
     }
     dbapi = db.engine.dialect.loaded_dbapi
     try:
-        entry_ids = _call(_RECORD, parameters)
+        entry_ids = connection.execute(_RECORD, parameters).fetchone()[0]
     except dbapi.IntegrityError as raw:
         raise DBAPIError.instance(None, None, raw, dbapi.Error) from raw
     except dbapi.Error as raw:

@@ -154,11 +154,12 @@ def alone(statement: Callable[[], T]) -> T:
 
 
 @contextmanager
-def autocommit_connection():
+def autocommit_connection(*, lend: bool = True):
     """Lend a pooled psycopg connection in autocommit mode, past the ORM session (which
     ends its read transaction first): each statement on it is a transaction of its own,
-    with no BEGIN and COMMIT round trips and none of the session's Python.
-    `alone_connection()` returns it meanwhile. Driver errors leave it as SQLAlchemy
+    with no BEGIN and COMMIT round trips and none of the session's Python. With `lend`,
+    `alone_connection()` returns it meanwhile, for the one-call writers of `fused` to
+    use (`alone`); without, only the holder uses it. Driver errors leave it as SQLAlchemy
     would have raised them (an IntegrityError, an OperationalError the app maps to a
     503), with `connection_invalidated` set when the connection was lost."""
     if db.session.registry.has() and db.session().in_transaction():
@@ -170,7 +171,8 @@ def autocommit_connection():
     try:
         pooled = engine.raw_connection()
         connection = pooled.driver_connection
-        token = _ALONE.set(connection)
+        if lend:
+            token = _ALONE.set(connection)
         connection.autocommit = True
         yield connection
     except dbapi.Error as raw:
