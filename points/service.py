@@ -182,7 +182,7 @@ def _id(value: Any, name: str) -> int:
     return value
 
 
-_VOLUNTEER = (
+_VOLUNTEER_SELECT = (
     select(
         Volunteer.id,
         Volunteer.district_id,
@@ -202,11 +202,16 @@ _VOLUNTEER = (
 # Records and approvals of one volunteer take turns (PostgreSQL; SQLite writers always
 # do): each reads the history its caps count only once the volunteer's row is locked,
 # so two at once cannot both pass a cap that only one fits.
-_VOLUNTEER_LOCKED = _VOLUNTEER.with_for_update(of=Volunteer.__table__, key_share=True)
+# A record's own statements run as Prepared: the record path costs a bare earn plus
+# these, so their per-call Python counts.
+_VOLUNTEER = Prepared(_VOLUNTEER_SELECT)
+_VOLUNTEER_LOCKED = Prepared(
+    _VOLUNTEER_SELECT.with_for_update(of=Volunteer.__table__, key_share=True)
+)
 # The one-call path (PostgreSQL) reads without a lock, and reserves the new record's id
 # in the same round trip: its earns' hashes name the record.
-_VOLUNTEER_RESERVING = _VOLUNTEER.add_columns(
-    func.nextval("service_records_id_seq").label("reserved_id")
+_VOLUNTEER_RESERVING = Prepared(
+    _VOLUNTEER_SELECT.add_columns(func.nextval("service_records_id_seq").label("reserved_id"))
 )
 
 
@@ -225,30 +230,18 @@ def volunteer_info(
     )[0]
 
 
-# A record's own statements (the volunteer, the history, the record), run as Prepared:
-# the record path costs a bare earn plus these, so their per-call Python counts.
-_PREPARED: dict[Any, Prepared] = {}
-
-
-def _prepared(statement) -> Prepared:
-    found = _PREPARED.get(statement)
-    if found is None:
-        found = _PREPARED[statement] = Prepared(statement)
-    return found
-
-
-def _session_rows(statement, parameters: dict[str, Any]) -> list:
+def _session_rows(statement: Prepared, parameters: dict[str, Any]) -> list:
     """Run a record path statement on the session's connection; return its rows."""
-    return _prepared(statement).rows(db.session.connection(), parameters)
+    return statement.rows(db.session.connection(), parameters)
 
 
-def _driver_rows(connection) -> Callable[[Any, dict[str, Any]], list]:
+def _driver_rows(connection) -> Callable[[Prepared, dict[str, Any]], list]:
     """Return a reader like `_session_rows` on a DBAPI connection of its own (the
     one-call path's `autocommit_connection`)."""
     dialect = db.engine.dialect
 
-    def rows(statement, parameters: dict[str, Any]) -> list:
-        return _prepared(statement).driver_rows(connection, dialect, parameters)
+    def rows(statement: Prepared, parameters: dict[str, Any]) -> list:
+        return statement.driver_rows(connection, dialect, parameters)
 
     return rows
 
@@ -352,20 +345,22 @@ def expiring_soon(
 # most of the cost of a small query on the hot path (submit and approve).
 _EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9999, 1, 1, tzinfo=UTC)
-_HISTORY = select(
-    ServiceRecord.id,
-    ServiceRecord.kind,
-    ServiceRecord.started_at,
-    ServiceRecord.minutes,
-    ServiceRecord.points,
-    ServiceRecord.details,
-    ServiceRecord.awards,
-).where(
-    ServiceRecord.volunteer_id == bindparam("volunteer_id"),
-    ServiceRecord.status == "approved",
-    ServiceRecord.id != bindparam("exclude_id"),
-    ServiceRecord.started_at >= bindparam("since"),
-    ServiceRecord.started_at < bindparam("before"),
+_HISTORY = Prepared(
+    select(
+        ServiceRecord.id,
+        ServiceRecord.kind,
+        ServiceRecord.started_at,
+        ServiceRecord.minutes,
+        ServiceRecord.points,
+        ServiceRecord.details,
+        ServiceRecord.awards,
+    ).where(
+        ServiceRecord.volunteer_id == bindparam("volunteer_id"),
+        ServiceRecord.status == "approved",
+        ServiceRecord.id != bindparam("exclude_id"),
+        ServiceRecord.started_at >= bindparam("since"),
+        ServiceRecord.started_at < bindparam("before"),
+    )
 )
 
 
@@ -404,7 +399,7 @@ def _history_rows(
 def past_record(id, kind, started_at, minutes, points, details, awards) -> PastRecord:
     """Return a PastRecord from a record's columns."""
     rules = tuple(a["rule"] for a in awards or () if a.get("points", 0) > 0)
-    return PastRecord(id, kind, started_at.astimezone(UTC), minutes, points, details, rules)
+    return PastRecord(id, kind, started_at, minutes, points, details, rules)
 
 
 # -- the earning pipeline ----------------------------------------------------------------
@@ -573,7 +568,7 @@ def _flat(messages: Any, prefix: str) -> dict[str, list[str]]:
 
 
 # Every column a new record sets (those missing from a record's values are NULL).
-_INSERT_RECORD = (
+_INSERT_RECORD = Prepared(
     ServiceRecord.__table__.insert()
     .values(
         {
@@ -657,9 +652,11 @@ def record_service(
     return result
 
 
-_DEDUPE = select(ServiceRecord.id).where(
-    ServiceRecord.volunteer_id == bindparam("volunteer_id"),
-    ServiceRecord.dedupe_key == bindparam("dedupe_key"),
+_DEDUPE = Prepared(
+    select(ServiceRecord.id).where(
+        ServiceRecord.volunteer_id == bindparam("volunteer_id"),
+        ServiceRecord.dedupe_key == bindparam("dedupe_key"),
+    )
 )
 
 # Evaluations a one-call record may repeat, each time finding that the volunteer's row or

@@ -762,7 +762,9 @@ def correct_service_minutes(volunteer_id: int, minutes: int, *, actor: str, reas
 
 
 _volunteers = Volunteer.__table__
-_ADD_MINUTES = (
+# SQLite runs these two as Prepared statements: a record counts its minutes, a bare earn
+# does not, and their per-call Python is most of what they cost in process.
+_ADD_MINUTES = Prepared(
     update(_volunteers)
     .where(
         _volunteers.c.id == bindparam("volunteer_id"),
@@ -771,25 +773,23 @@ _ADD_MINUTES = (
     .values(service_minutes=_volunteers.c.service_minutes + bindparam("minutes"))
     .returning(_volunteers.c.service_minutes, _volunteers.c.district_id)
 )
-_INSERT_MINUTES = ServiceMinutes.__table__.insert().values(
-    {
-        name: bindparam(name)
-        for name in (
-            "district_id",
-            "volunteer_id",
-            "minutes",
-            "kind",
-            "actor",
-            "reason",
-            "service_record_id",
-            "created_at",
-        )
-    }
+_INSERT_MINUTES = Prepared(
+    ServiceMinutes.__table__.insert().values(
+        {
+            name: bindparam(name)
+            for name in (
+                "district_id",
+                "volunteer_id",
+                "minutes",
+                "kind",
+                "actor",
+                "reason",
+                "service_record_id",
+                "created_at",
+            )
+        }
+    )
 )
-# SQLite runs the two as Prepared statements: a record counts its minutes, a bare earn
-# does not, and their per-call Python is most of what they cost in process.
-_ADD_MINUTES_PREPARED = Prepared(_ADD_MINUTES)
-_INSERT_MINUTES_PREPARED = Prepared(_INSERT_MINUTES)
 # PostgreSQL moves the total and writes the audit row in one round trip: a
 # data-modifying WITH runs once, whole, whether or not the outer query reads it. Its
 # UPDATE is _ADD_MINUTES; no row back means what it means there. (SQLite, in process,
@@ -833,10 +833,10 @@ def _move_minutes(volunteer_id, minutes, kind, actor, reason, service_record_id)
             done = run(_MOVE_MINUTES_PG, row).one_or_none()
         else:
             connection = db.session.connection()
-            moved = _ADD_MINUTES_PREPARED.rows(connection, row)
+            moved = _ADD_MINUTES.rows(connection, row)
             done = moved[0] if moved else None
             if done is not None:
-                _INSERT_MINUTES_PREPARED.rows(connection, {**row, "district_id": done.district_id})
+                _INSERT_MINUTES.rows(connection, {**row, "district_id": done.district_id})
     except IntegrityError:
         raise ConflictError(f"service record {service_record_id} was already counted") from None
     if done is None:
