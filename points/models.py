@@ -43,6 +43,7 @@ from sqlalchemy import (
     Computed,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     MetaData,
@@ -93,7 +94,19 @@ class UTCDateTime(TypeDecorator):
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
+    # PostgreSQL keeps these as `column::text = ANY ('{...}'::text[])`, one constant to
+    # parse per statement rather than an array of casts (migration 0006).
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+def _district_key(column: str, referred: str) -> ForeignKeyConstraint:
+    """A foreign key from (column, district_id) to (id, district_id) of `referred`: the
+    row it names is in this row's district, one check for both."""
+    # Named by the naming convention after its first column, as the single-column key
+    # it replaced was (fk_postings_entry_id_entries).
+    return ForeignKeyConstraint(
+        [column, "district_id"], [f"{referred}.id", f"{referred}.district_id"]
+    )
 
 
 class Base(DeclarativeBase):
@@ -211,6 +224,8 @@ class Account(Base):
             postgresql_where=text("kind IN ('issuance', 'expired', 'clearing')"),
         ),
         UniqueConstraint("provider_id", "district_id"),
+        # What the ledger's keys that name their district refer to (see Posting).
+        Index("uq_accounts_district_id_id", "district_id", "id", unique=True),
     )
 
 
@@ -244,7 +259,9 @@ class Entry(Base):
     __table_args__ = (
         CheckConstraint(_in("kind", ENTRY_KINDS), name="kind"),
         CheckConstraint("(kind = 'reversal') = (reverses_id IS NOT NULL)", name="reversal_link"),
-        Index("ix_entries_district_id_id", "district_id", "id"),
+        # A district's entries in order (the sealer, history), and what the ledger's keys
+        # that name their district refer to (see Posting).
+        Index("uq_entries_district_id_id", "district_id", "id", unique=True),
         # Most entries have neither: index them only where set.
         Index(
             "ix_entries_hold_id",
@@ -267,12 +284,17 @@ class Posting(Base):
     __tablename__ = "postings"
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
-    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), index=True)
-    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    entry_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    district_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(Integer)
     amount: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (
+        # Keys that name their district: a posting's entry and account are in its
+        # district, checked once each (PostgreSQL; SQLite keeps a key per column, see
+        # migration 0006). Lots, lot uses, holds and the sealer's queue do the same.
+        _district_key("entry_id", "entries"),
+        _district_key("account_id", "accounts"),
         CheckConstraint("amount <> 0", name="non_zero"),
         Index("ix_postings_account_id_id", "account_id", "id"),
     )
@@ -284,9 +306,9 @@ class Lot(Base):
     __tablename__ = "lots"
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
-    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
-    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), index=True)
+    district_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(Integer)
+    entry_id: Mapped[int] = mapped_column(BigInteger, index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     # amount minus the lot's uses: a cache, kept in step by points.ledger.
     remaining: Mapped[int] = mapped_column(BigInteger)
@@ -305,6 +327,8 @@ class Lot(Base):
     )
 
     __table_args__ = (
+        _district_key("account_id", "accounts"),
+        _district_key("entry_id", "entries"),
         CheckConstraint("amount > 0", name="positive"),
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining"),
         # A debit's lots in spending order (PostgreSQL sorts NULL, never expiring, last).
@@ -334,14 +358,17 @@ class LotUse(Base):
     __tablename__ = "lot_uses"
 
     id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
-    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    district_id: Mapped[int] = mapped_column(Integer)
     # Not indexed: only `verify` reads uses by lot, all of them at once; lots are never
     # deleted, so the foreign key needs no index to check a delete.
     lot_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("lots.id"))
-    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), index=True)
+    entry_id: Mapped[int] = mapped_column(BigInteger, index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
 
-    __table_args__ = (CheckConstraint("amount > 0", name="positive"),)
+    __table_args__ = (
+        _district_key("entry_id", "entries"),
+        CheckConstraint("amount > 0", name="positive"),
+    )
 
 
 class Hold(Base):
@@ -350,9 +377,9 @@ class Hold(Base):
     __tablename__ = "holds"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
-    destination_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    district_id: Mapped[int] = mapped_column(Integer)
+    account_id: Mapped[int] = mapped_column(Integer)
+    destination_id: Mapped[int] = mapped_column(Integer)
     amount: Mapped[int] = mapped_column(BigInteger)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -364,6 +391,8 @@ class Hold(Base):
     resolution: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
+        _district_key("account_id", "accounts"),
+        _district_key("destination_id", "accounts"),
         CheckConstraint("amount > 0", name="positive"),
         CheckConstraint(_in("status", HOLD_STATES), name="status"),
         CheckConstraint("(status = 'pending') = (resolved_at IS NULL)", name="resolved"),
@@ -439,8 +468,10 @@ class UnsealedEntry(Base):
 
     __tablename__ = "unsealed_entries"
 
-    entry_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("entries.id"), primary_key=True)
-    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
+    entry_id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    district_id: Mapped[int] = mapped_column(Integer, index=True)
+
+    __table_args__ = (_district_key("entry_id", "entries"),)
 
 
 class ChainHead(Base):

@@ -1,0 +1,208 @@
+"""Keys that name their district (migration 0006): on PostgreSQL the database itself
+refuses a posting, lot, lot use, hold or queued entry outside its entry's or account's
+district; enumerations are checked against one constant; and the migration goes down
+and up again over a ledger with rows in it, on both databases."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy.exc import IntegrityError
+
+from points import ledger
+from points.app import create_app
+from points.config import database_url
+from points.extensions import db
+from points.models import Account, Hold, Lot
+from points.verify import verify
+from tests.conftest import PG_URL, _config
+
+
+@pytest.fixture
+def postgres(backend):
+    if backend != "postgresql":
+        pytest.skip("SQLite keeps a key per column (migration 0006)")
+
+
+@pytest.fixture
+def ledger_rows(app, volunteer, far_volunteer, provider):
+    """An earn and a redemption in xizhaosi; the account of a volunteer in zuoanmen."""
+    ledger.earn(volunteer, 10, actor="office", reason="巡查")
+    redeemed = ledger.redeem(volunteer, 3, provider_id=provider, actor="kiosk", reason="理发")
+    ledger.seal()  # out of the sealer's queue, where a second row would be a duplicate
+    rows = {
+        "entry": redeemed.id,
+        "district": redeemed.district_id,
+        "far_account": ledger.balance(far_volunteer).account_id,
+        "far_district": db.session.scalar(
+            select(Account.district_id).where(Account.volunteer_id == far_volunteer)
+        ),
+        "hold": db.session.scalar(select(Hold.id)),
+        "lot": db.session.scalar(select(Lot.id)),
+    }
+    db.session.remove()
+    return rows
+
+
+# Each writes one row that names a row of another district, as a bug or a hand-made
+# correction might. Values: the ledger_rows above.
+OUTSIDE = {
+    "posting on an account of another district": (
+        "INSERT INTO postings (entry_id, district_id, account_id, amount) "
+        "VALUES (:entry, :district, :far_account, 1)"
+    ),
+    "posting naming its entry under another district": (
+        "INSERT INTO postings (entry_id, district_id, account_id, amount) "
+        "VALUES (:entry, :far_district, :far_account, 1)"
+    ),
+    "lot of an entry in another district": (
+        "INSERT INTO lots (district_id, account_id, entry_id, amount, remaining, created_at) "
+        "VALUES (:far_district, :far_account, :entry, 1, 1, now())"
+    ),
+    "lot use of an entry in another district": (
+        "INSERT INTO lot_uses (district_id, lot_id, entry_id, amount) "
+        "VALUES (:far_district, :lot, :entry, 1)"
+    ),
+    "hold on an account of another district": (
+        "INSERT INTO holds (district_id, account_id, destination_id, amount, status, "
+        "expires_at, actor, reason, created_at) VALUES (:district, :far_account, "
+        ":far_account, 1, 'pending', now(), 'test', 'test', now())"
+    ),
+    "queued entry under another district": (
+        "INSERT INTO unsealed_entries (entry_id, district_id) VALUES (:entry, :far_district)"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTSIDE))
+def test_the_database_refuses_a_row_outside_its_district(app, postgres, ledger_rows, case):
+    counts = _row_counts()
+    refused = pytest.raises(IntegrityError, match="foreign key")
+    with db.engine.connect() as connection, refused, connection.begin():
+        connection.execute(text(OUTSIDE[case]), ledger_rows)
+    assert _row_counts() == counts
+    ledger.seal()
+    assert verify().ok
+
+
+def test_enumerations_are_one_constant_and_still_refuse_other_values(app, postgres, ledger_rows):
+    definitions = db.session.execute(
+        text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE contype = 'c' AND conname IN ('ck_accounts_kind', 'ck_holds_status')"
+        )
+    ).all()
+    assert dict(definitions) == {
+        "ck_accounts_kind": "CHECK (((kind)::text = ANY "
+        "('{volunteer,issuance,provider,expired,clearing}'::text[])))",
+        "ck_holds_status": "CHECK (((status)::text = ANY "
+        "('{pending,posted,voided,timed_out}'::text[])))",
+    }
+    db.session.rollback()
+    refused = pytest.raises(IntegrityError, match="ck_holds_status")
+    with db.engine.connect() as connection, refused, connection.begin():
+        connection.execute(text("UPDATE holds SET status = 'lost' WHERE id = :hold"), ledger_rows)
+
+
+def _row_counts() -> dict[str, int]:
+    tables = ("postings", "lots", "lot_uses", "holds", "unsealed_entries")
+    counts = {t: db.session.scalar(text(f"SELECT count(*) FROM {t}")) for t in tables}
+    db.session.rollback()
+    return counts
+
+
+# -- the migration, down and up over a ledger with rows in it ---------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def scratch_url(request, tmp_path):
+    """A database of its own, empty: migrating the shared test database would disturb
+    the tests after this one."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'migrations.sqlite'}"
+        return
+    if not PG_URL:
+        pytest.skip("PostgreSQL not configured: set POINTS_TEST_DATABASE_URL")
+    server = make_url(database_url(PG_URL))
+    name = f"points_test_{os.getpid()}_migrations"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server.set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+def test_the_migration_goes_down_and_up_over_a_ledger(scratch_url):
+    from points.directory import create_district, create_provider, register_volunteer
+
+    app = create_app(_config(scratch_url))
+    with app.app_context():
+        upgrade()
+        create_district("city", "City", "city")
+        create_district("street", "Street", "street", parent="city")
+        create_district("east", "East", "community", parent="street")
+        volunteer = register_volunteer("王秀英", "east", "123456").id
+        barber = create_provider("barber", "Barber", "street").id
+        ledger.earn(volunteer, 10, actor="office", reason="巡查")
+        ledger.redeem(volunteer, 4, provider_id=barber, actor="kiosk", reason="理发")
+        db.session.remove()
+
+        downgrade(revision="0005")
+        before = _schema_facts()
+        upgrade()
+        after = _schema_facts()
+        ledger.redeem(volunteer, 1, provider_id=barber, actor="kiosk", reason="理发")
+        ledger.seal()
+        report = verify()
+        assert report.ok, report.problems
+        assert ledger.balance(volunteer).balance == 5
+        db.session.remove()
+        db.engine.dispose()
+    assert "uq_entries_district_id_id" not in before["indexes"]
+    assert {"uq_entries_district_id_id", "uq_accounts_district_id_id"} <= after["indexes"]
+    if scratch_url.startswith("postgresql"):
+        assert before["posting keys"] == [
+            "FOREIGN KEY (account_id) REFERENCES accounts(id)",
+            "FOREIGN KEY (district_id) REFERENCES districts(id)",
+            "FOREIGN KEY (entry_id) REFERENCES entries(id)",
+        ]
+        assert after["posting keys"] == [
+            "FOREIGN KEY (account_id, district_id) REFERENCES accounts(id, district_id)",
+            "FOREIGN KEY (entry_id, district_id) REFERENCES entries(id, district_id)",
+        ]
+        assert "ARRAY[" in before["kind check"] and "ARRAY[" not in after["kind check"]
+
+
+def _schema_facts() -> dict:
+    connection = db.session.connection()
+    facts = {"indexes": set()}
+    if connection.dialect.name == "sqlite":
+        rows = connection.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'"))
+        facts["indexes"] = set(rows.scalars())
+    else:
+        rows = connection.execute(text("SELECT indexname FROM pg_indexes"))
+        facts["indexes"] = set(rows.scalars())
+        facts["posting keys"] = sorted(
+            connection.execute(
+                text(
+                    "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                    "WHERE contype = 'f' AND conrelid = 'postings'::regclass"
+                )
+            ).scalars()
+        )
+        facts["kind check"] = connection.execute(
+            text(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                "WHERE conname = 'ck_entries_kind'"
+            )
+        ).scalar()
+    db.session.rollback()
+    return facts
