@@ -58,6 +58,9 @@ def register_extensions(app: Flask) -> None:
     app.extensions["points.plugins"] = make_plugin_manager(app.config.get("DISABLED_PLUGINS", ""))
     with app.app_context():
         configure_engine(db.engine, busy_seconds=app.config["SQLITE_BUSY_SECONDS"])
+    from points.ledger.units import release_autocommit_connection
+
+    app.teardown_appcontext(release_autocommit_connection)
 
 
 def register_blueprints(app: Flask) -> None:

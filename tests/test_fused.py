@@ -8,11 +8,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from flask import g
 from sqlalchemy import select, text
 
 from points import errors, ledger
 from points.extensions import db
-from points.ledger import fused
+from points.ledger import fused, units
 from points.models import Account, Entry, Hold, IdempotencyKey, Lot, LotUse, Posting
 from points.verify import verify
 
@@ -190,6 +191,62 @@ def test_a_write_alone_ends_the_session_transaction_first(app, postgres, volunte
     assert account.balance == 1
     ledger.earn(volunteer, 5, actor="office", reason="patrol", idempotency_key="k")
     assert account.balance == 6
+
+
+def _kept_backend() -> int | None:
+    """The server pid of the autocommit connection the app context keeps, if any."""
+    kept = getattr(g, units._KEPT, None)
+    return None if kept is None else kept[0].driver_connection.info.backend_pid
+
+
+def test_writes_alone_keep_one_connection_for_the_app_context(app, postgres, volunteer, provider):
+    """Pool checkout and check-in cost a write's client more than its hashing: a loop of
+    writes in one app context takes one connection, idle between writes, and gives it
+    back when the context ends. Sessions and units of work beside it take their own."""
+    ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="a")
+    kept = _kept_backend()
+    assert kept is not None
+    ledger.redeem(
+        volunteer, 2, provider_id=provider, actor="kiosk", reason="tea", idempotency_key="b"
+    )
+    assert _kept_backend() == kept
+    held = ledger.hold(volunteer, 3, provider_id=provider, actor="kiosk", reason="haircut")
+    ledger.post_hold(held.id, actor="kiosk", reason="haircut")  # a unit of work, beside it
+    assert ledger.balance(volunteer).balance == 5  # a session read, beside it
+    ledger.earn(volunteer, 1, actor="office", reason="patrol", idempotency_key="c")
+    assert _kept_backend() == kept
+    assert db.engine.pool.checkedout() == 1  # the session's went back; the kept one stays
+    states = db.session.execute(
+        text("SELECT state FROM pg_stat_activity WHERE pid = :pid"), {"pid": kept}
+    ).scalars()
+    assert list(states) == ["idle"]
+    db.session.remove()
+    units.release_autocommit_connection()
+    assert _kept_backend() is None
+    assert db.engine.pool.checkedout() == 0
+
+
+def test_a_kept_connection_lost_between_writes_is_replaced(app, postgres, volunteer):
+    """The server dropped it while idle (a restart, a proxy timeout): the next keyed
+    write retries on a fresh connection, and the key keeps it to one entry."""
+    ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="a")
+    lost = _kept_backend()
+    db.session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": lost})
+    db.session.commit()
+    ledger.earn(volunteer, 5, actor="office", reason="patrol", idempotency_key="b")
+    assert _kept_backend() not in (None, lost)
+    assert ledger.balance(volunteer).balance == 15
+    assert_ok()
+
+
+def test_a_disposed_engine_drops_the_kept_connection(app, postgres, volunteer):
+    """Its old pool would leave it open; the context closes it instead."""
+    ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="a")
+    connection = getattr(g, units._KEPT)[0].driver_connection
+    db.session.remove()
+    db.engine.dispose()
+    units.release_autocommit_connection()
+    assert connection.closed
 
 
 def test_without_the_functions_writes_go_step_by_step(app, postgres, volunteer, provider):

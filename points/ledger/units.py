@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar
 
-from flask import current_app
+from flask import current_app, g
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -36,6 +36,7 @@ T = TypeVar("T")
 
 _IN_UNIT = "points_unit_of_work"
 _ALONE: ContextVar[Any] = ContextVar("points_alone_connection", default=None)
+_KEPT = "points_autocommit_connection"  # in flask.g: the app context's, between uses
 _AFTER_COMMIT = "points_after_commit"
 GENESIS_HASH = "0" * 64
 MAX_SERVICE_MINUTES = 24 * 60
@@ -161,19 +162,31 @@ def autocommit_connection(*, lend: bool = True):
     `alone_connection()` returns it meanwhile, for the one-call writers of `fused` to
     use (`alone`); without, only the holder uses it. Driver errors leave it as SQLAlchemy
     would have raised them (an IntegrityError, an OperationalError the app maps to a
-    503), with `connection_invalidated` set when the connection was lost."""
+    503), with `connection_invalidated` set when the connection was lost.
+
+    The app context keeps the connection between uses, until it ends
+    (`release_autocommit_connection`, a teardown): a pool checkout and check-in, with
+    the autocommit switch each way, cost a write's client more than its hashing and
+    validation together (about 100 us of 420 per redemption), which a loop of writes in
+    one app context (a batch, an import, `bench/ledger.py`) then pays once. A request
+    that reads through the session after such a write holds two connections where it
+    took one in turn; the pool keeps two open per process anyway once any request has
+    needed both at once (a service record does). A connection is kept only idle and
+    whole; a lost one is dropped."""
     if db.session.registry.has() and db.session().in_transaction():
         _end_session_transaction(db.session())
-    engine = db.engine
-    dbapi = engine.dialect.loaded_dbapi
-    pooled = None
+    dbapi = db.engine.dialect.loaded_dbapi
+    # Taken from the app context while in use: a nested use gets a connection of its own.
+    pooled = _take_kept()
     token = None
     try:
-        pooled = engine.raw_connection()
+        if pooled is None:
+            pooled = db.engine.raw_connection()
+            connection = pooled.driver_connection
+            connection.autocommit = True
         connection = pooled.driver_connection
         if lend:
             token = _ALONE.set(connection)
-        connection.autocommit = True
         yield connection
     except dbapi.Error as raw:
         broken = pooled is None or bool(connection.broken or connection.closed)
@@ -186,9 +199,59 @@ def autocommit_connection(*, lend: bool = True):
         if token is not None:
             _ALONE.reset(token)
         if pooled is not None:
-            if not connection.closed:
-                connection.autocommit = False
-            pooled.close()
+            _keep_or_return(pooled)
+
+
+def _keep_or_return(pooled) -> None:
+    """Keep an idle, whole autocommit connection for the app context; return any other
+    to the pool."""
+    connection = pooled.driver_connection
+    idle = _idle(connection)
+    if idle and _KEPT not in g:
+        # With its pool: the engine may be disposed of meanwhile (a test, a fork).
+        setattr(g, _KEPT, (pooled, db.engine.pool))
+        return
+    if idle:
+        connection.autocommit = False
+    pooled.close()
+
+
+def _idle(connection) -> bool:
+    """Whether a psycopg connection is open, whole and in no transaction."""
+    from psycopg import pq  # only PostgreSQL lends autocommit connections
+
+    return (
+        connection is not None
+        and not connection.closed
+        and not connection.broken
+        and connection.info.transaction_status == pq.TransactionStatus.IDLE
+    )
+
+
+def _take_kept():
+    """Take the app context's kept connection, if it belongs to the engine's pool still;
+    one the engine no longer pools (disposed of meanwhile) is closed."""
+    kept = g.pop(_KEPT, None)
+    if kept is None:
+        return None
+    pooled, pool = kept
+    if pool is db.engine.pool:
+        return pooled
+    pooled.invalidate()  # closes it: its pool would only leave it open
+    pooled.close()
+    return None
+
+
+def release_autocommit_connection(_error: BaseException | None = None) -> None:
+    """Return the app context's autocommit connection to the pool (a teardown)."""
+    pooled = _take_kept()
+    if pooled is None:
+        return
+    if _idle(pooled.driver_connection):
+        pooled.driver_connection.autocommit = False
+    else:
+        pooled.invalidate()
+    pooled.close()
 
 
 def _end_session_transaction(session) -> None:
