@@ -64,7 +64,11 @@ def _canonical(fields: dict[str, Any], postings: Iterable[tuple[int, int]]) -> s
     content = dict(fields)
     content["effective_at"] = _utc_text(content["effective_at"])
     content["postings"] = sorted(postings)
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _CANONICAL_JSON.encode(content)
+
+
+# json.dumps with these options builds a new encoder per call; every write hashes.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def entry_fields(

@@ -175,13 +175,14 @@ def autocommit_connection(*, lend: bool = True):
     whole; a lost one is dropped."""
     if db.session.registry.has() and db.session().in_transaction():
         _end_session_transaction(db.session())
-    dbapi = db.engine.dialect.loaded_dbapi
+    engine = db.engine
+    dbapi = engine.dialect.loaded_dbapi
     # Taken from the app context while in use: a nested use gets a connection of its own.
-    pooled = _take_kept()
+    pooled = _take_kept(engine)
     token = None
     try:
         if pooled is None:
-            pooled = db.engine.raw_connection()
+            pooled = engine.raw_connection()
             connection = pooled.driver_connection
             connection.autocommit = True
         connection = pooled.driver_connection
@@ -199,17 +200,17 @@ def autocommit_connection(*, lend: bool = True):
         if token is not None:
             _ALONE.reset(token)
         if pooled is not None:
-            _keep_or_return(pooled)
+            _keep_or_return(pooled, engine)
 
 
-def _keep_or_return(pooled) -> None:
+def _keep_or_return(pooled, engine) -> None:
     """Keep an idle, whole autocommit connection for the app context; return any other
     to the pool."""
     connection = pooled.driver_connection
     idle = _idle(connection)
     if idle and _KEPT not in g:
         # With its pool: the engine may be disposed of meanwhile (a test, a fork).
-        setattr(g, _KEPT, (pooled, db.engine.pool))
+        setattr(g, _KEPT, (pooled, engine.pool))
         return
     if idle:
         connection.autocommit = False
@@ -228,14 +229,14 @@ def _idle(connection) -> bool:
     )
 
 
-def _take_kept():
+def _take_kept(engine):
     """Take the app context's kept connection, if it belongs to the engine's pool still;
     one the engine no longer pools (disposed of meanwhile) is closed."""
     kept = g.pop(_KEPT, None)
     if kept is None:
         return None
     pooled, pool = kept
-    if pool is db.engine.pool:
+    if pool is engine.pool:
         return pooled
     pooled.invalidate()  # closes it: its pool would only leave it open
     pooled.close()
@@ -244,7 +245,7 @@ def _take_kept():
 
 def release_autocommit_connection(_error: BaseException | None = None) -> None:
     """Return the app context's autocommit connection to the pool (a teardown)."""
-    pooled = _take_kept()
+    pooled = _take_kept(db.engine)
     if pooled is None:
         return
     if _idle(pooled.driver_connection):
@@ -355,10 +356,12 @@ def _check_text(value: Any, field: str, *, required: bool = True) -> str:
 
 def request_hash(operation: str, arguments: dict[str, Any]) -> str:
     """Return the sha256 of an operation and its arguments in canonical JSON."""
-    canonical = json.dumps(
-        [operation, arguments], sort_keys=True, separators=(",", ":"), default=str
-    )
+    canonical = _REQUEST_JSON.encode([operation, arguments])
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# json.dumps with these options builds a new encoder per call; every keyed write hashes.
+_REQUEST_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 _keys = IdempotencyKey.__table__
