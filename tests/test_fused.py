@@ -196,7 +196,7 @@ def test_a_write_alone_ends_the_session_transaction_first(app, postgres, volunte
 def _kept_backend() -> int | None:
     """The server pid of the autocommit connection the app context keeps, if any."""
     kept = getattr(g, units._KEPT, None)
-    return None if kept is None else kept[0].driver_connection.info.backend_pid
+    return None if kept is None else kept.pooled.driver_connection.info.backend_pid
 
 
 def test_writes_alone_keep_one_connection_for_the_app_context(app, postgres, volunteer, provider):
@@ -226,6 +226,30 @@ def test_writes_alone_keep_one_connection_for_the_app_context(app, postgres, vol
     assert db.engine.pool.checkedout() == 0
 
 
+def test_the_app_context_gives_its_kept_connection_back_when_it_ends(app, postgres, volunteer):
+    db.session.remove()
+    with app.app_context():
+        ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="a")
+        assert _kept_backend() is not None
+        assert db.engine.pool.checkedout() == 1
+    assert db.engine.pool.checkedout() == 0  # the teardown gave it back
+
+
+def test_a_connection_left_in_a_transaction_is_not_kept_nor_pooled_in_autocommit(app, postgres):
+    """Lent on in autocommit, it would make the next unit of work's rollback undo
+    nothing; mid-way through a transaction, it would carry someone's open work."""
+    with pytest.raises(ZeroDivisionError), units.autocommit_connection() as connection:
+        connection.execute("BEGIN")
+        1 / 0  # noqa: B018 - anything that leaves the block before the transaction ends
+    assert _kept_backend() is None
+    fresh = db.engine.raw_connection()
+    try:
+        assert fresh.driver_connection.autocommit is False
+        assert fresh.driver_connection.info.transaction_status == 0  # idle
+    finally:
+        fresh.close()
+
+
 def test_a_kept_connection_lost_between_writes_is_replaced(app, postgres, volunteer):
     """The server dropped it while idle (a restart, a proxy timeout): the next keyed
     write retries on a fresh connection, and the key keeps it to one entry."""
@@ -239,10 +263,32 @@ def test_a_kept_connection_lost_between_writes_is_replaced(app, postgres, volunt
     assert_ok()
 
 
+def test_a_child_forked_with_a_kept_connection_leaves_it_to_the_parent(app, postgres, volunteer):
+    """Closing it in the child would end the parent's session on the server."""
+    import os
+
+    ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="a")
+    kept = _kept_backend()
+    db.session.remove()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports by its exit status
+        try:
+            db.engine.dispose(close=False)  # what SQLAlchemy asks of a forked child
+            units.release_autocommit_connection()
+            os._exit(0 if _kept_backend() is None else 1)
+        finally:
+            os._exit(2)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    ledger.earn(volunteer, 5, actor="office", reason="patrol", idempotency_key="b")
+    assert _kept_backend() == kept  # the same session, still alive
+    assert ledger.balance(volunteer).balance == 15
+
+
 def test_a_disposed_engine_drops_the_kept_connection(app, postgres, volunteer):
     """Its old pool would leave it open; the context closes it instead."""
     ledger.earn(volunteer, 10, actor="office", reason="patrol", idempotency_key="a")
-    connection = getattr(g, units._KEPT)[0].driver_connection
+    connection = getattr(g, units._KEPT).pooled.driver_connection
     db.session.remove()
     db.engine.dispose()
     units.release_autocommit_connection()
@@ -251,15 +297,9 @@ def test_a_disposed_engine_drops_the_kept_connection(app, postgres, volunteer):
 
 def test_without_the_functions_writes_go_step_by_step(app, postgres, volunteer, provider):
     """A database not yet upgraded to 0003 (or code deployed before its migration)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).parent.parent / "migrations" / "versions" / "0003_one_statement_writes.py"
-    spec = importlib.util.spec_from_file_location("migration_0003", path)
-    migration = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(migration)
-    db.session.execute(text("DROP FUNCTION points_earn"))
-    db.session.execute(text("DROP FUNCTION points_redeem"))
+    hide = "ALTER FUNCTION {0} RENAME TO {0}_hidden"  # the definitions stay as migrated
+    for function in ("points_earn", "points_redeem"):
+        db.session.execute(text(hide.format(function)))
     db.session.commit()
     try:
         assert not fused.enabled()
@@ -269,7 +309,8 @@ def test_without_the_functions_writes_go_step_by_step(app, postgres, volunteer, 
         assert_ok()
     finally:
         db.session.rollback()
-        db.session.connection().connection.driver_connection.execute(migration.PG_WRITERS)
+        for function in ("points_earn", "points_redeem"):
+            db.session.execute(text(f"ALTER FUNCTION {function}_hidden RENAME TO {function}"))
         db.session.commit()
     assert fused.enabled() is False  # decided once per app
     app.extensions.pop("points.fused_installed")

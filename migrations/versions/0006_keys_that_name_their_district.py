@@ -110,10 +110,8 @@ def _replace_key(table: str, name: str, definition: str) -> None:
 
 
 def _add_key(table: str, name: str, definition: str) -> None:
-    # NOT VALID, then VALIDATE: the existing rows are checked under a lock that lets
-    # writers of the table go on.
-    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY {definition} NOT VALID")
-    op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+    # Checked against every existing row as it is added.
+    op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} FOREIGN KEY {definition}")
 
 
 def _respell_checks(pattern: re.Pattern, spell) -> None:
@@ -137,10 +135,7 @@ def _respell_checks(pattern: re.Pattern, spell) -> None:
             continue
         column, values = found.group(1), re.findall(r"\w+", found.group(2).replace(_CAST, ""))
         op.execute(f"ALTER TABLE {table} DROP CONSTRAINT {name}")
-        op.execute(
-            f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({spell(column, values)}) NOT VALID"
-        )
-        op.execute(f"ALTER TABLE {table} VALIDATE CONSTRAINT {name}")
+        op.execute(f"ALTER TABLE {table} ADD CONSTRAINT {name} CHECK ({spell(column, values)})")
 
 
 def _as_constant(column: str, values: list[str]) -> str:

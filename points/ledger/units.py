@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -172,49 +173,59 @@ def autocommit_connection(*, lend: bool = True):
     that reads through the session after such a write holds two connections where it
     took one in turn; the pool keeps two open per process anyway once any request has
     needed both at once (a service record does). A connection is kept only idle and
-    whole; a lost one is dropped."""
+    whole; any other goes back to the pool closed."""
     if db.session.registry.has() and db.session().in_transaction():
         _end_session_transaction(db.session())
     engine = db.engine
     dbapi = engine.dialect.loaded_dbapi
     # Taken from the app context while in use: a nested use gets a connection of its own.
-    pooled = _take_kept(engine)
+    kept = _take_kept(engine)
     token = None
     try:
-        if pooled is None:
-            pooled = engine.raw_connection()
-            connection = pooled.driver_connection
-            connection.autocommit = True
-        connection = pooled.driver_connection
+        if kept is None:
+            pool = engine.pool
+            kept = _Kept(engine.raw_connection(), pool, os.getpid())
+            kept.pooled.driver_connection.autocommit = True
+        connection = kept.pooled.driver_connection
         if lend:
             token = _ALONE.set(connection)
         yield connection
     except dbapi.Error as raw:
-        broken = pooled is None or bool(connection.broken or connection.closed)
-        if pooled is not None and broken:
-            pooled.invalidate(raw)
+        connection = None if kept is None else kept.pooled.driver_connection
+        broken = connection is None or bool(connection.broken or connection.closed)
+        if connection is not None and broken:
+            kept.pooled.invalidate(raw)
         raise DBAPIError.instance(
             None, None, raw, dbapi.Error, connection_invalidated=broken
         ) from raw
     finally:
         if token is not None:
             _ALONE.reset(token)
-        if pooled is not None:
-            _keep_or_return(pooled, engine)
+        if kept is not None:
+            _keep_or_return(kept)
 
 
-def _keep_or_return(pooled, engine) -> None:
-    """Keep an idle, whole autocommit connection for the app context; return any other
-    to the pool."""
-    connection = pooled.driver_connection
-    idle = _idle(connection)
-    if idle and _KEPT not in g:
-        # With its pool: the engine may be disposed of meanwhile (a test, a fork).
-        setattr(g, _KEPT, (pooled, engine.pool))
-        return
-    if idle:
-        connection.autocommit = False
-    pooled.close()
+@dataclass
+class _Kept:
+    """An autocommit connection the app context keeps between uses."""
+
+    pooled: Any  # SQLAlchemy's pooled connection
+    pool: Any  # the pool it came from: the engine may have a new one by now
+    pid: int  # the process it belongs to
+
+
+# Connections a forked child found kept: its parent's still. Closing one would end the
+# parent's session on the server, and dropping it would warn; they stay referenced here.
+_INHERITED: list[_Kept] = []
+
+
+def _keep_or_return(kept: _Kept) -> None:
+    """Keep an idle, whole connection for the app context (unless it keeps one already,
+    from a nested use); return any other to the pool."""
+    if _idle(kept.pooled.driver_connection) and _KEPT not in g:
+        setattr(g, _KEPT, kept)
+    else:
+        _return_kept(kept)
 
 
 def _idle(connection) -> bool:
@@ -229,30 +240,40 @@ def _idle(connection) -> bool:
     )
 
 
-def _take_kept(engine):
-    """Take the app context's kept connection, if it belongs to the engine's pool still;
-    one the engine no longer pools (disposed of meanwhile) is closed."""
+def _take_kept(engine) -> _Kept | None:
+    """Take the app context's kept connection if it is still this process's and the
+    engine's pool's. One inherited across a fork is left alone (`_INHERITED`); one whose
+    pool the engine disposed of is closed, as that pool would leave it open."""
     kept = g.pop(_KEPT, None)
     if kept is None:
         return None
-    pooled, pool = kept
-    if pool is engine.pool:
-        return pooled
-    pooled.invalidate()  # closes it: its pool would only leave it open
-    pooled.close()
-    return None
+    if kept.pid != os.getpid():
+        kept.pooled.detach()  # its pool entry reconnects if ever used here
+        _INHERITED.append(kept)
+        return None
+    if kept.pool is not engine.pool:
+        kept.pooled.invalidate()
+        kept.pooled.close()
+        return None
+    return kept
 
 
 def release_autocommit_connection(_error: BaseException | None = None) -> None:
     """Return the app context's autocommit connection to the pool (a teardown)."""
-    pooled = _take_kept(db.engine)
-    if pooled is None:
-        return
-    if _idle(pooled.driver_connection):
-        pooled.driver_connection.autocommit = False
-    else:
-        pooled.invalidate()
-    pooled.close()
+    kept = _take_kept(db.engine)
+    if kept is not None:
+        _return_kept(kept)
+
+
+def _return_kept(kept: _Kept) -> None:
+    """Back to the pool out of autocommit; closed unless idle and whole, as a pooled
+    connection must never be lent on in autocommit or mid-way through a transaction."""
+    connection = kept.pooled.driver_connection
+    if _idle(connection):
+        connection.autocommit = False
+    elif connection is not None:
+        kept.pooled.invalidate()
+    kept.pooled.close()
 
 
 def _end_session_transaction(session) -> None:
