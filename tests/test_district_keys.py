@@ -5,20 +5,18 @@ and up again over a ledger with rows in it, on both databases."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 
 from points import ledger
 from points.app import create_app
-from points.config import database_url
 from points.extensions import db
 from points.models import Account, Hold, Lot
 from points.verify import verify
 from tests.conftest import PG_URL, _config
+from tests.e2e.server import prepared_database
 
 
 @pytest.fixture
@@ -137,25 +135,12 @@ def _row_counts() -> dict[str, int]:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def scratch_url(request, tmp_path):
-    """A database of its own, empty: migrating the shared test database would disturb
-    the tests after this one."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'migrations.sqlite'}"
-        return
-    if not PG_URL:
+    """A migrated database of its own: migrating the shared test database down and up
+    would disturb the tests after this one."""
+    if request.param == "postgresql" and not PG_URL:
         pytest.skip("PostgreSQL not configured: set POINTS_TEST_DATABASE_URL")
-    server = make_url(database_url(PG_URL))
-    name = f"points_test_{os.getpid()}_migrations"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield server.set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with prepared_database(request.param, tmp_path, "points_test_migrations") as url:
+        yield url
 
 
 def test_the_migration_goes_down_and_up_over_a_ledger(scratch_url):
