@@ -2,7 +2,7 @@
 
 A redemption on PostgreSQL ran 16 foreign-key checks and a dozen CHECK constraints, and
 together they cost more server time than its rows (docs/architecture.md, "The cost of a
-write"). Two changes, each leaving the database at least as strict as before:
+write"). Three changes, leaving the database at least as strict as before:
 
 - Keys that name their district (PostgreSQL). A posting, lot, lot use, hold or sealer
   queue row pointed at its entry or account by id and, separately, at its district. Each
