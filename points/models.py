@@ -200,18 +200,25 @@ class Account(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
-        CheckConstraint(_in("kind", ACCOUNT_KINDS), name="kind"),
-        CheckConstraint(_in("status", ("open", "closed")), name="status"),
-        CheckConstraint(
-            "(kind = 'volunteer') = (volunteer_id IS NOT NULL)", name="volunteer_owner"
+        # The account's shape. On PostgreSQL the `accounts_shape` trigger checks these,
+        # under the same names, only when a row is inserted or one of their columns set:
+        # a CHECK constraint is checked on every balance update too (migration 0007).
+        *(
+            CheckConstraint(condition, name=name).ddl_if(dialect="sqlite")
+            for name, condition in (
+                ("kind", _in("kind", ACCOUNT_KINDS)),
+                ("status", _in("status", ("open", "closed"))),
+                ("volunteer_owner", "(kind = 'volunteer') = (volunteer_id IS NOT NULL)"),
+                ("provider_owner", "(kind = 'provider') = (provider_id IS NOT NULL)"),
+                ("held_only_volunteer", "kind = 'volunteer' OR held = 0"),
+            )
         ),
-        CheckConstraint("(kind = 'provider') = (provider_id IS NOT NULL)", name="provider_owner"),
+        # What it holds, checked on every update on both databases.
         CheckConstraint("(kind = 'volunteer') = (balance IS NOT NULL)", name="cached_balance"),
         CheckConstraint(
             "balance IS NULL OR (balance >= 0 AND held >= 0 AND balance - held >= 0)",
             name="non_negative",
         ),
-        CheckConstraint("kind = 'volunteer' OR held = 0", name="held_only_volunteer"),
         Index("ix_accounts_district_kind", "district_id", "kind"),
         # One issuance, expired and clearing account per node; one account per provider
         # and node.

@@ -167,3 +167,15 @@ def provider(tree):
     from points.directory import create_provider
 
     return create_provider("barber-wang", "王师傅便民理发", "longtan").id
+
+
+@pytest.fixture(params=BACKENDS)
+def scratch_url(request, tmp_path):
+    """A database of its own, for a test that migrates down and up: doing that to the
+    shared test database would disturb the tests after it."""
+    from tests.e2e.server import prepared_database
+
+    if request.param == "postgresql" and not PG_URL:
+        pytest.skip("PostgreSQL not configured: set POINTS_TEST_DATABASE_URL")
+    with prepared_database(request.param, tmp_path, "points_test_migrations") as url:
+        yield url

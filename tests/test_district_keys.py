@@ -15,8 +15,7 @@ from points.app import create_app
 from points.extensions import db
 from points.models import Account, Hold, Lot
 from points.verify import verify
-from tests.conftest import PG_URL, _config
-from tests.e2e.server import prepared_database
+from tests.conftest import _config
 
 
 @pytest.fixture
@@ -100,12 +99,12 @@ def test_enumerations_are_one_constant_and_still_refuse_other_values(app, postgr
     definitions = db.session.execute(
         text(
             "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-            "WHERE contype = 'c' AND conname IN ('ck_accounts_kind', 'ck_holds_status')"
+            "WHERE contype = 'c' AND conname IN ('ck_entries_kind', 'ck_holds_status')"
         )
     ).all()
     assert dict(definitions) == {
-        "ck_accounts_kind": "CHECK (((kind)::text = ANY "
-        "('{volunteer,issuance,provider,expired,clearing}'::text[])))",
+        "ck_entries_kind": "CHECK (((kind)::text = ANY "
+        "('{earn,redeem,transfer,expire,reversal}'::text[])))",
         "ck_holds_status": "CHECK (((status)::text = ANY "
         "('{pending,posted,voided,timed_out}'::text[])))",
     }
@@ -131,16 +130,6 @@ def _row_counts() -> dict[str, int]:
 
 
 # -- the migration, down and up over a ledger with rows in it ---------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def scratch_url(request, tmp_path):
-    """A migrated database of its own: migrating the shared test database down and up
-    would disturb the tests after this one."""
-    if request.param == "postgresql" and not PG_URL:
-        pytest.skip("PostgreSQL not configured: set POINTS_TEST_DATABASE_URL")
-    with prepared_database(request.param, tmp_path, "points_test_migrations") as url:
-        yield url
 
 
 def test_the_migration_goes_down_and_up_over_a_ledger(scratch_url):
