@@ -295,6 +295,10 @@ class Posting(Base):
     district_id: Mapped[int] = mapped_column(Integer)
     account_id: Mapped[int] = mapped_column(Integer)
     amount: Mapped[int] = mapped_column(BigInteger)
+    # The one lot a volunteer's debit spent, when one lot covered it all (the usual
+    # case); a debit that spans lots names none and has lot uses instead. Not indexed,
+    # like LotUse.lot_id (migration 0008).
+    lot_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("lots.id"))
 
     __table_args__ = (
         # Keys that name their district: a posting's entry and account are in its
@@ -360,7 +364,8 @@ class Lot(Base):
 
 
 class LotUse(Base):
-    """Points of a lot consumed by a debit entry. Never updated."""
+    """Points of a lot consumed by a debit entry that spans several lots (a debit that
+    one lot covers names it on its posting instead: Posting.lot_id). Never updated."""
 
     __tablename__ = "lot_uses"
 

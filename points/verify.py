@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from points import ledger
 from points.extensions import db
+from points.ledger.posting import lot_spending
 from points.models import (
     Account,
     ChainHead,
@@ -16,7 +17,6 @@ from points.models import (
     Hold,
     IdempotencyKey,
     Lot,
-    LotUse,
     Posting,
     Seal,
     ServiceMinutes,
@@ -158,7 +158,9 @@ def check_cached_balances() -> list[Problem]:
 
 
 def check_lots() -> list[Problem]:
-    """Lots' remaining sum to the balance, and each lot's remaining is amount less its uses."""
+    """Lots' remaining sum to the balance, each lot's remaining is amount less what was
+    spent of it (lot uses and the debit postings that name it), and a posting names only
+    a lot of its own account."""
     lots = (
         select(Lot.account_id, func.sum(Lot.remaining).label("total"))
         .group_by(Lot.account_id)
@@ -175,9 +177,10 @@ def check_lots() -> list[Problem]:
         problems.append(
             Problem("lots", "lots do not sum to the balance (account, balance, lots)", wrong_sum)
         )
+    spending = lot_spending()
     uses = (
-        select(LotUse.lot_id, func.sum(LotUse.amount).label("total"))
-        .group_by(LotUse.lot_id)
+        select(spending.c.lot_id, func.sum(spending.c.amount).label("total"))
+        .group_by(spending.c.lot_id)
         .subquery()
     )
     wrong_lot = _rows(
@@ -192,6 +195,25 @@ def check_lots() -> list[Problem]:
                 "lots",
                 "lot remaining is not amount less uses (lot, amount, remaining, used)",
                 wrong_lot,
+            )
+        )
+    # A posting names a lot only as the one lot its debit spent: an existing lot of its
+    # account (SQLite has no key for it).
+    wrong_owner = _rows(
+        select(Posting.id, Posting.lot_id, Posting.account_id, Posting.amount)
+        .outerjoin(Lot, Lot.id == Posting.lot_id)
+        .where(
+            Posting.lot_id.is_not(None),
+            Lot.id.is_(None) | (Lot.account_id != Posting.account_id) | (Posting.amount >= 0),
+        )
+        .order_by(Posting.id)
+    )
+    if wrong_owner:
+        problems.append(
+            Problem(
+                "lots",
+                "posting names a lot it did not spend (posting, lot, account, amount)",
+                wrong_owner,
             )
         )
     return problems

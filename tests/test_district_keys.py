@@ -169,6 +169,7 @@ def test_the_migration_goes_down_and_up_over_a_ledger(scratch_url):
         assert after["posting keys"] == [
             "FOREIGN KEY (account_id, district_id) REFERENCES accounts(id, district_id)",
             "FOREIGN KEY (entry_id, district_id) REFERENCES entries(id, district_id)",
+            "FOREIGN KEY (lot_id) REFERENCES lots(id)",  # from 0008
         ]
         assert "ARRAY[" in before["kind check"] and "ARRAY[" not in after["kind check"]
 

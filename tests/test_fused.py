@@ -83,15 +83,22 @@ def rows_of(volunteer: int) -> dict:
         entry = db.session.get(Entry, entry_id)
         hold = db.session.get(Hold, entry.hold_id) if entry.hold_id else None
         postings = db.session.execute(
-            select(Posting.account_id, Posting.amount)
+            select(Posting.account_id, Posting.amount, Posting.lot_id.is_not(None))
             .where(Posting.entry_id == entry_id)
             .order_by(Posting.id)
         ).all()
+        # Lot uses and the lots named by postings apart: the two paths must write the
+        # same rows, not only spend the same lots.
         uses = db.session.execute(
             select(LotUse.amount, Lot.expires_at)
             .join(Lot, Lot.id == LotUse.lot_id)
             .where(LotUse.entry_id == entry_id)
             .order_by(Lot.expires_at.is_(None), Lot.expires_at)
+        ).all()
+        named = db.session.execute(
+            select(-Posting.amount, Lot.expires_at)
+            .join(Lot, Lot.id == Posting.lot_id)
+            .where(Posting.entry_id == entry_id)
         ).all()
         lots = db.session.execute(
             select(Lot.amount, Lot.remaining, Lot.expires_at).where(Lot.entry_id == entry_id)
@@ -112,8 +119,9 @@ def rows_of(volunteer: int) -> dict:
                     {f: getattr(entry, f) for f in ledger.HASHED_FIELDS},
                     [(p.account_id, p.amount) for p in postings],
                 ),
-                "postings": [(kinds[a], x) for a, x in postings],
+                "postings": [(kinds[a], x, names_lot) for a, x, names_lot in postings],
                 "uses": [tuple(u) for u in uses],
+                "named lots": [tuple(n) for n in named],
                 "lots": [tuple(lot) for lot in lots],
                 "hold": hold
                 and (

@@ -6,9 +6,9 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, select, union_all, update
 
 from points.errors import (
     AccountClosedError,
@@ -275,20 +275,47 @@ def _post(
     entry_id = run(
         _INSERT_ENTRY, {**fields, "created_at": utcnow(), "hash": fields_hash}
     ).scalar_one()
+
+    # The lots each volunteer debit spends, by posting, taken at once (a later debit of
+    # the same account reads what is left). A debit that one lot covers names it on its
+    # posting; one that spans lots has a lot use per lot.
+    spent: list[list[SpentLot]] = []
+    for account, amount in postings:
+        lots = []
+        if account.kind == "volunteer" and amount < 0:
+            lots = _lots_to_spend(account, -amount, (debit_first_lot or {}).get(account.id))
+            run(_USE_LOT, [{"lot_id": lot.lot_id, "take": lot.take} for lot in lots])
+        spent.append(lots)
     run(
         _INSERT_POSTINGS,
         [
-            {"entry_id": entry_id, "district_id": district_id, "account_id": a, "amount": x}
-            for a, x in pairs
+            {
+                "entry_id": entry_id,
+                "district_id": district_id,
+                "account_id": account_id,
+                "amount": amount,
+                "lot_id": lots[0].lot_id if len(lots) == 1 else None,
+            }
+            for (account_id, amount), lots in zip(pairs, spent, strict=True)
         ],
     )
     run(_INSERT_UNSEALED, {"entry_id": entry_id, "district_id": district_id})
+    uses = [lot for lots in spent if len(lots) > 1 for lot in lots]
+    if uses:
+        run(
+            _INSERT_LOT_USES,
+            [
+                {
+                    "district_id": district_id,
+                    "lot_id": lot.lot_id,
+                    "entry_id": entry_id,
+                    "amount": lot.take,
+                }
+                for lot in uses
+            ],
+        )
 
-    consumed: list[tuple[int, datetime | None]] = []
-    for account, amount in postings:
-        if account.kind == "volunteer" and amount < 0:
-            first = (debit_first_lot or {}).get(account.id)
-            consumed += _consume_lots(account, -amount, entry_id, first)
+    consumed = [(lot.take, lot.expires_at) for lots in spent for lot in lots]
     for account, amount in postings:
         if account.kind == "volunteer" and amount > 0:
             if mirror_lots:
@@ -322,45 +349,38 @@ def _create_lots(
     )
 
 
-def _consume_lots(
-    account: _AccountRow, amount: int, entry_id: int, first_lot: int | None
-) -> list[tuple[int, datetime | None]]:
-    """Use `amount` points of the account's lots, soonest expiry first (never-expiring
-    last); return what was used as (amount, expires_at) pairs. The caller holds the
-    account's row lock, so no other unit consumes these lots meanwhile."""
+class SpentLot(NamedTuple):
+    """Points a debit takes from one lot."""
+
+    lot_id: int
+    take: int
+    expires_at: datetime | None
+
+
+def _lots_to_spend(account: _AccountRow, amount: int, first_lot: int | None) -> list[SpentLot]:
+    """Choose the lots a debit of `amount` spends: `first_lot` first if given, then
+    soonest expiry first (never-expiring last). The caller holds the account's row
+    lock, so no other unit spends these lots meanwhile."""
     if first_lot is not None:
         open_lots = run(_OPEN_LOTS, {"account_id": account.id}).all()
         open_lots.sort(key=lambda lot: lot.id != first_lot)
         pages = [open_lots]
     else:
         pages = _lot_pages(account.id)
-    used: list[tuple[int, int, datetime | None]] = []
+    spent: list[SpentLot] = []
     left = amount
     for page in pages:
         for lot in page:
             if left == 0:
                 break
             take = min(left, lot.remaining)
-            used.append((lot.id, take, lot.expires_at))
+            spent.append(SpentLot(lot.id, take, lot.expires_at))
             left -= take
         if left == 0:
             break
     if left:
         raise LedgerInvariantError(f"lots of account {account.id} hold less than its balance")
-    run(_USE_LOT, [{"lot_id": lot_id, "take": take} for lot_id, take, _ in used])
-    run(
-        _INSERT_LOT_USES,
-        [
-            {
-                "district_id": account.district_id,
-                "lot_id": lot_id,
-                "entry_id": entry_id,
-                "amount": t,
-            }
-            for lot_id, t, _ in used
-        ],
-    )
-    return [(take, expires_at) for _, take, expires_at in used]
+    return spent
 
 
 def _lot_pages(account_id: int):
@@ -376,13 +396,25 @@ def _lot_pages(account_id: int):
         skip += len(page)
 
 
+def lot_spending():
+    """Every spending of a lot, as rows (lot_id, entry_id, amount): the lot uses of
+    debits that span lots, and the debit postings that name their one lot."""
+    return union_all(
+        select(LotUse.lot_id, LotUse.entry_id, LotUse.amount),
+        select(Posting.lot_id, Posting.entry_id, (-Posting.amount).label("amount")).where(
+            Posting.lot_id.is_not(None)
+        ),
+    ).subquery("lot_spending")
+
+
 def _lots_used_by(entry_id: int, account_id: int) -> list[tuple[int, datetime | None]]:
     """Return (amount, expires_at) of the lots an entry consumed on one account."""
+    spending = lot_spending()
     rows = db.session.execute(
-        select(LotUse.amount, Lot.expires_at)
-        .join(Lot, Lot.id == LotUse.lot_id)
-        .where(LotUse.entry_id == entry_id, Lot.account_id == account_id)
-        .order_by(LotUse.id)
+        select(spending.c.amount, Lot.expires_at)
+        .join(Lot, Lot.id == spending.c.lot_id)
+        .where(spending.c.entry_id == entry_id, Lot.account_id == account_id)
+        .order_by(Lot.expires_at.is_(None), Lot.expires_at, Lot.id)
     ).all()
     return _merge_lots((row.amount, row.expires_at) for row in rows)
 
