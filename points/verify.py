@@ -11,6 +11,7 @@ from points import ledger
 from points.extensions import db
 from points.ledger.posting import lot_spending
 from points.models import (
+    ACCOUNT_KINDS,
     Account,
     ChainHead,
     Entry,
@@ -110,6 +111,29 @@ def check_non_negative() -> list[Problem]:
         .order_by(Account.id)
     )
     return [Problem("non-negative", "accounts below zero", rows)] if rows else []
+
+
+def check_account_shapes() -> list[Problem]:
+    """Each account is of a known kind and status, names the owner its kind calls for
+    and no other, and holds points only if it is a volunteer's. The database refuses
+    such rows (a CHECK on SQLite, a trigger on PostgreSQL that a replica-mode session
+    skips); this finds one that got past it."""
+    volunteer = Account.kind == "volunteer"
+    provider = Account.kind == "provider"
+    rows = _rows(
+        select(Account.id, Account.kind, Account.status, Account.volunteer_id)
+        .where(
+            Account.kind.not_in(ACCOUNT_KINDS)
+            | Account.status.not_in(("open", "closed"))
+            | (volunteer & Account.volunteer_id.is_(None))
+            | (~volunteer & Account.volunteer_id.is_not(None))
+            | (provider & Account.provider_id.is_(None))
+            | (~provider & Account.provider_id.is_not(None))
+            | (~volunteer & (Account.held != 0))
+        )
+        .order_by(Account.id)
+    )
+    return [Problem("accounts", "accounts of a broken shape", rows)] if rows else []
 
 
 def check_cached_balances() -> list[Problem]:
@@ -352,6 +376,7 @@ CHECKS: list[Callable[[], list[Problem]]] = [
     check_entries_balance,
     check_postings_in_entry_district,
     check_non_negative,
+    check_account_shapes,
     check_cached_balances,
     check_lots,
     check_clearing,

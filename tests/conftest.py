@@ -179,3 +179,18 @@ def scratch_url(request, tmp_path):
         pytest.skip("PostgreSQL not configured: set POINTS_TEST_DATABASE_URL")
     with prepared_database(request.param, tmp_path, "points_test_migrations") as url:
         yield url
+
+
+def seed_scratch_ledger() -> tuple[int, int]:
+    """In a migrated scratch database's app context: a small tree, a volunteer with 10
+    points in one lot and a barber. Returns (volunteer id, provider id)."""
+    from points import ledger
+    from points.directory import create_district, create_provider, register_volunteer
+
+    create_district("city", "City", "city")
+    create_district("street", "Street", "street", parent="city")
+    create_district("east", "East", "community", parent="street")
+    volunteer = register_volunteer("王秀英", "east", "123456").id
+    barber = create_provider("barber", "Barber", "street").id
+    ledger.earn(volunteer, 10, actor="office", reason="巡查")
+    return volunteer, barber

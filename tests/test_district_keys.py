@@ -15,7 +15,7 @@ from points.app import create_app
 from points.extensions import db
 from points.models import Account, Hold, Lot
 from points.verify import verify
-from tests.conftest import _config
+from tests.conftest import _config, seed_scratch_ledger
 
 
 @pytest.fixture
@@ -133,17 +133,10 @@ def _row_counts() -> dict[str, int]:
 
 
 def test_the_migration_goes_down_and_up_over_a_ledger(scratch_url):
-    from points.directory import create_district, create_provider, register_volunteer
-
     app = create_app(_config(scratch_url))
     with app.app_context():
         upgrade()
-        create_district("city", "City", "city")
-        create_district("street", "Street", "street", parent="city")
-        create_district("east", "East", "community", parent="street")
-        volunteer = register_volunteer("王秀英", "east", "123456").id
-        barber = create_provider("barber", "Barber", "street").id
-        ledger.earn(volunteer, 10, actor="office", reason="巡查")
+        volunteer, barber = seed_scratch_ledger()
         ledger.redeem(volunteer, 4, provider_id=barber, actor="kiosk", reason="理发")
         db.session.remove()
 

@@ -15,7 +15,7 @@ from points.app import create_app
 from points.extensions import db
 from points.models import Lot, LotUse, Posting
 from points.verify import verify
-from tests.conftest import _config
+from tests.conftest import _config, seed_scratch_ledger
 from tests.test_verify import checks_failing, tamper
 
 SOON = datetime(2030, 1, 1, tzinfo=UTC)
@@ -84,6 +84,20 @@ def test_a_transfer_names_its_lot_and_the_points_keep_their_expiry(app, voluntee
     assert verify().ok
 
 
+def test_points_moved_across_districts_keep_the_expiry_of_the_lot_they_left(
+    app, volunteer, far_volunteer
+):
+    ledger.earn(volunteer, 10, actor="office", reason="巡查", expires_at=SOON)
+    moved = ledger.transfer(volunteer, far_volunteer, 3, actor="v", reason="family")
+    assert postings_of(moved.id) == [(-3, True, SOON), (3, False, None)]
+    far_account = ledger.balance(far_volunteer).account_id
+    received = db.session.execute(
+        select(Lot.amount, Lot.expires_at).where(Lot.account_id == far_account)
+    ).all()
+    assert [tuple(lot) for lot in received] == [(3, SOON)]
+    assert verify().ok
+
+
 def test_a_reversed_redemption_gives_back_the_named_lot_with_its_expiry(app, volunteer, provider):
     ledger.earn(volunteer, 10, actor="office", reason="巡查", expires_at=SOON)
     redeemed = ledger.redeem(volunteer, 4, provider_id=provider, actor="kiosk", reason="理发")
@@ -123,6 +137,29 @@ def test_verify_catches_a_posting_naming_another_accounts_lot(named):
     assert checks_failing() == {"lots"}
 
 
+def test_verify_catches_two_postings_that_swapped_their_lots(
+    app, volunteer, other_volunteer, provider
+):
+    # Each lot is still spent by as much as it lost: only whose lot it is shows.
+    ledger.earn(volunteer, 10, actor="office", reason="巡查")
+    ledger.earn(other_volunteer, 10, actor="office", reason="巡查")
+    mine = ledger.redeem(volunteer, 4, provider_id=provider, actor="kiosk", reason="理发")
+    theirs = ledger.redeem(other_volunteer, 4, provider_id=provider, actor="kiosk", reason="理发")
+    lots = {
+        entry: db.session.scalar(select(Posting.lot_id).where(Posting.entry_id == entry))
+        for entry in (mine.id, theirs.id)
+    }
+    ledger.seal()
+    assert verify().ok
+    for entry, other in ((mine.id, theirs.id), (theirs.id, mine.id)):
+        tamper(
+            f"UPDATE postings SET lot_id = {lots[other]} WHERE entry_id = {entry} AND amount < 0"
+        )
+    assert checks_failing() == {"lots"}
+    problem = next(p for p in verify().problems if p.check == "lots")
+    assert "did not spend" in problem.message
+
+
 def test_verify_catches_a_named_lot_left_unspent(named):
     # The posting no longer names its lot: the lot's remaining is short of its uses.
     tamper(f"UPDATE postings SET lot_id = NULL WHERE entry_id = {named['entry']}")
@@ -136,16 +173,10 @@ def test_verify_catches_a_credit_naming_a_lot(named):
 
 
 def test_the_migration_turns_named_lots_into_lot_uses_and_back(scratch_url):
-    from points.directory import create_district, create_provider, register_volunteer
-
     app = create_app(_config(scratch_url))
     with app.app_context():
         upgrade()
-        create_district("city", "City", "city")
-        create_district("east", "East", "community", parent="city")
-        volunteer = register_volunteer("王秀英", "east", "123456").id
-        barber = create_provider("barber", "Barber", "city").id
-        ledger.earn(volunteer, 10, actor="office", reason="巡查")
+        volunteer, barber = seed_scratch_ledger()
         first = ledger.redeem(volunteer, 4, provider_id=barber, actor="kiosk", reason="理发")
         assert uses_of(first.id) == [] and postings_of(first.id)[0] == (-4, True, None)
         db.session.remove()
@@ -164,6 +195,13 @@ def test_the_migration_turns_named_lots_into_lot_uses_and_back(scratch_url):
             )
         )
         assert short == 0
+        if db.engine.dialect.name == "postgresql":
+            # 0004's points_redeem is back, with the generic plan 0006 gave it.
+            source, settings = db.session.execute(
+                text("SELECT prosrc, proconfig FROM pg_proc WHERE proname = 'points_redeem'")
+            ).one()
+            assert "amount, lot_id" not in source and "INSERT INTO lot_uses" in source
+            assert settings == ["plan_cache_mode=force_generic_plan"]
         db.session.remove()
 
         upgrade()

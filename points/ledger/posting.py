@@ -320,8 +320,12 @@ def _post(
         if account.kind == "volunteer" and amount > 0:
             if mirror_lots:
                 lots = _merge_lots(consumed)
+            elif credit_lots and account.id in credit_lots:
+                # Given, they must add up: an empty list is a lookup that found no lots,
+                # not a lot that never expires.
+                lots = credit_lots[account.id]
             else:
-                lots = (credit_lots or {}).get(account.id) or [(amount, None)]
+                lots = [(amount, None)]
             if sum(a for a, _ in lots) != amount:
                 raise LedgerInvariantError(f"lots of account {account.id} do not sum to {amount}")
             _create_lots(account, entry_id, lots)
