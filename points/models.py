@@ -183,6 +183,17 @@ class Provider(Base):
     __table_args__ = (CheckConstraint(_in("status", ("active", "closed")), name="status"),)
 
 
+# What an account is, as (rule name, SQL condition on its row): a CHECK constraint each on
+# SQLite, the `accounts_shape` trigger on PostgreSQL (migration 0007), and `verify`.
+ACCOUNT_SHAPE = (
+    ("kind", _in("kind", ACCOUNT_KINDS)),
+    ("status", _in("status", ("open", "closed"))),
+    ("volunteer_owner", "(kind = 'volunteer') = (volunteer_id IS NOT NULL)"),
+    ("provider_owner", "(kind = 'provider') = (provider_id IS NOT NULL)"),
+    ("held_only_volunteer", "kind = 'volunteer' OR held = 0"),
+)
+
+
 class Account(Base):
     """A ledger account of one district node; only volunteer accounts cache a balance."""
 
@@ -205,13 +216,7 @@ class Account(Base):
         # a CHECK constraint is checked on every balance update too (migration 0007).
         *(
             CheckConstraint(condition, name=name).ddl_if(dialect="sqlite")
-            for name, condition in (
-                ("kind", _in("kind", ACCOUNT_KINDS)),
-                ("status", _in("status", ("open", "closed"))),
-                ("volunteer_owner", "(kind = 'volunteer') = (volunteer_id IS NOT NULL)"),
-                ("provider_owner", "(kind = 'provider') = (provider_id IS NOT NULL)"),
-                ("held_only_volunteer", "kind = 'volunteer' OR held = 0"),
-            )
+            for name, condition in ACCOUNT_SHAPE
         ),
         # What it holds, checked on every update on both databases.
         CheckConstraint("(kind = 'volunteer') = (balance IS NOT NULL)", name="cached_balance"),
