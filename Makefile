@@ -6,7 +6,7 @@ HOST ?= 127.0.0.1
 PORT ?= 5000
 DEMO_DB ?= $(CURDIR)/instance/demo.sqlite
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench clean translations
 
 $(BIN)/points: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: $(BIN)/points
 lint: $(BIN)/points
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# Compile the pages' message catalogues (.po -> .mo); tests fail when a .mo is stale.
+translations: $(BIN)/points
+	for po in points/translations/*/LC_MESSAGES/*.po; do \
+		$(BIN)/pybabel compile --use-fuzzy -i $$po -o $${po%.po}.mo || exit 1; done
 
 bench: $(BIN)/points
 	$(BIN)/python bench/ledger.py

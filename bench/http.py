@@ -68,12 +68,12 @@ def bench_app():
     from sqlalchemy import event
 
     from points.api import idempotency
-    from points.api.volunteers import balance_of
     from points.app import create_app
     from points.auth import _authenticate, reach_volunteer
     from points.extensions import db
     from points.redemptions import create_redemption
     from points.service import record_service
+    from points.volunteers import balance as balance_of
 
     app = create_app()
     captured: dict[int, list[tuple[str, object]]] = {}

@@ -64,7 +64,10 @@ def register_extensions(app: Flask) -> None:
 
 
 def register_blueprints(app: Flask) -> None:
+    from points.web import register_web
+
     register_api(app)
+    register_web(app)
 
 
 def register_errorhandlers(app: Flask) -> None:

@@ -47,6 +47,8 @@ DEFAULTS = {
     # An ended kiosk session may still replay its own writes (same Idempotency-Key) this
     # long, so that a kiosk retrying a redemption whose answer it lost gets that answer.
     "KIOSK_SESSION_REPLAY_SECONDS": 600,
+    # A volunteer signed in on their own phone stays signed in this long (or until sign-out).
+    "VOLUNTEER_SESSION_DAYS": 30,
 }
 
 
@@ -179,7 +181,15 @@ def _authenticate(header: str) -> Principal:
     secret = secret.strip()
     if scheme.lower() != "bearer" or not secret:
         raise AuthenticationError("send Authorization: Bearer <token>")
-    if len(secret) > 200:
+    return authenticate_token(secret)
+
+
+def authenticate_token(secret: str) -> Principal:
+    """Return who a token is (a bearer token, or one a page keeps in its cookie).
+
+    Raises AuthenticationError.
+    """
+    if not secret or len(secret) > 200:
         raise AuthenticationError("unknown token")
     row = db.session.execute(_TOKEN_QUERY, {"digest": token_digest(secret)}).one_or_none()
     if row is None:
@@ -257,12 +267,13 @@ class CardHolder:
     name: str
 
 
-def verify_card(principal: Principal, card_code: str, pin: str) -> CardHolder:
+def verify_card(principal: Principal | None, card_code: str, pin: str) -> CardHolder:
     """Return the volunteer whose card and PIN these are, counting wrong PINs per card.
 
     Every attempt is counted in the database before the PIN is checked, so that all
     workers agree and parallel guesses cannot exceed the limit; a right PIN clears the
-    count. Raises WrongPinError, ForbiddenError (card outside the kiosk's node),
+    count. `principal` is the kiosk asking (cards of other nodes are unknown to it), or
+    None for a volunteer signing in on their own phone. Raises WrongPinError,
     CardLockedError, AccountClosedError.
     """
     row = db.session.execute(
@@ -280,7 +291,7 @@ def verify_card(principal: Principal, card_code: str, pin: str) -> CardHolder:
     ).one_or_none()
     # A card of another node answers like an unknown one: a kiosk learns nothing about
     # cards it may not serve.
-    if row is None or not principal.covers(row.path):
+    if row is None or (principal is not None and not principal.covers(row.path)):
         raise WrongPinError("unknown card", errors={"card_code": ["Unknown card."]})
     now = utcnow()
     attempts = ledger.atomic(lambda: _count_attempt(row.id, now))
@@ -292,7 +303,9 @@ def verify_card(principal: Principal, card_code: str, pin: str) -> CardHolder:
             raise _locked(row.id, now)
         tries = "1 more try" if left == 1 else f"{left} more tries"
         raise WrongPinError(
-            "wrong PIN", errors={"pin": [f"Wrong PIN: {tries} before the card locks."]}
+            "wrong PIN",
+            errors={"pin": [f"Wrong PIN: {tries} before the card locks."]},
+            tries_left=left,
         )
     ledger.atomic(lambda: _clear_attempts(row.id))
     if row.status != "active":
@@ -336,6 +349,7 @@ def _locked(volunteer_id: int, now: datetime) -> CardLockedError:
     return CardLockedError(
         f"too many wrong PINs: the card is locked for {math.ceil(seconds / 60)} minutes",
         retry_after=seconds,
+        until=until or now + timedelta(seconds=seconds),
     )
 
 
@@ -377,6 +391,53 @@ def open_kiosk_session(principal: Principal, card_code: str, pin: str) -> KioskS
 
     token_id = ledger.atomic(work)
     return KioskSession(token_id, secret, holder.volunteer_id, holder.name, expires_at)
+
+
+# A volunteer's own sign-in on their phone is a volunteer token of this name, kept in the
+# page's session cookie: sign-out and a PIN change revoke it like any token.
+WEB_SESSION_NAME = "web-session"
+
+
+def open_volunteer_session(card_code: str, pin: str) -> tuple[str, CardHolder]:
+    """Sign a volunteer in with card code and PIN; return the session's token and holder.
+
+    The token lasts VOLUNTEER_SESSION_DAYS. Raises what verify_card raises.
+    """
+    holder = verify_card(None, card_code, pin)
+    secret = "sv_" + secrets.token_urlsafe(32)
+    days = current_app.config["VOLUNTEER_SESSION_DAYS"]
+
+    def work() -> None:
+        db.session.execute(
+            ApiToken.__table__.insert().values(
+                name=WEB_SESSION_NAME,
+                role="volunteer",
+                district_id=holder.district_id,
+                volunteer_id=holder.volunteer_id,
+                token_hash=token_digest(secret),
+                created_at=utcnow(),
+                expires_at=utcnow() + timedelta(days=days),
+            )
+        )
+
+    ledger.atomic(work)
+    return secret, holder
+
+
+def end_volunteer_sessions(volunteer_id: int, keep: int | None = None) -> None:
+    """End a volunteer's page sessions (all, or all but `keep`): after a PIN change."""
+
+    def work() -> None:
+        statement = update(ApiToken).where(
+            ApiToken.volunteer_id == volunteer_id,
+            ApiToken.name == WEB_SESSION_NAME,
+            ApiToken.revoked_at.is_(None),
+        )
+        if keep is not None:
+            statement = statement.where(ApiToken.id != keep)
+        db.session.execute(statement.values(revoked_at=utcnow()))
+
+    ledger.atomic(work)
 
 
 def end_kiosk_session(principal: Principal) -> None:

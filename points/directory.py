@@ -24,7 +24,7 @@ CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 PIN_PATTERN = re.compile(r"^[0-9]{6}$")
 # Card codes avoid letters that read like digits (I, L, O, U), for people typing them.
 CARD_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-ROLES = ("admin", "office", "auditor", "kiosk", "volunteer")
+ROLES = ("admin", "office", "auditor", "kiosk", "volunteer", "provider")
 
 
 def district_by_code(code: str) -> District:

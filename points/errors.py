@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Response, json
@@ -154,6 +155,13 @@ class WrongPinError(InvalidInputError):
     title = "Wrong card or PIN"
     slug = "wrong-pin"
 
+    def __init__(
+        self, detail: str, *, errors: dict[str, Any] | None = None, tries_left: int | None = None
+    ):
+        super().__init__(detail, errors=errors)
+        # For a wrong PIN: how many more tries before the card locks (None: unknown card).
+        self.tries_left = tries_left
+
 
 class CardLockedError(PointsError):
     """Raised when a card is used while locked after too many wrong PINs."""
@@ -162,9 +170,18 @@ class CardLockedError(PointsError):
     title = "Card locked"
     slug = "card-locked"
 
-    def __init__(self, detail: str, *, retry_after: int, errors: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        detail: str,
+        *,
+        retry_after: int,
+        errors: dict[str, Any] | None = None,
+        until: datetime | None = None,
+    ):
         super().__init__(detail, errors=errors)
         self.retry_after = retry_after
+        # When the card unlocks, for a screen to say so.
+        self.until = until
 
 
 class RateLimitedError(PointsError):

@@ -64,6 +64,7 @@ MAX_POINTS = 2**53
 ACCOUNT_KINDS = ("volunteer", "issuance", "provider", "expired", "clearing")
 ENTRY_KINDS = ("earn", "redeem", "transfer", "expire", "reversal")
 HOLD_STATES = ("pending", "posted", "voided", "timed_out")
+TOKEN_ROLES = ("admin", "office", "auditor", "kiosk", "volunteer", "provider")
 
 
 def utcnow() -> datetime:
@@ -134,6 +135,8 @@ class District(Base):
     # Ids from the root down, "/1/4/9/": a subtree is a prefix match on one index.
     path: Mapped[str] = mapped_column(String(512), index=True)
     timezone: Mapped[str] = mapped_column(String(64))
+    # The office's contact line, shown to volunteers ("龙潭街道办事处 010-6711 2233").
+    contact: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
@@ -511,16 +514,20 @@ class ApiToken(Base):
     role: Mapped[str] = mapped_column(String(16))
     district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
     volunteer_id: Mapped[int | None] = mapped_column(ForeignKey("volunteers.id"))
+    # A provider link token reaches this provider's vouchers and nothing else.
+    provider_id: Mapped[int | None] = mapped_column(ForeignKey("providers.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # A kiosk's one-time pairing code (sha256), exchanged once for a new device secret.
+    pairing_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    pairing_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
-        CheckConstraint(
-            _in("role", ("admin", "office", "auditor", "kiosk", "volunteer")), name="role"
-        ),
+        CheckConstraint(_in("role", TOKEN_ROLES), name="role"),
         CheckConstraint("(role = 'volunteer') = (volunteer_id IS NOT NULL)", name="volunteer"),
+        CheckConstraint("(role = 'provider') = (provider_id IS NOT NULL)", name="provider"),
     )
 
 

@@ -324,15 +324,16 @@ _EXPIRING = (
 
 
 def expiring_soon(
-    volunteer: int | VolunteerInfo, as_of: datetime | None = None
+    volunteer: int | VolunteerInfo, as_of: datetime | None = None, *, days: int | None = None
 ) -> list[tuple[int, datetime]]:
-    """Return (points, expires_at) of the volunteer's lots that expire within the expiry
-    plugin's `soon_days` window, soonest first. Pass the VolunteerInfo when the caller
-    has it already: it saves a query and a policy resolution."""
+    """Return (points, expires_at) of the volunteer's lots that expire within `days`, by
+    default the expiry plugin's `soon_days` window, soonest first. Pass the VolunteerInfo
+    when the caller has it already: it saves a query and a policy resolution."""
     if not isinstance(volunteer, VolunteerInfo):
         volunteer = volunteer_info(volunteer)
-    policy = resolve_policy(volunteer.district_id)
-    days = policy.config("expiry")["soon_days"] if "expiry" in policy.configs else 30
+    if days is None:
+        policy = resolve_policy(volunteer.district_id)
+        days = policy.config("expiry")["soon_days"] if "expiry" in policy.configs else 30
     now = as_of or utcnow()
     rows = db.session.connection().execute(
         _EXPIRING,

@@ -119,7 +119,7 @@ def test_api_hides_internal_errors(app, api, world, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail at /srv/points")
 
-    monkeypatch.setattr("points.api.volunteers.balance_of", broken)
+    monkeypatch.setattr("points.volunteers.balance", broken)
     response = api.get(f"volunteers/{world.volunteers['self']}/balance", world.tokens["admin"])
     body = problem_of(response, 500)
     assert "secret" not in response.get_data(as_text=True)

@@ -17,6 +17,7 @@ from marshmallow import Schema, ValidationError, fields, validate
 from points.auth import require
 from points.errors import InvalidInputError
 from points.models import MAX_POINTS
+from points.volunteers import mask_name, mask_phone  # noqa: F401 (re-exported)
 
 # Path converters: ids within the columns' range, so a huge id is a 404, not an overflow.
 VOLUNTEER_ID = "int(min=1, max=2147483647)"
@@ -96,25 +97,6 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
         mimetype="application/json",
         headers=headers,
     )
-
-
-def mask_phone(phone: str | None) -> str | None:
-    """Return a phone number with all but its first three and last four digits hidden."""
-    if not phone:
-        return phone
-    digits = [c for c in phone if c.isdigit()]
-    if len(digits) <= 7:
-        return "*" * len(digits)
-    return "".join(digits[:3]) + "*" * (len(digits) - 7) + "".join(digits[-4:])
-
-
-def mask_name(name: str) -> str:
-    """Return a name as a kiosk may show it: first and last character, '*' between."""
-    if len(name) <= 1:
-        return name
-    if len(name) == 2:
-        return name[0] + "*"
-    return name[0] + "*" * (len(name) - 2) + name[-1]
 
 
 def allow(

@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import or_, select
 
-from points import directory, ledger, redemptions
+from points import directory, ledger, redemptions, volunteers
 from points.api import idempotency
 from points.api.common import MAX_INT_ID, ROW_ID, Id, allow
 from points.api.districts import READERS, district_in_reach
@@ -145,28 +145,12 @@ class RedemptionDetailSchema(Schema):
     )
 
 
-def _item(entry: redemptions.CatalogEntry, usage: redemptions.Usage, for_volunteer: bool):
-    item = entry.item
-    stock_left = None
-    if item.stock_per_month is not None:
-        stock_left = max(0, item.stock_per_month - usage.item_count(item, "month"))
-    shown = {
-        "sku": item.sku,
-        "name": item.name_zh,
-        "name_en": item.name_en,
-        "cost": item.cost,
-        "provider": item.provider,
-        "stock_left": stock_left,
-        "min_star": item.min_star,
-    }
-    if for_volunteer:
-        refusals = [r for r in entry.reasons if not r["allowed"]]
-        reasons = [f"{r['zh']} / {r['en']}" for r in refusals]
-        if entry.affordable is False:
-            reasons.append(f"积分不足 / not enough points (needs {item.cost})")
-        shown["eligible"] = not reasons
-        shown["reason"] = "; ".join(reasons) or None
-    return shown
+def _item(line: dict) -> dict:
+    """A catalog line as the API shows it: the reasons joined as "中文 / English"."""
+    reasons = line.pop("reasons", None)
+    if reasons is not None:
+        line["reason"] = "; ".join(f"{r['zh']} / {r['en']}" for r in reasons) or None
+    return line
 
 
 @blp.route("/districts/<string(maxlength=64):code>/catalog")
@@ -183,9 +167,7 @@ class Catalog(MethodView):
             if principal.role == "kiosk":
                 raise ForbiddenError("a kiosk sees volunteers only in a kiosk session")
             reach_volunteer(principal, volunteer_id)
-        entries = redemptions.catalog_for(district.code, volunteer_id)
-        usage = redemptions.Usage(district.timezone)
-        return {"items": [_item(e, usage, volunteer_id is not None) for e in entries]}
+        return {"items": [_item(line) for line in volunteers.catalog(district.code, volunteer_id)]}
 
 
 def _redemption_in_reach(principal, redemption_id: int, *, self_ok: bool) -> Redemption:

@@ -7,18 +7,15 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from points import directory, ledger, service
+from points import directory, volunteers
 from points.api.common import VOLUNTEER_ID, allow, decode_cursor, encode_cursor, mask_phone
 from points.auth import current_principal, reach_volunteer, require_scope
 from points.extensions import db
-from points.models import District, Entry, Posting, Volunteer
+from points.models import District, Volunteer
 
 blp = Blueprint("volunteers", __name__, url_prefix="/api/v1/volunteers", description="Volunteers.")
 
 IN_NODE = "of the volunteer's node or above"
-
-# A balance lists at most this many expiry dates (within the expiry plugin's soon_days).
-EXPIRING_ITEMS = 10
 
 
 class VolunteerCreateSchema(Schema):
@@ -94,6 +91,16 @@ class EntriesQuerySchema(Schema):
         metadata={"description": "From next_cursor."},
     )
     limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+    month = fields.String(
+        load_default=None,
+        validate=validate.Regexp(r"^\d{4}-\d{2}$"),
+        metadata={"description": "Only this month (YYYY-MM) in the node's time zone."},
+    )
+
+
+class CorrectedSchema(Schema):
+    reason = fields.String(required=True)
+    effective_at = fields.DateTime(required=True)
 
 
 class VolunteerEntrySchema(Schema):
@@ -108,6 +115,22 @@ class VolunteerEntrySchema(Schema):
     plugin = fields.String(required=True, allow_none=True)
     rule = fields.String(required=True, allow_none=True)
     reverses_id = fields.Integer(required=True, allow_none=True)
+    config_version = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The version of the plugin's policy behind an award."},
+    )
+    corrects = fields.Nested(
+        CorrectedSchema,
+        required=True,
+        allow_none=True,
+        metadata={"description": "For a correction: the line it corrects."},
+    )
+    other_side = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "For a gift: the other volunteer's name, masked (王*英)."},
+    )
 
 
 class EntryPageSchema(Schema):
@@ -166,24 +189,6 @@ class VolunteerById(MethodView):
         }
 
 
-def balance_of(volunteer_id: int) -> dict:
-    """Return the balance as the API shows it: points, service time, stars, expiring."""
-    points = ledger.balance(volunteer_id)
-    volunteer = service.volunteer_info(volunteer_id)
-    return {
-        "volunteer_id": volunteer_id,
-        "balance": points.balance,
-        "held": points.held,
-        "available": points.available,
-        "service_minutes": volunteer.service_minutes,
-        "star_level": volunteer.star_level,
-        "expiring": [
-            {"points": amount, "expires_at": at}
-            for amount, at in service.expiring_soon(volunteer)[:EXPIRING_ITEMS]
-        ],
-    }
-
-
 @blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/balance")
 class VolunteerBalance(MethodView):
     @allow(
@@ -198,7 +203,7 @@ class VolunteerBalance(MethodView):
         """Show a volunteer's points: balance, held, available, service time, expiring."""
         principal = current_principal()
         reach_volunteer(principal, volunteer_id)
-        return balance_of(volunteer_id)
+        return volunteers.balance(volunteer_id)
 
 
 @blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/entries")
@@ -210,43 +215,11 @@ class VolunteerEntries(MethodView):
         """List a volunteer's entries, newest first, each saying why; page with the cursor."""
         principal = current_principal()
         reach_volunteer(principal, volunteer_id)
-        account_id = ledger.balance(volunteer_id).account_id
-        statement = (
-            select(
-                Posting.id.label("posting_id"),
-                Posting.amount,
-                Entry.id,
-                Entry.kind,
-                Entry.reason,
-                Entry.created_at,
-                Entry.effective_at,
-                Entry.plugin,
-                Entry.rule,
-                Entry.reverses_id,
-            )
-            .join(Entry, Entry.id == Posting.entry_id)
-            .where(Posting.account_id == account_id)
-            .order_by(Posting.id.desc())
-            .limit(query["limit"] + 1)
+        before = decode_cursor(query["cursor"]) if query["cursor"] is not None else None
+        lines, next_id = volunteers.entries(
+            volunteer_id, before=before, limit=query["limit"], month=query["month"]
         )
-        if query["cursor"] is not None:
-            statement = statement.where(Posting.id < decode_cursor(query["cursor"]))
-        rows = db.session.execute(statement).all()
-        page = rows[: query["limit"]]
         return {
-            "items": [
-                {
-                    "id": row.id,
-                    "kind": row.kind,
-                    "points": row.amount,
-                    "reason": row.reason,
-                    "created_at": row.created_at,
-                    "effective_at": row.effective_at,
-                    "plugin": row.plugin,
-                    "rule": row.rule,
-                    "reverses_id": row.reverses_id,
-                }
-                for row in page
-            ],
-            "next_cursor": encode_cursor(page[-1].posting_id) if len(rows) > len(page) else None,
+            "items": lines,
+            "next_cursor": encode_cursor(next_id) if next_id is not None else None,
         }

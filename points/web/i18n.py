@@ -1,0 +1,90 @@
+"""Languages of the pages: zh-CN first, English second; numbers and times per node."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import Flask, current_app, g, request
+from flask_babel import format_date, format_datetime, format_decimal, get_locale
+
+# The language codes people see and pick (in links), and the Babel locale of each.
+LANGUAGES = {"zh-CN": "zh_Hans_CN", "en": "en"}
+DEFAULT_LANGUAGE = "zh_Hans_CN"
+
+# Message catalogues, one per audience (points/translations/zh_Hans_CN/LC_MESSAGES/*.po):
+# Flask-Babel merges them, so a page finds every string; each file stays one team's.
+DOMAINS = ("common", "me", "kiosk", "provider", "office")
+
+# The cookie that remembers a person's language choice, for a year.
+LANGUAGE_COOKIE = "points_lang"
+
+
+def select_locale() -> str:
+    """The remembered choice, else zh-CN: most people in front of these pages read Chinese."""
+    chosen = request.cookies.get(LANGUAGE_COOKIE)
+    return chosen if chosen in LANGUAGES.values() else DEFAULT_LANGUAGE
+
+
+def select_timezone() -> str:
+    """The time zone of the node the page is about (set by the view), else the default."""
+    return g.get("page_timezone") or current_app.config["DEFAULT_TIMEZONE"]
+
+
+def language_code() -> str:
+    """Return the current language as people see it: "zh-CN" or "en"."""
+    return "en" if str(get_locale()).startswith("en") else "zh-CN"
+
+
+def in_english() -> bool:
+    return language_code() == "en"
+
+
+def pick(zh: str | None, en: str | None) -> str:
+    """Return the text in the page's language from a zh-CN / English pair."""
+    if in_english():
+        return en or zh or ""
+    return zh or en or ""
+
+
+def bilingual(text: str | None) -> str:
+    """Return one half of a stored "中文 / English" text, as the page's language wants.
+
+    The ledger stores reasons in both languages joined by " / " (the plugins' convention);
+    a text without the separator is shown as it is.
+    """
+    if not text:
+        return ""
+    zh, separator, en = text.partition(" / ")
+    if not separator:
+        return text
+    return pick(zh.strip(), en.strip())
+
+
+def points_text(value: int | None) -> str:
+    """A number of points as the locale writes it (1,234)."""
+    return format_decimal(value or 0)
+
+
+def when(value: datetime | None, style: str = "medium") -> str:
+    """A time in the page's time zone, written the locale's way."""
+    if value is None:
+        return ""
+    return format_datetime(value, style)
+
+
+def day(value: datetime | None) -> str:
+    """A date in the page's time zone, written the locale's way (2026年12月3日)."""
+    if value is None:
+        return ""
+    return format_date(value if not isinstance(value, datetime) else _local(value), "long")
+
+
+def _local(value: datetime):
+    from flask_babel import to_user_timezone
+
+    return to_user_timezone(value).date()
+
+
+def install_filters(app: Flask) -> None:
+    app.jinja_env.filters.update(points=points_text, when=when, day=day, bilingual=bilingual)
+    app.jinja_env.globals.update(pick=pick, language_code=language_code, LANGUAGES=LANGUAGES)
