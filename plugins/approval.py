@@ -1,7 +1,8 @@
 """Built-in `approval`: approve some records at once, queue the rest for the office.
 
 A record is approved at once when its kind is in `auto_kinds`, or when its points add
-up to at most `auto_approve_up_to`; otherwise it waits for the office.
+up to at most `auto_approve_up_to`; otherwise it waits for the office. Volunteers may
+report the kinds in `volunteer_kinds` themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +21,12 @@ class ApprovalConfig(Schema):
     )
     auto_approve_up_to = fields.Integer(
         strict=True, load_default=10, allow_none=True, validate=validate.Range(min=0)
+    )
+    # Kinds a volunteer may report themselves (on /me or with their own token); the
+    # office records the rest (a patrol, a visit), or a kiosk (a check-in).
+    volunteer_kinds = fields.List(
+        fields.String(validate=validate.Length(min=1, max=32)),
+        load_default=lambda: ["fix", "report", "log"],
     )
 
 

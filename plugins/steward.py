@@ -17,37 +17,48 @@ from points.plugins import ActivityKind, Award, hookimpl, rate
 NAME = "steward"
 
 
-def _text(required: bool = True, max_length: int = 1000) -> fields.String:
+def _text(label: tuple[str, str], required: bool = True, max_length: int = 1000) -> fields.String:
+    # The labels name the field on forms built from this schema (the volunteer's page).
+    metadata = {"label_zh": label[0], "label_en": label[1]}
     if required:
-        return fields.String(required=True, validate=validate.Length(min=1, max=max_length))
-    return fields.String(load_default=None, validate=validate.Length(max=max_length))
+        return fields.String(
+            required=True, validate=validate.Length(min=1, max=max_length), metadata=metadata
+        )
+    return fields.String(
+        load_default=None, validate=validate.Length(max=max_length), metadata=metadata
+    )
 
 
 class PatrolDetails(Schema):
-    route = _text(required=False, max_length=500)
+    route = _text(("巡查路线", "route"), required=False, max_length=500)
 
 
 class VisitDetails(Schema):
-    households = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=500))
-    notes = _text(required=False)
+    households = fields.Integer(
+        strict=True,
+        required=True,
+        validate=validate.Range(min=1, max=500),
+        metadata={"label_zh": "走访户数", "label_en": "households visited"},
+    )
+    notes = _text(("情况记录", "notes"), required=False)
 
 
 class FixDetails(Schema):
-    description = _text()
-    photo_ref = _text(required=False, max_length=200)
+    description = _text(("做了什么", "what you fixed"))
+    photo_ref = _text(("照片编号", "photo reference"), required=False, max_length=200)
 
 
 class ReportDetails(Schema):
-    problem = _text()
-    location = _text(required=False, max_length=200)
+    problem = _text(("发现的问题", "the problem"))
+    location = _text(("地点", "where"), required=False, max_length=200)
 
 
 class LogDetails(Schema):
-    entry = _text(max_length=5000)
+    entry = _text(("日志内容", "diary entry"), max_length=5000)
 
 
 class CheckinDetails(Schema):
-    kiosk = _text(required=False, max_length=64)
+    kiosk = _text(("打卡点", "duty point"), required=False, max_length=64)
 
 
 KINDS = [

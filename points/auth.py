@@ -393,6 +393,20 @@ def open_kiosk_session(principal: Principal, card_code: str, pin: str) -> KioskS
     return KioskSession(token_id, secret, holder.volunteer_id, holder.name, expires_at)
 
 
+def change_pin(volunteer_id: int, old_pin: str, new_pin: str) -> None:
+    """Change a volunteer's PIN after checking the old one (counted like any attempt).
+
+    Raises WrongPinError, CardLockedError, InvalidInputError (on `pin`: the new PIN).
+    """
+    from points.directory import set_pin
+
+    code = db.session.scalar(select(Volunteer.card_code).where(Volunteer.id == volunteer_id))
+    if code is None:
+        raise NotFoundError(f"no volunteer {volunteer_id}")
+    verify_card(None, code, old_pin)
+    set_pin(volunteer_id, new_pin)
+
+
 # A volunteer's own sign-in on their phone is a volunteer token of this name, kept in the
 # page's session cookie: sign-out and a PIN change revoke it like any token.
 WEB_SESSION_NAME = "web-session"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
@@ -92,8 +94,25 @@ CATALOG = {
 }
 
 
-def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
-    """Fill an empty database with the demo and print how to use it; return its tokens.
+class DemoVolunteer(NamedTuple):
+    id: int
+    name: str
+    card_code: str
+    pin: str
+    community: str
+
+
+@dataclass(frozen=True)
+class Demo:
+    """What the demo made that a person (or a test) needs: tokens by role, and cards."""
+
+    tokens: dict[str, str]
+    volunteers: list[DemoVolunteer]
+
+
+def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> Demo:
+    """Fill an empty database with the demo and print how to use it; return its tokens
+    and volunteers.
 
     Raises ConflictError when the database already has districts.
     """
@@ -135,7 +154,9 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
             phone=f"139{rng.randrange(10**8):08d}",
             card_code="".join(rng.choice(directory.CARD_ALPHABET) for _ in range(10)),
         )
-        volunteers.append((volunteer.id, volunteer.name, volunteer.card_code, pin, community))
+        volunteers.append(
+            DemoVolunteer(volunteer.id, volunteer.name, volunteer.card_code, pin, community)
+        )
     # Small records go through at once; a patrol or a visit waits for the office.
     policy.set_policy(
         "longtan",
@@ -275,4 +296,4 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> dict:
     echo("Tokens (shown once):")
     for role, secret in tokens.items():
         echo(f"  {role:9} {secret}  ({scopes[role]})")
-    return tokens
+    return Demo(tokens, volunteers)

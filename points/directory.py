@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 from datetime import datetime
+from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
@@ -87,6 +88,38 @@ def create_district(
         return district
 
     return ledger.atomic(work)
+
+
+def pin_problem(pin: str, card_code: str | None = None) -> str | None:
+    """Return why `pin` may not be used, or None: six digits, not all one digit, not a run
+    (123456, 654321), not digits of the card's code."""
+    if not isinstance(pin, str) or not PIN_PATTERN.match(pin):
+        return "Must be exactly 6 digits."
+    steps = {int(b) - int(a) for a, b in pairwise(pin)}
+    if len(set(pin)) == 1 or steps in ({1}, {-1}):
+        return "Too easy to guess: not one digit repeated, nor a run like 123456."
+    digits = "".join(c for c in (card_code or "") if c.isdigit())
+    if len(digits) >= 4 and (pin in digits or digits in pin):
+        return "Must not be taken from the card code."
+    return None
+
+
+def set_pin(volunteer_id: int, pin: str) -> None:
+    """Set a volunteer's PIN (checked by pin_problem). Raises InvalidInputError, NotFoundError."""
+    volunteer = db.session.get(Volunteer, volunteer_id)
+    if volunteer is None:
+        raise NotFoundError(f"no volunteer {volunteer_id}")
+    problem = pin_problem(pin, volunteer.card_code)
+    if problem is not None:
+        raise InvalidInputError("unusable PIN", errors={"pin": [problem]})
+    pin_hash = hash_pin(pin)
+
+    def work() -> None:
+        db.session.execute(
+            update(Volunteer).where(Volunteer.id == volunteer_id).values(pin_hash=pin_hash)
+        )
+
+    ledger.atomic(work)
 
 
 def hash_pin(pin: str) -> str:

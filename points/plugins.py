@@ -269,11 +269,17 @@ class History:
         return sum(r.points for r in self.records(kind, since, until))
 
 
+# The config version an award records when its plugin ran on its built-in defaults, with
+# no policy version at the node or above (policy version ids start at 1).
+DEFAULTS_VERSION = 0
+
+
 class PluginConfig(Mapping):
     """A plugin's configuration resolved for one district node: a read-only mapping.
 
     `versions` are the ids of the policy versions that contributed, `version` the newest
-    of them (None: defaults only); `origins` maps a dotted key to the node that set it.
+    of them, or DEFAULTS_VERSION when the plugin runs on its built-in defaults (so every
+    award names what produced it); `origins` maps a dotted key to the node that set it.
     """
 
     def __init__(
@@ -298,8 +304,8 @@ class PluginConfig(Mapping):
         self.timezone = timezone
 
     @property
-    def version(self) -> int | None:
-        return max(self.versions) if self.versions else None
+    def version(self) -> int:
+        return max(self.versions) if self.versions else DEFAULTS_VERSION
 
     def origin(self, key: str) -> int | None:
         """Return the district node that set `key` (dotted), or None for a default."""

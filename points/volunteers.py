@@ -166,6 +166,17 @@ def _contact(node: District) -> str | None:
     return None
 
 
+def by_card(card_code: str) -> int:
+    """Return the id of the volunteer with this card. Raises NotFoundError (on card_code)."""
+    code = "".join((card_code or "").split()).upper()
+    found = db.session.scalar(select(Volunteer.id).where(Volunteer.card_code == code))
+    if not code or found is None:
+        raise NotFoundError(
+            "no such card", errors={"card_code": ["No volunteer has this card code."]}
+        )
+    return found
+
+
 # -- history -----------------------------------------------------------------------------
 
 

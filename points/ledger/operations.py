@@ -614,7 +614,10 @@ def _expire_account(account_id: int, as_of: datetime, actor: str) -> PostedEntry
         "expire",
         [(account, -points), (expired, points)],
         actor=actor,
-        reason=f"{points} points expired (lots due by {_utc_text(as_of)})",
+        reason=(
+            f"{points} 分积分到期失效（{_utc_text(as_of)} 前到期） / "
+            f"{points} points expired (lots due by {_utc_text(as_of)})"
+        ),
         effective_at=as_of,
         bookkeeping=True,
     )

@@ -20,9 +20,13 @@ LANGUAGE_COOKIE = "points_lang"
 
 
 def select_locale() -> str:
-    """The remembered choice, else zh-CN: most people in front of these pages read Chinese."""
+    """The remembered choice, else the browser's if it prefers English, else zh-CN: most
+    people in front of these pages read Chinese."""
     chosen = request.cookies.get(LANGUAGE_COOKIE)
-    return chosen if chosen in LANGUAGES.values() else DEFAULT_LANGUAGE
+    if chosen in LANGUAGES.values():
+        return chosen
+    best = request.accept_languages.best_match(["zh-CN", "zh", "en"])
+    return "en" if best == "en" else DEFAULT_LANGUAGE
 
 
 def select_timezone() -> str:

@@ -58,7 +58,9 @@ def field_errors(error: PointsError) -> dict[str, list[str]]:
             found.setdefault(prefix or "form", []).append(str(value))
 
     walk("", error.errors or {})
-    return found
+    # Messages of the core and of marshmallow are English; the catalogue translates the
+    # ones people meet on forms, and leaves any other as it is.
+    return {name: [_(message) for message in messages] for name, messages in found.items()}
 
 
 def render_page(template: str, status: int = 200, **context: Any):
