@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.orm import aliased
 
 from points import ledger, service
@@ -29,6 +29,7 @@ from points.models import (
     Volunteer,
     utcnow,
 )
+from points.plugins import VolunteerInfo
 from points.policy import resolve_policy
 from points.redemptions import Usage, catalog_for
 
@@ -91,10 +92,11 @@ def balance(volunteer_id: int) -> dict[str, Any]:
     }
 
 
-def star_progress(volunteer_id: int) -> StarProgress:
+def star_progress(volunteer: int | VolunteerInfo) -> StarProgress:
     """Return the volunteer's star level and the hours the next star needs, under the
     `stars` policy of their node (no next star when stars are off or at the top)."""
-    volunteer = service.volunteer_info(volunteer_id)
+    if not isinstance(volunteer, VolunteerInfo):
+        volunteer = service.volunteer_info(volunteer)
     policy = resolve_policy(volunteer.district_id)
     hours = volunteer.service_minutes / 60
     if "stars" not in policy.configs or not policy.enabled("stars"):
@@ -105,6 +107,33 @@ def star_progress(volunteer_id: int) -> StarProgress:
         return StarProgress(volunteer.star_level, hours, None, None)
     level, needed = above[0]
     return StarProgress(volunteer.star_level, hours, level, needed)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What a volunteer's home page shows: points, time, stars, what expires soon."""
+
+    balance: int
+    held: int
+    available: int
+    service_minutes: int
+    stars: StarProgress
+    expiring: list[tuple[int, datetime]]
+
+
+def summary(volunteer_id: int, *, expiring_days: int) -> Summary:
+    """Return a volunteer's points, hours, star progress and the points expiring within
+    `expiring_days`, reading the volunteer and their policy once. Raises NotFoundError."""
+    volunteer = service.volunteer_info(volunteer_id)
+    points = ledger.balance(volunteer_id)
+    return Summary(
+        points.balance,
+        points.held,
+        points.available,
+        volunteer.service_minutes,
+        star_progress(volunteer),
+        service.expiring_soon(volunteer, days=expiring_days),
+    )
 
 
 @dataclass(frozen=True)
@@ -124,46 +153,38 @@ class Profile:
     created_at: datetime
 
 
+_ABOVE = aliased(District, name="above")
+_PROFILE = select(
+    Volunteer.id,
+    Volunteer.name,
+    Volunteer.phone,
+    Volunteer.card_code,
+    Volunteer.status,
+    District.code,
+    District.name.label("district_name"),
+    District.timezone,
+    # The contact line of the node, else of the nearest node above that has one.
+    select(_ABOVE.contact)
+    .where(
+        District.path.startswith(_ABOVE.path, autoescape=False),
+        _ABOVE.contact.is_not(None),
+    )
+    .order_by(func.length(_ABOVE.path).desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("contact"),
+    Volunteer.service_minutes,
+    Volunteer.created_at,
+).join(District, District.id == Volunteer.district_id)
+
+
 def profile(volunteer_id: int) -> Profile:
-    """Return a volunteer and their node. Raises NotFoundError."""
-    row = db.session.execute(
-        select(Volunteer, District)
-        .join(District, District.id == Volunteer.district_id)
-        .where(Volunteer.id == volunteer_id)
-    ).one_or_none()
+    """Return a volunteer and their node, with the office's contact line. Raises
+    NotFoundError."""
+    row = db.session.execute(_PROFILE.where(Volunteer.id == volunteer_id)).one_or_none()
     if row is None:
         raise NotFoundError(f"no volunteer {volunteer_id}")
-    volunteer, node = row
-    return Profile(
-        volunteer.id,
-        volunteer.name,
-        volunteer.phone,
-        volunteer.card_code,
-        volunteer.status,
-        node.code,
-        node.name,
-        node.timezone,
-        _contact(node),
-        volunteer.service_minutes,
-        volunteer.created_at,
-    )
-
-
-def _contact(node: District) -> str | None:
-    """The contact line of the node, else of the nearest node above that has one."""
-    if node.contact:
-        return node.contact
-    ids = [int(part) for part in node.path.strip("/").split("/") if part]
-    rows = db.session.execute(
-        select(District.id, District.contact).where(
-            District.id.in_(ids), District.contact.is_not(None)
-        )
-    ).all()
-    found = {row.id: row.contact for row in rows}
-    for node_id in reversed(ids):
-        if node_id in found:
-            return found[node_id]
-    return None
+    return Profile(*row)
 
 
 def by_card(card_code: str) -> int:

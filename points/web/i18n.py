@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Flask, current_app, g, request
-from flask_babel import format_date, format_datetime, format_decimal, get_locale
+from flask_babel import format_date, format_datetime, format_decimal, get_locale, get_translations
 
 # The language codes people see and pick (in links), and the Babel locale of each.
 LANGUAGES = {"zh-CN": "zh_Hans_CN", "en": "en"}
@@ -89,6 +89,24 @@ def _local(value: datetime):
     return to_user_timezone(value).date()
 
 
+def _translations():
+    # Flask-Babel looks its translations up again for every string; a page shows dozens,
+    # so the templates keep the request's own.
+    found = g.get("points_translations")
+    if found is None:
+        found = g.points_translations = get_translations()
+    return found
+
+
+def _gettext(text: str) -> str:
+    return _translations().ugettext(text)
+
+
+def _ngettext(singular: str, plural: str, number: int) -> str:
+    return _translations().ungettext(singular, plural, number)
+
+
 def install_filters(app: Flask) -> None:
+    app.jinja_env.install_gettext_callables(_gettext, _ngettext, newstyle=True)
     app.jinja_env.filters.update(points=points_text, when=when, day=day, bilingual=bilingual)
     app.jinja_env.globals.update(pick=pick, language_code=language_code, LANGUAGES=LANGUAGES)

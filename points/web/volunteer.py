@@ -136,15 +136,9 @@ def sign_out():
 @signed_in
 def home():
     """Available points large, then held, balance, hours, stars, what expires soon."""
-    volunteer_id = g.principal.volunteer_id
     return render_page(
         "web/me/home.html",
-        points=volunteers.balance(volunteer_id),
-        stars=volunteers.star_progress(volunteer_id),
-        expiring=[
-            {"points": amount, "expires_at": at}
-            for amount, at in service.expiring_soon(volunteer_id, days=EXPIRING_DAYS)
-        ],
+        summary=volunteers.summary(g.principal.volunteer_id, expiring_days=EXPIRING_DAYS),
     )
 
 
