@@ -20,6 +20,7 @@ from points.errors import (
     AuthenticationError,
     CardLockedError,
     ForbiddenError,
+    InvalidInputError,
     NotFoundError,
     RateLimitedError,
     WrongPinError,
@@ -396,15 +397,24 @@ def open_kiosk_session(principal: Principal, card_code: str, pin: str) -> KioskS
 def change_pin(volunteer_id: int, old_pin: str, new_pin: str) -> None:
     """Change a volunteer's PIN after checking the old one (counted like any attempt).
 
-    Raises WrongPinError, CardLockedError, InvalidInputError (on `pin`: the new PIN).
+    Raises WrongPinError (on `old_pin`), CardLockedError, InvalidInputError (on
+    `new_pin`), AccountClosedError, NotFoundError.
     """
     from points.directory import set_pin
 
     code = db.session.scalar(select(Volunteer.card_code).where(Volunteer.id == volunteer_id))
     if code is None:
         raise NotFoundError(f"no volunteer {volunteer_id}")
-    verify_card(None, code, old_pin)
-    set_pin(volunteer_id, new_pin)
+    try:
+        verify_card(None, code, old_pin)
+    except WrongPinError as error:
+        raise WrongPinError(
+            error.detail, errors={"old_pin": error.errors["pin"]}, tries_left=error.tries_left
+        ) from None
+    try:
+        set_pin(volunteer_id, new_pin)
+    except InvalidInputError as error:
+        raise InvalidInputError(error.detail, errors={"new_pin": error.errors["pin"]}) from None
 
 
 # A volunteer's own sign-in on their phone is a volunteer token of this name, kept in the

@@ -62,3 +62,12 @@ def instance_secret(instance_path: str) -> str:
         os.unlink(temporary)
     with open(path) as file:
         return file.read().strip()
+
+
+# Pages: the session cookie (signed; HttpOnly; Secure is added when served over HTTPS by
+# setting POINTS_SESSION_COOKIE_SECURE=true). It is not signed again on every page: the
+# volunteer's page token inside carries its own expiry.
+SESSION_COOKIE_NAME = "points_session"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_REFRESH_EACH_REQUEST = False

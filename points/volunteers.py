@@ -198,6 +198,18 @@ def by_card(card_code: str) -> int:
     return found
 
 
+def volunteer_kinds(district: int | str) -> list[str]:
+    """The activity kinds volunteers may report themselves at a node (the approval
+    policy's `volunteer_kinds`); none when the approval plugin is off there."""
+    from points.plugins import activity_kinds, plugin_manager
+
+    policy = resolve_policy(district)
+    if "approval" not in policy.configs or not policy.enabled("approval"):
+        return []
+    known = activity_kinds(plugin_manager())
+    return [kind for kind in policy.config("approval")["volunteer_kinds"] if kind in known]
+
+
 # -- history -----------------------------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from points import errors
 from points.extensions import db
 from points.models import PolicyVersion
+from points.plugins import DEFAULTS_VERSION
 from points.policy import (
     plugin_config,
     policy_history,
@@ -43,7 +44,7 @@ def grid(tree):
 def test_defaults_resolve_at_every_level(grid, level):
     config = plugin_config("steward", level)
     assert config["patrol"]["points_per_hour"] == 5
-    assert config.version is None and config.enabled
+    assert config.version == DEFAULTS_VERSION and config.enabled
 
 
 @pytest.mark.parametrize("setter", range(5))
@@ -54,7 +55,7 @@ def test_a_key_set_at_one_level_reaches_every_level_below_only(grid, setter):
         config = plugin_config("steward", node)
         expected = 8 if i >= setter else 5
         assert config["patrol"]["points_per_hour"] == expected, node
-        assert config.version == (version.id if i >= setter else None)
+        assert config.version == (version.id if i >= setter else DEFAULTS_VERSION)
         assert config["visit"]["points_per_household"] == 2  # untouched keys keep defaults
 
 

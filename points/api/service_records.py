@@ -6,10 +6,11 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from points import service
+from points import service, volunteers
 from points.api import idempotency
 from points.api.common import ROW_ID, Id, Moment, allow
 from points.auth import current_principal, reach_volunteer, require_scope
+from points.errors import InvalidInputError
 from points.extensions import db
 from points.ledger import MAX_SERVICE_MINUTES
 from points.models import District
@@ -109,7 +110,14 @@ class ServiceRecords(MethodView):
     def post(self, body):
         """Record service; it is approved at once if the approval policy says so."""
         principal = current_principal()
-        reach_volunteer(principal, body["volunteer_id"])
+        district_id, _ = reach_volunteer(principal, body["volunteer_id"])
+        if principal.role == "volunteer" and body["kind"] not in volunteers.volunteer_kinds(
+            district_id
+        ):
+            raise InvalidInputError(
+                f"volunteers do not report {body['kind']!r} themselves here",
+                errors={"kind": ["The office records this kind (approval.volunteer_kinds)."]},
+            )
 
         def work() -> dict:
             record = service.record_service(

@@ -7,7 +7,7 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from points import directory, volunteers
+from points import auth, directory, volunteers
 from points.api.common import VOLUNTEER_ID, allow, decode_cursor, encode_cursor, mask_phone
 from points.auth import current_principal, reach_volunteer, require_scope
 from points.extensions import db
@@ -223,3 +223,113 @@ class VolunteerEntries(MethodView):
             "items": lines,
             "next_cursor": encode_cursor(next_id) if next_id is not None else None,
         }
+
+
+class PageQuerySchema(Schema):
+    cursor = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 200),
+        metadata={"description": "From next_cursor."},
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+
+
+class VolunteerRecordSchema(Schema):
+    id = fields.Integer(required=True)
+    kind = fields.String(required=True)
+    started_at = fields.DateTime(required=True)
+    minutes = fields.Integer(required=True, allow_none=True)
+    details = fields.Dict(required=True)
+    status = fields.String(required=True, metadata={"description": "pending, approved, rejected"})
+    points = fields.Integer(required=True)
+    queue_reason = fields.String(
+        required=True, allow_none=True, metadata={"description": "Why it waits, zh-CN / en."}
+    )
+    decided_at = fields.DateTime(required=True, allow_none=True)
+    decision_reason = fields.String(
+        required=True, allow_none=True, metadata={"description": "The office's reason."}
+    )
+    created_at = fields.DateTime(required=True)
+
+
+class RecordPageSchema(Schema):
+    items = fields.List(fields.Nested(VolunteerRecordSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class VoucherSchema(Schema):
+    id = fields.Integer(required=True)
+    sku = fields.String(required=True)
+    name = fields.String(required=True, metadata={"description": "zh-CN"})
+    name_en = fields.String(required=True)
+    provider = fields.String(required=True, metadata={"description": "The provider's name."})
+    points = fields.Integer(required=True)
+    voucher_code = fields.String(required=True)
+    status = fields.String(
+        required=True, metadata={"description": "held, fulfilled, cancelled or expired"}
+    )
+    created_at = fields.DateTime(required=True)
+    expires_at = fields.DateTime(
+        required=True, allow_none=True, metadata={"description": "While held: when it lapses."}
+    )
+    resolved_at = fields.DateTime(required=True, allow_none=True)
+
+
+class VoucherPageSchema(Schema):
+    items = fields.List(fields.Nested(VoucherSchema), required=True)
+    next_cursor = fields.String(required=True, allow_none=True)
+
+
+class PinChangeSchema(Schema):
+    old_pin = fields.String(required=True, load_only=True, validate=validate.Length(1, 6))
+    new_pin = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(1, 6),
+        metadata={"description": "Six digits; not trivial (123456), not from the card code."},
+    )
+
+
+def _page(lines: list[dict], next_id: int | None) -> dict:
+    return {"items": lines, "next_cursor": encode_cursor(next_id) if next_id else None}
+
+
+def _before(query: dict) -> int | None:
+    return decode_cursor(query["cursor"]) if query["cursor"] is not None else None
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/service-records")
+class VolunteerRecords(MethodView):
+    @allow("office", "auditor", "volunteer", who=f"admin, office and auditor {IN_NODE}, self")
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, RecordPageSchema)
+    def get(self, query, volunteer_id):
+        """List a volunteer's service records, newest first, with the office's decisions."""
+        reach_volunteer(current_principal(), volunteer_id)
+        return _page(*volunteers.records(volunteer_id, before=_before(query), limit=query["limit"]))
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/redemptions")
+class VolunteerVouchers(MethodView):
+    @allow("office", "auditor", "volunteer", who=f"admin, office and auditor {IN_NODE}, self")
+    @blp.arguments(PageQuerySchema, location="query")
+    @blp.response(200, VoucherPageSchema)
+    def get(self, query, volunteer_id):
+        """List a volunteer's vouchers (redemptions), newest first."""
+        reach_volunteer(current_principal(), volunteer_id)
+        return _page(
+            *volunteers.vouchers(volunteer_id, before=_before(query), limit=query["limit"])
+        )
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/pin")
+class VolunteerPin(MethodView):
+    @allow("volunteer", admin=False, who="the volunteer themselves")
+    @blp.arguments(PinChangeSchema)
+    @blp.response(204)
+    def put(self, body, volunteer_id):
+        """Change one's own PIN: the old PIN (counted like any attempt), then the new one."""
+        principal = current_principal()
+        reach_volunteer(principal, volunteer_id)
+        auth.change_pin(volunteer_id, body["old_pin"], body["new_pin"])
+        auth.end_volunteer_sessions(volunteer_id, keep=principal.token_id)

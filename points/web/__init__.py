@@ -34,11 +34,6 @@ def register_web(app: Flask) -> None:
     """Attach the pages (/me, /kiosk, /provider) with their sessions, CSRF and languages."""
     from points.web import volunteer
 
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    app.config.setdefault("SESSION_COOKIE_NAME", "points_session")
-    # The cookie is not signed again on every page: the session's token carries its expiry.
-    app.config.setdefault("SESSION_REFRESH_EACH_REQUEST", False)
     # Forms are checked by hand in each page blueprint (protect_forms), never in the API,
     # whose clients send bearer tokens and no cookies.
     app.config.setdefault("WTF_CSRF_CHECK_DEFAULT", False)

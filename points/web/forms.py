@@ -11,7 +11,6 @@ from markupsafe import Markup
 from marshmallow import fields, validate
 
 from points.plugins import ActivityKind, activity_kinds, plugin_manager
-from points.policy import resolve_policy
 
 # The human names of the built-in plugins and of the office's own entries, for history
 # lines ("why"); a plugin not listed is shown by its registered name.
@@ -71,16 +70,6 @@ def detail_fields(kind: str) -> list[DetailField]:
         label_en = field.metadata.get("label_en", name.replace("_", " "))
         found.append(DetailField(name, shape, field.required, label_zh, label_en, longest))
     return found
-
-
-def volunteer_kinds(district: int | str) -> list[str]:
-    """The activity kinds volunteers may report themselves at a node (approval policy's
-    `volunteer_kinds`); none when the approval plugin is off there."""
-    policy = resolve_policy(district)
-    if "approval" not in policy.configs or not policy.enabled("approval"):
-        return []
-    known = activity_kinds_for_page()
-    return [kind for kind in policy.config("approval")["volunteer_kinds"] if kind in known]
 
 
 def qr_svg(text: str, *, scale: int = 4) -> Markup:

@@ -92,9 +92,10 @@ def _local(value: datetime):
 def _translations():
     # Flask-Babel looks its translations up again for every string; a page shows dozens,
     # so the templates keep the request's own.
-    found = g.get("points_translations")
+    # Kept in the WSGI environ, which lives exactly as long as the request.
+    found = request.environ.get("points.translations")
     if found is None:
-        found = g.points_translations = get_translations()
+        found = request.environ["points.translations"] = get_translations()
     return found
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, render_template, request
 from flask_babel import gettext as _
+from flask_babel import refresh
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
@@ -74,9 +75,19 @@ def page_blueprint(name: str, import_name: str, url_prefix: str) -> Blueprint:
     Page blueprints are named `web_<audience>`; their templates live in web/<audience>/.
     """
     blueprint = Blueprint(f"web_{name}", import_name, url_prefix=url_prefix)
+    blueprint.before_request(forget_cached_locale)
     blueprint.before_request(protect_forms)
     page_error_handlers(blueprint)
     return blueprint
+
+
+def forget_cached_locale() -> None:
+    """Choose the language afresh for this request.
+
+    Flask-Babel keeps the locale on the app context, which outlives a request where one
+    was pushed around several (a CLI command, a test client).
+    """
+    refresh()
 
 
 def protect_forms() -> None:

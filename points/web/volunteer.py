@@ -28,7 +28,6 @@ from points.web.forms import (
     activity_labels,
     detail_fields,
     qr_svg,
-    volunteer_kinds,
 )
 from points.web.i18n import pick, when
 from points.web.pages import field_errors, form_key, new_form_key, page_blueprint, render_page
@@ -93,6 +92,8 @@ def sign_in():
             else:
                 # A new session from scratch: nothing from before sign-in carries over.
                 session.clear()
+                # The CSRF token of the old session, if this request already made one.
+                g.pop("csrf_token", None)
                 session[TOKEN] = secret
                 session.permanent = True
                 return redirect(safe_next(request.args.get("next"), url_for("web_me.home")))
@@ -129,6 +130,7 @@ def sign_out():
 
             revoke_token(principal.token_id)
     session.clear()
+    g.pop("csrf_token", None)
     return redirect(url_for("web_me.sign_in"))
 
 
@@ -236,7 +238,7 @@ def cancel_voucher(redemption_id: int):
 @signed_in
 def report():
     """Report service the node lets volunteers submit: first the kind, then its form."""
-    allowed = volunteer_kinds(g.profile.district_code)
+    allowed = volunteers.volunteer_kinds(g.profile.district_code)
     kinds = activity_labels()
     kind = request.values.get("kind")
     if kind not in allowed:
@@ -377,7 +379,7 @@ def gift():
 def more():
     """The rest: report service, gift points, change PIN, language, sign out."""
     return render_page(
-        "web/me/more.html", can_report=bool(volunteer_kinds(g.profile.district_code))
+        "web/me/more.html", can_report=bool(volunteers.volunteer_kinds(g.profile.district_code))
     )
 
 
@@ -405,10 +407,7 @@ def change_pin():
             except WrongPinError:
                 errors["old_pin"] = [_("This is not your current PIN.")]
             except InvalidInputError as error:
-                errors = {
-                    ("new_pin" if name == "pin" else name): messages
-                    for name, messages in field_errors(error).items()
-                }
+                errors = field_errors(error)
             else:
                 # Other phones signed in with the old PIN are signed out.
                 auth.end_volunteer_sessions(g.principal.volunteer_id, keep=g.principal.token_id)
