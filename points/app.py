@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -95,10 +96,9 @@ def end_session(_error: BaseException | None = None) -> None:
         lost = isinstance(error, DBAPIError) and error.connection_invalidated
         log = current_app.logger.info if lost else current_app.logger.warning
         log("session cleanup failed, connection discarded: %s", error.__class__.__name__)
-        try:
+        with contextlib.suppress(Exception):
             db.session().invalidate()
-        finally:
-            db.session.registry.clear()
+        db.session.registry.clear()
 
 
 def register_blueprints(app: Flask) -> None:

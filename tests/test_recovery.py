@@ -7,6 +7,7 @@ import contextlib
 import os
 import pwd
 import shutil
+import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -172,6 +173,10 @@ def test_sqlite_read_only_then_writable_recovers_without_a_restart(shared_sqlite
         headers = {"Authorization": f"Bearer {admin}"}
         db.session.remove()
         db.engine.dispose()  # every connection from here on opens the file anew
+        # Another worker's connection keeps the write-ahead log open meanwhile, as under
+        # gunicorn: a connection opened now opens read-only, and stays so.
+        other_worker = sqlite3.connect(shared_sqlite)
+        other_worker.execute("SELECT count(*) FROM districts").fetchone()
         with read_only(shared_sqlite):
             assert client.get("/api/v1/health/live").status_code == 200
             problem_503(client.get("/api/v1/health/ready"))
@@ -190,6 +195,7 @@ def test_sqlite_read_only_then_writable_recovers_without_a_restart(shared_sqlite
             headers=headers,
         )
         assert created.status_code == 201, created.get_json()
+        other_worker.close()
 
 
 # -- SQLite durability -------------------------------------------------------------------
