@@ -84,7 +84,7 @@ def sqlite_backend(directory: str) -> Backend:
         # mode so that BEGIN IMMEDIATE is ours to send, as the ledger does.
         connection = sqlite3.connect(path, isolation_level=None, timeout=30)
         connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA busy_timeout=30000")
         return connection
 

@@ -6,6 +6,8 @@ from logging.config import fileConfig
 from alembic import context
 from flask import current_app
 
+from points.database import unbounded
+
 config = context.config
 if config.config_file_name and not logging.getLogger().handlers:
     fileConfig(config.config_file_name, disable_existing_loggers=False)
@@ -47,7 +49,9 @@ def run_migrations_online():
     conf_args = dict(migrate.configure_args)
     conf_args.setdefault("process_revision_directives", skip_empty)
     conf_args.setdefault("include_object", include_object)
-    with engine.connect() as connection:
+    # A migration may rewrite a large table: no statement or idle timeout, and no bound on
+    # a reply (the lock timeout stays, so it never queues long ahead of the app's writes).
+    with engine.connect() as connection, unbounded(connection):
         context.configure(connection=connection, target_metadata=migrate.db.metadata, **conf_args)
         with context.begin_transaction():
             context.run_migrations()

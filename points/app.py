@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
-from flask import Flask, request
-from sqlalchemy.exc import OperationalError
+from flask import Flask, current_app, request
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
 
 from points import config as defaults
 from points.api import register_api
 from points.api.problems import http_problem
-from points.database import configure_engine
+from points.database import (
+    TIMEOUT_SQLSTATES,
+    DatabaseStalledError,
+    configure_engine,
+    engine_options,
+)
 from points.errors import PointsError, problem, problem_from
 from points.extensions import db, migrate
 
@@ -39,7 +46,14 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config["SQLALCHEMY_DATABASE_URI"] = defaults.database_url(app.config["DATABASE_URL"])
     # No pool pre-ping: it costs a round trip per transaction. A connection found dead is
     # invalidated; a unit of work is then retried (ledger.atomic), a read answers 503.
-    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {})
+    # Timeouts bound every wait for the database (points.database.engine_options); given
+    # engine options win, their connect_args key by key.
+    given = dict(app.config.get("SQLALCHEMY_ENGINE_OPTIONS") or {})
+    options = engine_options(app.config)
+    connect_args = {**options.get("connect_args", {}), **given.pop("connect_args", {})}
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {**options, **given}
+    if connect_args:
+        app.config["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"] = connect_args
     app.json.ensure_ascii = False
 
     register_extensions(app)
@@ -57,10 +71,34 @@ def register_extensions(app: Flask) -> None:
 
     app.extensions["points.plugins"] = make_plugin_manager(app.config.get("DISABLED_PLUGINS", ""))
     with app.app_context():
-        configure_engine(db.engine, busy_seconds=app.config["SQLITE_BUSY_SECONDS"])
+        configure_engine(
+            db.engine,
+            busy_seconds=app.config["SQLITE_BUSY_SECONDS"],
+            synchronous=app.config["SQLITE_SYNCHRONOUS"],
+            reply_seconds=app.config["DATABASE_REPLY_SECONDS"],
+        )
     from points.ledger.units import release_autocommit_connection
 
+    # Teardowns run last-registered first: the session ends here, before Flask-SQLAlchemy's
+    # own teardown, which then finds nothing left to do.
+    app.teardown_appcontext(end_session)
     app.teardown_appcontext(release_autocommit_connection)
+
+
+def end_session(_error: BaseException | None = None) -> None:
+    """End the app context's session (a teardown). Its ROLLBACK may meet a connection the
+    database ended after the response was made (a restart, pg_terminate_backend): the
+    connection is discarded and the response stands, instead of an error escaping every
+    handler (gunicorn would answer it with an HTML 500)."""
+    try:
+        db.session.remove()
+    except Exception as error:  # nothing may escape a teardown
+        lost = isinstance(error, DBAPIError) and error.connection_invalidated
+        log = current_app.logger.info if lost else current_app.logger.warning
+        log("session cleanup failed, connection discarded: %s", error.__class__.__name__)
+        with contextlib.suppress(Exception):
+            db.session().invalidate()
+        db.session.registry.clear()
 
 
 def register_blueprints(app: Flask) -> None:
@@ -73,7 +111,7 @@ def register_blueprints(app: Flask) -> None:
 def register_errorhandlers(app: Flask) -> None:
     @app.errorhandler(PointsError)
     def points_error(error: PointsError):
-        db.session.rollback()
+        rollback_quietly()
         return problem_from(error)
 
     @app.errorhandler(HTTPException)
@@ -81,24 +119,55 @@ def register_errorhandlers(app: Flask) -> None:
         return http_problem(error)
 
     @app.errorhandler(OperationalError)
-    def database_unavailable(error: OperationalError):
-        app.logger.warning(
-            "database unavailable on %s %s: %s",
-            request.method,
-            request.path,
-            error.orig.__class__.__name__,
-        )
-        db.session.rollback()
-        response = problem(503, "Database unavailable", "Try again in a moment.")
-        response.headers["Retry-After"] = "1"
-        return response
+    @app.errorhandler(PoolTimeoutError)
+    def database_unavailable(error: Exception):
+        return unavailable(error)
+
+    @app.errorhandler(DBAPIError)
+    def database_error(error: DBAPIError):
+        if error.connection_invalidated:
+            return unavailable(error)  # lost mid-request (InterfaceError and the like)
+        return unexpected(error)
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception):
         # The log keeps the trace; the client learns nothing internal.
         app.logger.exception("unhandled error on %s %s", request.method, request.path)
-        db.session.rollback()
+        rollback_quietly()
         return problem(500, "Internal server error", "The error was logged.")
+
+
+def unavailable(error: Exception):
+    """503 problem+json with Retry-After, for a database that is down, timed out or lost
+    the connection. A write it answers may or may not have been made: the client's retry
+    with the same Idempotency-Key replays it if it was, or makes it."""
+    orig = getattr(error, "orig", None) or error
+    current_app.logger.warning(
+        "database unavailable on %s %s: %s",
+        request.method,
+        request.path,
+        orig.__class__.__name__,
+    )
+    rollback_quietly()
+    timed_out = isinstance(error, PoolTimeoutError) or isinstance(orig, DatabaseStalledError)
+    timed_out = timed_out or getattr(orig, "sqlstate", None) in TIMEOUT_SQLSTATES
+    detail = "The database did not answer in time." if timed_out else "Try again in a moment."
+    response = problem(
+        503,
+        "Database unavailable",
+        detail + " Retry a write with the same Idempotency-Key: it is made once.",
+    )
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+def rollback_quietly() -> None:
+    """Roll the session back after an error; a connection that fails even that (lost,
+    stalled) is discarded, as the error being answered matters more."""
+    try:
+        db.session.rollback()
+    except Exception:  # an error handler must answer
+        db.session().invalidate()
 
 
 def register_commands(app: Flask) -> None:

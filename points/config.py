@@ -18,6 +18,31 @@ WRITE_RETRIES = 8
 # SQLite waits this long for the write lock before giving up, in seconds.
 SQLITE_BUSY_SECONDS = 30
 
+# SQLite's synchronous pragma for the ledger's database: FULL syncs the write-ahead log
+# at every commit, so a commit a client was told of survives a power loss; NORMAL syncs
+# only at checkpoints (faster; a power loss may roll back the last commits). OFF, NORMAL,
+# FULL or EXTRA: see docs/operations.md.
+SQLITE_SYNCHRONOUS = "FULL"
+
+# Bounds on every wait for the database, in seconds (0 turns one off); a request that
+# meets one answers 503 with Retry-After. See docs/operations.md, "Timeouts".
+# Connecting to PostgreSQL (libpq counts whole seconds, at least 2).
+DATABASE_CONNECT_SECONDS = 5
+# PostgreSQL statement_timeout: the server cancels a statement running longer.
+DATABASE_STATEMENT_SECONDS = 10
+# PostgreSQL lock_timeout: a statement waiting this long for a row or table lock fails.
+DATABASE_LOCK_SECONDS = 5
+# PostgreSQL idle_in_transaction_session_timeout: the server ends a session left idle
+# inside a transaction (a stuck worker's), releasing its locks.
+DATABASE_IDLE_IN_TRANSACTION_SECONDS = 60
+# The client's own bound on any one reply from PostgreSQL, for when the server cannot
+# cancel anything (paused, its host or network stalled): the connection is closed. Keep
+# it above DATABASE_STATEMENT_SECONDS, and connect + reply well below gunicorn's
+# --timeout (30 s by default).
+DATABASE_REPLY_SECONDS = 15
+# Waiting for a free connection in the process's pool.
+DATABASE_POOL_SECONDS = 10
+
 # Signs sessions and keys the PIN hashes. Left empty, create_app keeps a random one in
 # the instance folder, so that a restart does not invalidate every PIN.
 SECRET_KEY = None

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, or_, select, text
 
-from points import ledger
+from points import database, ledger
 from points.extensions import db
 from points.ledger.posting import lot_spending
 from points.models import (
@@ -378,21 +379,23 @@ CHECKS: list[Callable[[], list[Problem]]] = [
 ]
 
 
-def verify() -> Report:
-    """Run every check on one snapshot of the ledger and return the report."""
+def verify(*, unbounded: bool = False) -> Report:
+    """Run every check on one snapshot of the ledger and return the report. `unbounded`
+    (the CLI's) lifts the statement timeout and reply bound for a large ledger."""
     db.session.rollback()
     if db.engine.dialect.name == "postgresql":
         # One snapshot for every check, so concurrent writers cause no false alarms.
         db.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-    report = Report()
-    report.counts = {
-        "entries": db.session.scalar(select(func.count(Entry.id))),
-        "postings": db.session.scalar(select(func.count(Posting.id))),
-        "accounts": db.session.scalar(select(func.count(Account.id))),
-        "sealed": db.session.scalar(select(func.count(Seal.entry_id))),
-        "awaiting seal": db.session.scalar(select(func.count(UnsealedEntry.entry_id))),
-    }
-    for check in CHECKS:
-        report.problems.extend(check())
+    with database.unbounded(db.session.connection()) if unbounded else nullcontext():
+        report = Report()
+        report.counts = {
+            "entries": db.session.scalar(select(func.count(Entry.id))),
+            "postings": db.session.scalar(select(func.count(Posting.id))),
+            "accounts": db.session.scalar(select(func.count(Account.id))),
+            "sealed": db.session.scalar(select(func.count(Seal.entry_id))),
+            "awaiting seal": db.session.scalar(select(func.count(UnsealedEntry.entry_id))),
+        }
+        for check in CHECKS:
+            report.problems.extend(check())
     db.session.rollback()
     return report

@@ -395,7 +395,8 @@ def test_api_matrix_covers_every_operation(api, app):
     }
     assert set(OPERATION_OF) == {case.name for case in CASES}
     # Health is for everyone, token or not: test_api_health_needs_no_token.
-    assert documented - set(OPERATION_OF.values()) == {"GET /api/v1/health"}
+    health = {"GET /api/v1/health", "GET /api/v1/health/live", "GET /api/v1/health/ready"}
+    assert documented - set(OPERATION_OF.values()) == health
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
@@ -427,9 +428,11 @@ def test_api_roles_reach_only_their_nodes(api, world, case):
 
 
 def test_api_health_needs_no_token(api, app):
-    response = api.get("health")
-    assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "database": "ok"}
+    for path in ("health", "health/ready"):
+        response = api.get(path)
+        assert response.status_code == 200
+        assert response.get_json() == {"status": "ok", "database": "ok"}
+    assert api.get("health/live").get_json() == {"status": "ok"}
 
 
 def test_api_kiosk_never_sees_a_phone_number(api, world):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -170,6 +171,24 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """kill -9 the whole server, the arbiter and every worker at once: no request in
+        flight is answered, no worker finishes anything."""
+        if self.process is None:
+            return
+        arbiter = self.process.pid
+        workers = []
+        for status in Path("/proc").glob("[0-9]*/status"):
+            with contextlib.suppress(OSError):
+                for line in status.read_text().splitlines():
+                    if line.startswith("PPid:") and int(line.split()[1]) == arbiter:
+                        workers.append(int(status.parent.name))
+        for pid in [arbiter, *workers]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.wait()
         self.process = None
 
     def log(self) -> str:
