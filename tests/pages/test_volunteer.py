@@ -203,12 +203,34 @@ def test_volunteer_reaches_only_their_own_vouchers(site, new_page):
     assert line["voucher_code"] not in page.content()
 
 
+PAGES = (
+    "",
+    "history",
+    "records",
+    "catalog",
+    "vouchers",
+    "more",
+    "report",
+    "report?kind=log",
+    "gift",
+    "pin",
+)
+
+
 @pytest.mark.slow
-def test_volunteer_pages_at_kiosk_size(site, new_page):
-    """The same pages read well on a large upright screen (a kiosk's browser)."""
+@pytest.mark.parametrize("viewport", [PHONE, KIOSK_PORTRAIT], ids=["phone", "kiosk"])
+def test_volunteer_every_page_at_phone_and_kiosk_size(site, new_page, viewport):
+    """Every /me page passes axe and the size checks on a phone and on a large upright
+    screen (a kiosk's browser), with a screenshot of each."""
     volunteer = site.demo.volunteers[10]
-    page = new_page(KIOSK_PORTRAIT)
+    page = new_page(viewport)
     sign_in(page, volunteer.card_code, volunteer.pin)
     page.wait_for_url("**/me/")
-    check_sizes(page, min_font=MIN_FONT, min_target=MIN_TARGET)
-    screenshot(page, f"me-home-{site.backend}-kiosk", full_page=False)
+    size = "360" if viewport is PHONE else "kiosk"
+    for path in PAGES:
+        response = page.goto(f"/me/{path}")
+        assert response.status == 200, path
+        check_axe(page)
+        check_sizes(page, min_font=MIN_FONT, min_target=MIN_TARGET)
+        name = path.replace("?kind=", "-") or "home"
+        screenshot(page, f"me-{name}-{site.backend}-{size}")
