@@ -87,7 +87,9 @@ def _refused(error: RateLimitExceeded):
     retry_after = 1
     current = limiter.current_limit
     if current is not None:
-        retry_after = max(1, math.ceil(current.reset_at - time.time()))
+        # reset_at is rounded up to the next second: never say more than a window.
+        wait = min(current.reset_at - time.time(), current.limit.get_expiry())
+        retry_after = max(1, math.ceil(wait))
     principal = _principal()
     if principal is not None:
         rate_limited.send(_role(principal))
