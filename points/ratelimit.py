@@ -14,7 +14,6 @@ the request's environ, so the view does not authenticate twice.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import sqlite3
@@ -24,8 +23,10 @@ import time
 from flask import Flask, current_app, request
 from flask_limiter import ApplicationLimit, Limiter, RateLimitExceeded
 from limits.storage import Storage
+from sqlalchemy.exc import SQLAlchemyError
 
 from points.errors import AuthenticationError, RateLimitedError, problem_from
+from points.extensions import db
 from points.signals import rate_limited
 
 API_PREFIX = "/api/v1/"
@@ -42,9 +43,14 @@ def _principal():
         if request.path.startswith(API_PREFIX) and "Authorization" in request.headers:
             from points.auth import current_principal
 
-            # A bad token is not counted: the view refuses it (401) as without a limiter.
-            with contextlib.suppress(AuthenticationError):
+            try:
                 found = current_principal()
+            except AuthenticationError:
+                pass  # not counted: the view refuses it (401) as without a limiter
+            except SQLAlchemyError:
+                # Not counted either: the view meets the database's error and answers
+                # it (503). Raised here, Flask-Limiter would take its store for dead.
+                db.session.rollback()
         environ["points.ratelimit.principal"] = found
     return None if found is _NO_PRINCIPAL else found
 
