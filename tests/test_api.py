@@ -22,6 +22,9 @@ def problem_of(response, status: int) -> dict:
     body = response.get_json()
     assert body["status"] == status
     assert {"type", "title", "status"} <= body.keys()
+    # Every problem names its request, as the X-Request-Id header does; the rest of the
+    # body is what a test compares.
+    assert body.pop("request_id") == response.headers["X-Request-Id"]
     return body
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from points.app import create_app
+from points.directory import create_district, create_token
+from points.extensions import db
 from points.metrics import REGISTRY
 from points.ratelimit import SQLiteStorage, storage_url
 
@@ -17,6 +19,26 @@ pytest_plugins = ("tests.api_fixtures",)
 
 ROOT = Path(__file__).resolve().parents[1]
 BALANCE = "/api/v1/volunteers/<int:volunteer_id>/balance"
+
+
+@pytest.fixture
+def make_app(database_url_for_test):
+    """Make apps on the test's database with extra settings; their pools are closed after."""
+    made = []
+
+    def make(**settings):
+        app = create_app(
+            {"TESTING": True, "DATABASE_URL": database_url_for_test, "SECRET_KEY": "test"}
+            | settings
+        )
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
 
 
 def sample(name: str, **labels: str) -> float:
@@ -100,15 +122,8 @@ def test_request_log_one_json_line_per_request_without_secrets(api, world, capsy
         assert secret not in out
 
 
-def test_request_log_can_be_turned_off(database_url_for_test, capsys):
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": database_url_for_test,
-            "SECRET_KEY": "test",
-            "REQUEST_LOG": False,
-        }
-    )
+def test_request_log_can_be_turned_off(make_app, capsys):
+    app = make_app(REQUEST_LOG=False)
     capsys.readouterr()
     assert app.test_client().get("/api/v1/health").status_code == 200
     assert request_lines(capsys.readouterr().err) == []
@@ -132,15 +147,8 @@ def test_metrics_behind_a_token(app, client):
 
 
 @pytest.mark.parametrize(("allow", "status"), [("10.0.0.0/8", 404), ("10.0.0.0/8,127.0.0.1", 200)])
-def test_metrics_only_from_allowed_addresses(database_url_for_test, allow, status):
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": database_url_for_test,
-            "SECRET_KEY": "test",
-            "METRICS_ALLOW": allow,
-        }
-    )
+def test_metrics_only_from_allowed_addresses(make_app, allow, status):
+    app = make_app(METRICS_ALLOW=allow)
     assert app.test_client().get("/metrics").status_code == status
 
 
@@ -243,8 +251,8 @@ def test_gunicorn_config_forgets_dead_workers_live_gauges(tmp_path, monkeypatch)
 # -- rate limit storage ------------------------------------------------------------------
 
 
-def test_rate_limit_storage_default_is_a_file_every_worker_shares(tmp_path):
-    app = create_app({"DATABASE_URL": f"sqlite:///{tmp_path / 'p.sqlite'}", "SECRET_KEY": "x"})
+def test_rate_limit_storage_default_is_a_file_every_worker_shares(make_app):
+    app = make_app(TESTING=False)
     assert storage_url(app) == "sqlite:///" + str(Path(app.instance_path) / "ratelimit.sqlite")
     app.config["RATELIMIT_STORAGE_URL"] = "redis://127.0.0.1:6379"
     assert storage_url(app) == "redis://127.0.0.1:6379"
@@ -280,24 +288,12 @@ def test_rate_limit_sqlite_storage_starts_a_new_window_when_one_ends(tmp_path):
     assert storage.check() and storage.reset() == 2
 
 
-def test_rate_limit_storage_down_does_not_fail_requests(database_url_for_test):
-    app = create_app(
-        {
-            "TESTING": True,
-            "DATABASE_URL": database_url_for_test,
-            "SECRET_KEY": "test",
-            # Nothing listens on port 1: every hit fails, and counting falls back to memory.
-            "RATELIMIT_STORAGE_URL": "redis://127.0.0.1:1",
-        }
-    )
-    from points.directory import create_district, create_token
-    from points.extensions import db
-
+def test_rate_limit_storage_down_does_not_fail_requests(make_app):
+    # Nothing listens on port 1: every hit fails, and counting falls back to memory.
+    app = make_app(RATELIMIT_STORAGE_URL="redis://127.0.0.1:1")
     with app.app_context():
         create_district("beijing", "北京市", "city")
         _, token = create_token("admin", "beijing", name="admin")
         db.session.remove()
-        db.engine.dispose()
-    client = app.test_client()
     headers = {"Authorization": f"Bearer {token}"}
-    assert client.get("/api/v1/districts/beijing", headers=headers).status_code == 200
+    assert app.test_client().get("/api/v1/districts/beijing", headers=headers).status_code == 200
