@@ -22,6 +22,7 @@ from points.database import (
 )
 from points.errors import PointsError, problem, problem_from
 from points.extensions import db, migrate
+from points.observability import register_observability
 
 
 def migrations_folder() -> str:
@@ -60,6 +61,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     register_commands(app)
+    register_observability(app)
     return app
 
 

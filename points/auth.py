@@ -1,11 +1,9 @@
-"""Bearer tokens, roles and district scope, kiosk sessions, card PINs and rate limits."""
+"""Bearer tokens, roles and district scope, kiosk sessions and card PINs."""
 
 from __future__ import annotations
 
 import math
 import secrets
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -22,11 +20,11 @@ from points.errors import (
     ForbiddenError,
     InvalidInputError,
     NotFoundError,
-    RateLimitedError,
     WrongPinError,
 )
 from points.extensions import db
 from points.models import ApiToken, District, Volunteer, utcnow
+from points.signals import pin_refused
 
 # Roles a request can act in. A kiosk session is stored as a volunteer token (see
 # open_kiosk_session) but acts in a role of its own: fewer rights than either parent.
@@ -39,8 +37,8 @@ MAX_WRONG_PINS = 5
 LOCK_MINUTES = 15
 
 DEFAULTS = {
-    # Requests per minute per token (kiosk sessions count against their kiosk); 0: no limit.
-    # Counted per worker process: with N workers a token may reach N times this.
+    # Requests per minute per token (kiosk sessions count against their kiosk) for roles
+    # without a RATELIMIT_<ROLE> of their own; 0: no limit. See points.ratelimit.
     "API_RATE_LIMIT_PER_MINUTE": 600,
     # A kiosk session ends after this long without use, and at the latest after the maximum.
     "KIOSK_SESSION_IDLE_SECONDS": 120,
@@ -96,20 +94,14 @@ class Principal:
 def current_principal() -> Principal:
     """Return who is asking, authenticating the bearer token once per request.
 
-    Raises AuthenticationError, RateLimitedError.
+    (The request was counted against its token's rate limit before the view ran: see
+    points.ratelimit.) Raises AuthenticationError.
     """
     # Kept in the WSGI environ, which lives exactly as long as the request (g may outlive
     # it when an app context was already pushed, as in tests).
     principal = request.environ.get("points.principal")
     if principal is None:
         principal = _authenticate(request.headers.get("Authorization", ""))
-        limiter: RateLimiter = current_app.extensions["points_rate_limiter"]
-        wait = limiter.hit(principal.owner_id)
-        if wait is not None:
-            raise RateLimitedError(
-                "too many requests from this token; slow down",
-                retry_after=max(1, math.ceil(wait)),
-            )
         request.environ["points.principal"] = principal
     return principal
 
@@ -118,7 +110,7 @@ def require(*roles: str, replay: bool = False, admin: bool = True) -> Principal:
     """Return the principal if its role is one of `roles` (or admin, unless `admin=False`).
 
     `replay=True` lets an ended kiosk session through to an idempotent write, which then
-    only replays. Raises AuthenticationError, ForbiddenError, RateLimitedError.
+    only replays. Raises AuthenticationError, ForbiddenError.
     """
     principal = current_principal()
     if principal.replay_only and not replay:
@@ -293,12 +285,15 @@ def verify_card(principal: Principal | None, card_code: str, pin: str) -> CardHo
     # A card of another node answers like an unknown one: a kiosk learns nothing about
     # cards it may not serve.
     if row is None or (principal is not None and not principal.covers(row.path)):
+        pin_refused.send("unknown_card")
         raise WrongPinError("unknown card", errors={"card_code": ["Unknown card."]})
     now = utcnow()
     attempts = ledger.atomic(lambda: _count_attempt(row.id, now))
     if attempts is None:
+        pin_refused.send("locked")
         raise _locked(row.id, now)
     if not check_pin(pin, row.pin_hash):
+        pin_refused.send("wrong_pin")
         left = MAX_WRONG_PINS - attempts
         if left <= 0:
             raise _locked(row.id, now)
@@ -501,42 +496,3 @@ def reach_volunteer(principal: Principal, volunteer_id: int) -> tuple[int, str]:
     found = volunteer_path(volunteer_id)
     require_scope(principal, found[1], "this volunteer")
     return found
-
-
-# -- rate limits -------------------------------------------------------------------------
-
-
-class RateLimiter:
-    """A token bucket per token, in this process: `per_minute` requests, refilled steadily."""
-
-    def __init__(self, per_minute: int):
-        self.capacity = float(per_minute)
-        self.rate = per_minute / 60.0
-        self._buckets: dict[int, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def hit(self, owner: int) -> float | None:
-        """Take one request from `owner`'s bucket; return seconds to wait if it is empty."""
-        if self.capacity <= 0:
-            return None
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(owner, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
-            if tokens < 1:
-                self._buckets[owner] = (tokens, now)
-                return (1 - tokens) / self.rate
-            self._buckets[owner] = (tokens - 1, now)
-            if len(self._buckets) > 10_000:
-                self._forget_full(now)
-            return None
-
-    def _forget_full(self, now: float) -> None:
-        # A bucket that has refilled is the same as no bucket: drop it to bound memory.
-        full = [
-            owner
-            for owner, (tokens, last) in self._buckets.items()
-            if tokens + (now - last) * self.rate >= self.capacity
-        ]
-        for owner in full:
-            del self._buckets[owner]

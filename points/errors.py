@@ -5,9 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from flask import Response, json
+from flask import Response, has_request_context, json, request
 
 PROBLEM_BASE = "https://steward-points.example/problems/"
+
+# Where a request's id is kept in its WSGI environ (points.observability sets it).
+REQUEST_ID_KEY = "points.request_id"
 
 
 class PointsError(Exception):
@@ -115,12 +118,16 @@ def problem(
     type: str = "about:blank",
     errors: dict[str, Any] | None = None,
 ) -> Response:
-    """Return an RFC 9457 application/problem+json response."""
+    """Return an RFC 9457 application/problem+json response, with the request's id."""
     body: dict[str, Any] = {"type": type, "title": title, "status": status}
     if detail:
         body["detail"] = detail
     if errors:
         body["errors"] = errors
+    if has_request_context():
+        request_id = request.environ.get(REQUEST_ID_KEY)
+        if request_id is not None:
+            body["request_id"] = request_id
     return Response(
         json.dumps(body, ensure_ascii=False),
         status=status,

@@ -54,6 +54,7 @@ from points.models import (
 from points.plugins import CatalogItem, Decision, VolunteerInfo, call_each, plugin_manager
 from points.policy import Policy, resolve_policy
 from points.service import volunteer_info
+from points.signals import redemption_changed
 
 COUNTED = ("held", "fulfilled")
 
@@ -358,6 +359,7 @@ def create_redemption(
         )
         db.session.add(row)
         db.session.flush()
+        ledger.after_commit(lambda: redemption_changed.send("held"))
         return _redemption_result(row)
 
     return ledger.idempotent(
@@ -415,7 +417,10 @@ def expire_redemptions(as_of: datetime | None = None) -> tuple[int, int]:
                 resolution="兑换券已过期 / the voucher expired before use",
             )
         )
-        return done.rowcount
+        count = done.rowcount
+        if count:
+            ledger.after_commit(lambda: redemption_changed.send("expired", count=count))
+        return count
 
     return timed_out, ledger.atomic(work)
 
@@ -451,6 +456,7 @@ def fulfil_redemption(
         if done.rowcount != 1:
             raise ConflictError(f"redemption {row.id} is {row.status}, not held")
         entry = ledger.post_hold(row.hold_id, actor=actor, reason="兑换已完成 / service delivered")
+        ledger.after_commit(lambda: redemption_changed.send("fulfilled"))
         db.session.execute(
             update(Redemption).where(Redemption.id == row.id).values(entry_id=entry.id)
         )
@@ -480,6 +486,7 @@ def cancel_redemption(redemption_id: int, *, actor: str, reason: str) -> Redempt
         if done.rowcount != 1:
             raise ConflictError(f"redemption {row.id} is {row.status}, not held")
         ledger.void_hold(row.hold_id, actor=actor, reason=reason)
+        ledger.after_commit(lambda: redemption_changed.send("cancelled"))
         return get_redemption(row.id)
 
     try:

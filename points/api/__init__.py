@@ -13,7 +13,7 @@ from flask_smorest.utils import prepare_response
 
 from points.api.common import ProblemSchema
 from points.api.problems import PROBLEM_JSON, register_problem_handlers
-from points.auth import DEFAULTS, RateLimiter
+from points.auth import DEFAULTS
 from points.errors import InvalidInputError, UnsupportedMediaTypeError
 
 PREFIX = "/api/v1"
@@ -87,7 +87,6 @@ def register_api(app: Flask) -> PointsApi:
             "security": [{"bearer": []}],
         },
     )
-    app.extensions["points_rate_limiter"] = RateLimiter(app.config["API_RATE_LIMIT_PER_MINUTE"])
 
     api = PointsApi(app)
     api.spec.components.security_scheme(

@@ -71,6 +71,9 @@ class ProblemSchema(Schema):
         keys=fields.String(),
         metadata={"description": "Messages per invalid field (a list, or nested per key)."},
     )
+    request_id = fields.String(
+        metadata={"description": "The request's id, as in its X-Request-Id response header."}
+    )
 
 
 def decode_cursor(cursor: str) -> int:

@@ -51,8 +51,9 @@ from points.ledger.accounts import (
     _volunteer_account,
 )
 from points.ledger.posting import entry_fields, entry_hash, entry_hash_around
-from points.ledger.units import PostedEntry, alone_connection
+from points.ledger.units import PostedEntry, after_commit, alone_connection
 from points.models import utcnow
+from points.signals import entry_committed
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +232,7 @@ def earn(
     if entry_id is None:
         _forget(("volunteer", volunteer_id), ("district", volunteer_id))
         return None
+    after_commit(lambda: entry_committed.send("earn"))
     return PostedEntry(entry_id, "earn", district_id, pairs)
 
 
@@ -280,6 +282,7 @@ def redeem(
         # step-by-step path says which, or does the work.
         _forget(("volunteer", volunteer_id), ("provider", provider_id, district_id))
         return None
+    after_commit(lambda: entry_committed.send("redeem"))
     return PostedEntry(entry_id, "redeem", district_id, pairs)
 
 
@@ -443,6 +446,9 @@ def record(
         raise
     if entry_ids is None:
         return None
+    # Committed already: the call ran on an autocommit connection.
+    for _ in entry_ids:
+        entry_committed.send("earn")
     return [
         PostedEntry(entry_id, "earn", district_id, pair)
         for entry_id, (_, pair) in zip(entry_ids, hashes, strict=True)

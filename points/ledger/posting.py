@@ -22,6 +22,7 @@ from points.ledger.accounts import (
 from points.ledger.units import (
     LedgerInvariantError,
     PostedEntry,
+    after_commit,
     run,
 )
 from points.models import (
@@ -33,6 +34,7 @@ from points.models import (
     UnsealedEntry,
     utcnow,
 )
+from points.signals import entry_committed
 
 # -- posting -----------------------------------------------------------------------------
 
@@ -329,6 +331,7 @@ def _post(
             if sum(a for a, _ in lots) != amount:
                 raise LedgerInvariantError(f"lots of account {account.id} do not sum to {amount}")
             _create_lots(account, entry_id, lots)
+    after_commit(lambda: entry_committed.send(kind))
     return PostedEntry(entry_id, kind, district_id, pairs, related_entry_id)
 
 
