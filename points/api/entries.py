@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import or_, select
 
 from points import ledger
 from points.api import idempotency
+from points.api.body import Blueprint
 from points.api.common import ENTRY_ID, allow
 from points.auth import current_principal, require_scope
 from points.errors import NotFoundError

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from points import directory
+from points.api.body import Blueprint
 from points.api.common import allow, mask_name
 from points.auth import current_principal, end_kiosk_session, open_kiosk_session
 from points.extensions import db

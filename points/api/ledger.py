@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from points.api.body import Blueprint
 from points.api.common import allow
 from points.auth import current_principal
 from points.verify import verify

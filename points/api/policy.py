@@ -8,11 +8,11 @@ from typing import Any
 
 from apispec.ext.marshmallow.openapi import OpenAPIConverter
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
 from points import policy
+from points.api.body import Blueprint
 from points.api.common import Moment, allow, check_storable
 from points.api.districts import READERS, district_in_reach
 from points.auth import current_principal

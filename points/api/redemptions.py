@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import or_, select
 
 from points import directory, ledger, redemptions, volunteers
 from points.api import idempotency
+from points.api.body import Blueprint
 from points.api.common import MAX_INT_ID, ROW_ID, Id, allow
 from points.api.districts import READERS, district_in_reach
 from points.auth import (

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from points import service, volunteers
 from points.api import idempotency
+from points.api.body import Blueprint
 from points.api.common import ROW_ID, Id, Moment, allow
 from points.auth import current_principal, reach_volunteer, require_scope
 from points.errors import InvalidInputError

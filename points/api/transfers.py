@@ -7,11 +7,11 @@ Gifts the policy sends to the office wait as requests, which the office lists, a
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from points import redemptions
 from points.api import idempotency
+from points.api.body import Blueprint
 from points.api.common import ROW_ID, Id, Points, allow, decode_cursor, encode_cursor
 from points.api.districts import district_in_reach
 from points.auth import current_principal, reach_volunteer, require_scope, volunteer_path

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from points import auth, directory, volunteers
+from points.api.body import Blueprint
 from points.api.common import VOLUNTEER_ID, allow, decode_cursor, encode_cursor, mask_phone
 from points.auth import current_principal, reach_volunteer, require_scope
 from points.extensions import db
