@@ -206,6 +206,16 @@ def create_provider(code: str, name: str, district: str) -> Provider:
     return ledger.atomic(work)
 
 
+def provider_problem(code: str) -> str | None:
+    """Return why a catalog item may not name provider `code` (unknown, closed), or None."""
+    status = db.session.scalar(select(Provider.status).where(Provider.code == code))
+    if status is None:
+        return "No such provider."
+    if status != "active":
+        return "This provider is closed."
+    return None
+
+
 def token_digest(token: str) -> str:
     """Return the stored form of a bearer token (sha256: tokens are long and random)."""
     return hashlib.sha256(token.encode()).hexdigest()

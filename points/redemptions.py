@@ -56,6 +56,8 @@ from points.policy import Policy, resolve_policy
 from points.service import volunteer_info
 
 COUNTED = ("held", "fulfilled")
+# Who a gift goes to, as a giver declares it; the transfers policy says what each may give.
+RELATIONS = ("family", "household_in_need", "other")
 
 
 @dataclass(frozen=True)
@@ -522,8 +524,11 @@ def _transfer_decision(giver, receiver, points, relation, policy) -> PolicyDecis
 
 def _gift_input(giver_id, receiver_id, points, relation):
     ledger.check_points(points)
-    if not isinstance(relation, str) or not relation:
-        raise InvalidInputError("relation is required", errors={"relation": ["Required."]})
+    if relation not in RELATIONS:
+        raise InvalidInputError(
+            f"unknown relation {relation!r}",
+            errors={"relation": [f"Must be one of {', '.join(RELATIONS)}."]},
+        )
     if giver_id == receiver_id:
         raise InvalidInputError(
             "a volunteer cannot give points to themselves",

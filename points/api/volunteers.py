@@ -8,7 +8,14 @@ from sqlalchemy import select
 
 from points import auth, directory, volunteers
 from points.api.body import Blueprint
-from points.api.common import VOLUNTEER_ID, allow, decode_cursor, encode_cursor, mask_phone
+from points.api.common import (
+    VOLUNTEER_ID,
+    UtcDateTime,
+    allow,
+    decode_cursor,
+    encode_cursor,
+    mask_phone,
+)
 from points.auth import current_principal, reach_volunteer, require_scope
 from points.extensions import db
 from points.models import District, Volunteer
@@ -56,12 +63,12 @@ class VolunteerProfileSchema(Schema):
     )
     status = fields.String(required=True)
     service_minutes = fields.Integer(required=True)
-    created_at = fields.DateTime(required=True)
+    created_at = UtcDateTime(required=True)
 
 
 class ExpiringSchema(Schema):
     points = fields.Integer(required=True)
-    expires_at = fields.DateTime(required=True)
+    expires_at = UtcDateTime(required=True)
 
 
 class BalanceSchema(Schema):
@@ -100,7 +107,7 @@ class EntriesQuerySchema(Schema):
 
 class CorrectedSchema(Schema):
     reason = fields.String(required=True)
-    effective_at = fields.DateTime(required=True)
+    effective_at = UtcDateTime(required=True)
 
 
 class VolunteerEntrySchema(Schema):
@@ -110,8 +117,8 @@ class VolunteerEntrySchema(Schema):
         required=True, metadata={"description": "Signed: credited (+) or debited (-)."}
     )
     reason = fields.String(required=True)
-    created_at = fields.DateTime(required=True)
-    effective_at = fields.DateTime(required=True)
+    created_at = UtcDateTime(required=True)
+    effective_at = UtcDateTime(required=True)
     plugin = fields.String(required=True, allow_none=True)
     rule = fields.String(required=True, allow_none=True)
     reverses_id = fields.Integer(required=True, allow_none=True)
@@ -237,7 +244,7 @@ class PageQuerySchema(Schema):
 class VolunteerRecordSchema(Schema):
     id = fields.Integer(required=True)
     kind = fields.String(required=True)
-    started_at = fields.DateTime(required=True)
+    started_at = UtcDateTime(required=True)
     minutes = fields.Integer(required=True, allow_none=True)
     details = fields.Dict(required=True)
     status = fields.String(required=True, metadata={"description": "pending, approved, rejected"})
@@ -245,11 +252,11 @@ class VolunteerRecordSchema(Schema):
     queue_reason = fields.String(
         required=True, allow_none=True, metadata={"description": "Why it waits, zh-CN / en."}
     )
-    decided_at = fields.DateTime(required=True, allow_none=True)
+    decided_at = UtcDateTime(required=True, allow_none=True)
     decision_reason = fields.String(
         required=True, allow_none=True, metadata={"description": "The office's reason."}
     )
-    created_at = fields.DateTime(required=True)
+    created_at = UtcDateTime(required=True)
 
 
 class RecordPageSchema(Schema):
@@ -268,11 +275,11 @@ class VoucherSchema(Schema):
     status = fields.String(
         required=True, metadata={"description": "held, fulfilled, cancelled or expired"}
     )
-    created_at = fields.DateTime(required=True)
-    expires_at = fields.DateTime(
+    created_at = UtcDateTime(required=True)
+    expires_at = UtcDateTime(
         required=True, allow_none=True, metadata={"description": "While held: when it lapses."}
     )
-    resolved_at = fields.DateTime(required=True, allow_none=True)
+    resolved_at = UtcDateTime(required=True, allow_none=True)
 
 
 class VoucherPageSchema(Schema):
