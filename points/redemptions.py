@@ -319,6 +319,15 @@ def create_redemption(
         raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
     if not isinstance(sku, str):
         raise InvalidInputError("sku must be text", errors={"sku": ["Must be text."]})
+    arguments = {"volunteer_id": volunteer_id, "sku": sku}
+
+    def replay(stored: dict) -> RedemptionResult:
+        return get_redemption(stored["redemption_id"], replayed=True)
+
+    # A retry replays before the volunteer, the item and the policy are checked again.
+    stored = ledger.stored_result("redeem_item", arguments, idempotency_key, "redemptions")
+    if stored is not None:
+        return replay(stored)
     info = volunteer_info(volunteer_id)
     policy = resolve_policy(info.district_id)
 
@@ -364,12 +373,12 @@ def create_redemption(
 
     return ledger.idempotent(
         "redeem_item",
-        {"volunteer_id": volunteer_id, "sku": sku},
+        arguments,
         idempotency_key,
         "redemptions",
         work,
         lambda done: {"redemption_id": done.id},
-        lambda stored: get_redemption(stored["redemption_id"], replayed=True),
+        replay,
     )
 
 
@@ -561,6 +570,21 @@ def give_points(
     Raises InvalidInputError, NotFoundError, RefusedError (with reasons),
     InsufficientPointsError, AccountClosedError, IdempotencyConflictError, PluginError.
     """
+    arguments = {
+        "giver_id": giver_id,
+        "receiver_id": receiver_id,
+        "points": points,
+        "relation": relation,
+        "reason": reason,
+    }
+
+    def replay(stored: dict) -> TransferResult:
+        return TransferResult(**stored, replayed=True)
+
+    # A retry replays before the volunteers, the policy and the balance are checked again.
+    stored = ledger.stored_result("give_points", arguments, idempotency_key, "transfers")
+    if stored is not None:
+        return replay(stored)
     giver, receiver, policy = _gift_input(giver_id, receiver_id, points, relation)
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidInputError("a gift needs a reason", errors={"reason": ["Required."]})
@@ -593,13 +617,6 @@ def give_points(
         entry = ledger.transfer(giver.id, receiver.id, points, actor=actor, reason=reason)
         return TransferResult("posted", points, entry_id=entry.id, reasons=decision.reasons)
 
-    arguments = {
-        "giver_id": giver_id,
-        "receiver_id": receiver_id,
-        "points": points,
-        "relation": relation,
-        "reason": reason,
-    }
     result = ledger.idempotent(
         "give_points",
         arguments,
@@ -612,7 +629,7 @@ def give_points(
             "entry_id": done.entry_id,
             "request_id": done.request_id,
         },
-        lambda stored: TransferResult(**stored, replayed=True),
+        replay,
     )
     if result.entry_id and not result.replayed:
         _notify_entry(result.entry_id)

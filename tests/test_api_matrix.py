@@ -146,7 +146,8 @@ CASES = [
         frozenset(OFFICES_IN),
         lambda w, p: {
             "name": "赵志强",
-            "phone": "13900000099",
+            # One registration per phone number in a node: another number per principal.
+            "phone": f"138{(*PRINCIPALS, 'anonymous').index(p):08d}",
             "district": "xizhaosi",
             "pin": "222333",
         },

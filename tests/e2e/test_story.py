@@ -47,7 +47,7 @@ def test_e2e_story_from_registration_to_correction(live):
         http.post(
             "volunteers",
             office,
-            {"name": "王秀英", "phone": PHONE, "district": "xizhaosi", "pin": "123456"},
+            {"name": "王秀英", "phone": PHONE, "district": "xizhaosi", "pin": "204857"},
         ),
         201,
     )
@@ -87,7 +87,7 @@ def test_e2e_story_from_registration_to_correction(live):
     # At the kiosk: card and PIN open a session; it reads the balance, the catalog, redeems.
     card = steward["card_code"]
     session = ok(
-        at_kiosk(http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": "123456"})), 201
+        at_kiosk(http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": "204857"})), 201
     )
     token = session["token"]
     assert session["display_name"] == "王*英"
@@ -112,7 +112,7 @@ def test_e2e_story_from_registration_to_correction(live):
         http.post(
             "redemptions",
             kiosk,
-            {"card_code": card, "pin": "123456", "sku": "haircut"},
+            {"card_code": card, "pin": "204857", "sku": "haircut"},
             headers={"Idempotency-Key": "kiosk-2"},
         ),
         201,
