@@ -614,7 +614,7 @@ def test_api_record_without_a_key_is_written_in_one_call_on_postgresql(
 
 
 def test_api_small_record_is_approved_at_once_with_its_awards(api, world):
-    response = _record(api, world, minutes=60, token="volunteer_self")
+    response = _record(api, world, minutes=60)
     assert response.status_code == 201
     body = response.get_json()
     assert body["status"] == "approved" and body["points"] == 5
