@@ -28,14 +28,22 @@ IN_NODE = "of the volunteer's node or above"
 class VolunteerCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
     phone = fields.String(
-        load_default=None, allow_none=True, validate=validate.Regexp(r"^\+?[0-9 -]{5,20}$")
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^\+?[0-9 -]{5,20}$"),
+        metadata={"description": "One volunteer per phone number in a node."},
     )
     district = fields.String(required=True, validate=validate.Length(1, 64))
     pin = fields.String(
         required=True,
         load_only=True,
         validate=validate.Regexp(directory.PIN_PATTERN),
-        metadata={"description": "Six digits, for the card at kiosks."},
+        metadata={
+            "description": (
+                "Six digits, for the card at kiosks; not trivial (123456, 111111), not "
+                "from the card code."
+            )
+        },
     )
 
 
