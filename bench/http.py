@@ -199,7 +199,7 @@ def seed(url: str) -> Seed:
         )
         volunteers = []
         for number in range(VOLUNTEERS):
-            volunteer = register_volunteer(f"volunteer {number}", "bench-community", "123456")
+            volunteer = register_volunteer(f"volunteer {number}", "bench-community", "204857")
             ledger.earn(volunteer.id, FUNDS, actor="bench", reason="bench funds")
             volunteers.append(volunteer.id)
         _, token = create_token("office", "bench-street", name="bench office")

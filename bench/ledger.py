@@ -279,8 +279,8 @@ def create_fixtures(workers: int) -> Fixtures:
         "bench-community", "Bench community", "community", parent="bench-street"
     )
     provider = create_provider("bench-barber", "Bench barber", COMMUNITY)
-    earners = [register_volunteer(f"earner {i}", COMMUNITY, "123456").id for i in range(workers)]
-    spenders = [register_volunteer(f"spender {i}", COMMUNITY, "123456").id for i in range(workers)]
+    earners = [register_volunteer(f"earner {i}", COMMUNITY, "204857").id for i in range(workers)]
+    spenders = [register_volunteer(f"spender {i}", COMMUNITY, "204857").id for i in range(workers)]
     for spender in spenders:
         # One large lot: each redemption then consumes one lot, like a volunteer's usual
         # few, rather than scanning thousands of one-point lots.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from points.fields import StrictBoolean
 from points.plugins import Decision, hookimpl
 
 NAME = "transfers"
@@ -20,8 +21,8 @@ RELATIONS = {
 
 
 class RelationSchema(Schema):
-    allowed = fields.Boolean(load_default=False)
-    office_approval = fields.Boolean(load_default=True)
+    allowed = StrictBoolean(load_default=False)
+    office_approval = StrictBoolean(load_default=True)
     max_points = fields.Integer(
         strict=True, load_default=None, allow_none=True, validate=validate.Range(min=1)
     )

@@ -146,13 +146,17 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> Demo:
     volunteers = []
     for number in range(20):
         community = "xizhaosi" if number % 2 == 0 else "zuoanmen"
+        card_code = "".join(rng.choice(directory.CARD_ALPHABET) for _ in range(10))
         pin = f"{rng.randrange(10**6):06d}"
+        # Registration refuses a PIN easy to guess (111111, 123456, digits of the card).
+        while directory.pin_problem(pin, card_code) is not None:
+            pin = f"{rng.randrange(10**6):06d}"
         volunteer = directory.register_volunteer(
             SURNAMES[number] + GIVEN[number],
             community,
             pin,
             phone=f"139{rng.randrange(10**8):08d}",
-            card_code="".join(rng.choice(directory.CARD_ALPHABET) for _ in range(10)),
+            card_code=card_code,
         )
         volunteers.append(
             DemoVolunteer(volunteer.id, volunteer.name, volunteer.card_code, pin, community)

@@ -148,13 +148,19 @@ def register_volunteer(
 ) -> Volunteer:
     """Register a volunteer in a district node with a card and PIN, and open their account.
 
-    Raises InvalidInputError, NotFoundError (district), ConflictError (card code taken).
+    The PIN must pass pin_problem against the card code given, or the one drawn here (a
+    code is drawn again rather than refuse a PIN for digits of a code it never chose).
+    Raises InvalidInputError (a field, a trivial PIN, a phone number already registered
+    in the node), NotFoundError (district), ConflictError (card code taken).
     """
     errors: dict[str, list[str]] = {}
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         errors["name"] = ["Must not be empty; at most 200 characters."]
-    if not isinstance(pin, str) or not PIN_PATTERN.match(pin):
-        errors["pin"] = ["Must be exactly 6 digits."]
+    problem = pin_problem(pin, card_code)
+    if problem is not None:
+        errors["pin"] = [problem]
+    while card_code is None or (problem is None and pin_problem(pin, card_code) is not None):
+        card_code = new_card_code()
     if phone is not None and (
         not isinstance(phone, str) or not re.match(r"^\+?[0-9 -]{5,20}$", phone)
     ):
@@ -163,13 +169,21 @@ def register_volunteer(
         raise InvalidInputError("invalid volunteer", errors=errors)
     node = district_by_code(district)
     pin_hash = hash_pin(pin)
+    phone_taken = InvalidInputError(
+        "this phone number is already registered in the node",
+        errors={"phone": ["Already registered to a volunteer of this node."]},
+    )
 
     def work() -> Volunteer:
+        if phone is not None and db.session.scalar(
+            select(Volunteer.id).where(Volunteer.district_id == node.id, Volunteer.phone == phone)
+        ):
+            raise phone_taken
         volunteer = Volunteer(
             district_id=node.id,
             name=name.strip(),
             phone=phone,
-            card_code=card_code or new_card_code(),
+            card_code=card_code,
             pin_hash=pin_hash,
             status="active",
             failed_pins=0,
@@ -178,7 +192,10 @@ def register_volunteer(
         db.session.add(volunteer)
         try:
             db.session.flush()
-        except IntegrityError:
+        except IntegrityError as error:
+            # Two registrations of one number at once: the check above saw neither.
+            if "phone" in str(error.orig):
+                raise phone_taken from None
             raise ConflictError(
                 "card code already in use", errors={"card_code": ["Already in use."]}
             ) from None
@@ -204,6 +221,16 @@ def create_provider(code: str, name: str, district: str) -> Provider:
         return provider
 
     return ledger.atomic(work)
+
+
+def provider_problem(code: str) -> str | None:
+    """Return why a catalog item may not name provider `code` (unknown, closed), or None."""
+    status = db.session.scalar(select(Provider.status).where(Provider.code == code))
+    if status is None:
+        return "No such provider."
+    if status != "active":
+        return "This provider is closed."
+    return None
 
 
 def token_digest(token: str) -> str:

@@ -237,3 +237,11 @@ class UnsupportedMediaTypeError(PointsError):
     status = 415
     title = "Unsupported media type"
     slug = "unsupported-media-type"
+
+
+class InvalidJsonError(PointsError):
+    """Raised when a request body is not valid JSON, or is empty where one is needed."""
+
+    status = 400
+    title = "Invalid JSON"
+    slug = "invalid-json"

@@ -168,6 +168,8 @@ class Volunteer(Base):
         CheckConstraint(_in("status", ("active", "suspended", "closed")), name="status"),
         CheckConstraint("service_minutes >= 0", name="service_minutes"),
         CheckConstraint("failed_pins >= 0", name="failed_pins"),
+        # One person, one registration per node: a phone number is not shared there.
+        Index("uq_volunteers_district_phone", "district_id", "phone", unique=True),
     )
 
 

@@ -39,6 +39,7 @@ from points.models import District, PolicyVersion, utcnow
 from points.plugins import (
     DistrictInfo,
     PluginConfig,
+    call_each,
     config_schemas,
     default_enabled,
     plugin_manager,
@@ -411,9 +412,19 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _shown(name: str, config: PluginConfig, schemas: Mapping[str, Any]) -> dict:
+    """A resolved configuration as its schema writes it (`zh-CN`, not the attribute `zh`),
+    so that what a node shows is accepted back as a draft as it is."""
+    schema = schemas.get(name)
+    if schema is None:
+        return _jsonable(dict(config))
+    return _jsonable(schema.dump(dict(config)))
+
+
 def show_policy(district: int | str | DistrictInfo, as_of: datetime | None = None) -> dict:
     """Return the resolved policy of a node as JSON-ready data, plugin by plugin."""
     policy = resolve_policy(district, as_of)
+    schemas = config_schemas(plugin_manager())
     return {
         "district": policy.district.code,
         "plugins": {
@@ -422,7 +433,7 @@ def show_policy(district: int | str | DistrictInfo, as_of: datetime | None = Non
                 "version": config.version,
                 "versions": list(config.versions),
                 "locked": sorted(config.locked),
-                "config": _jsonable(dict(config)),
+                "config": _shown(name, config, schemas),
             }
             for name, config in policy.configs.items()
         },
@@ -475,6 +486,40 @@ def _effective_time(value: datetime | date | None, node: DistrictInfo) -> dateti
     raise InvalidInputError(
         "effective_from must be a date or time", errors={"effective_from": ["Not a date."]}
     )
+
+
+def _provider_problems(
+    node: DistrictInfo, plugin: str, draft: Mapping[str, Any], merged: _Merged, values: Any
+) -> dict[str, list[str]]:
+    """Field errors for the draft's catalog items that name an unknown or closed provider.
+
+    Checked here, when the policy is written, rather than on each resolution: a provider
+    closed later must not break a node's whole configuration, only its redemptions.
+    The plugin's items are asked for as `register_catalog_items` gives them; an item
+    found under the draft's `items.<sku>` is reported on `config.items.<sku>.provider`.
+    """
+    from points.directory import provider_problem
+
+    config = PluginConfig(
+        plugin, values, origins=merged.origins, district_id=node.id, timezone=node.timezone
+    )
+    answers = call_each(
+        plugin_manager(),
+        "register_catalog_items",
+        {"district": node},
+        enabled=lambda name: name == plugin,
+        config_for=lambda _name: config,
+    )
+    drafted = draft.get("items") if isinstance(draft.get("items"), Mapping) else {}
+    errors: dict[str, list[str]] = {}
+    for _name, items in answers:
+        for item in items:
+            if item.sku not in drafted:
+                continue
+            problem = provider_problem(item.provider)
+            if problem is not None:
+                errors[f"config.items.{item.sku}.provider"] = [problem]
+    return errors
 
 
 def check_draft(
@@ -539,10 +584,13 @@ def check_draft(
         errors[ENABLED] = [f"Locked by {district_info(above.locks[ENABLED]).code}."]
     if schema is not None and not errors:
         draft = VersionInfo(0, node.id, plugin, 0, config, locked, enabled, "", None, when, when)
+        merged = _merge([*ancestors, draft], True)
         try:
-            schema.load(_merge([*ancestors, draft], True).raw)
+            values = schema.load(merged.raw)
         except ValidationError as error:
             errors.update(_flatten(error.messages, "config"))
+        else:
+            errors.update(_provider_problems(node, plugin, config, merged, values))
     if errors:
         raise InvalidInputError(f"invalid configuration for plugin {plugin!r}", errors=errors)
     return node, config, locked, when

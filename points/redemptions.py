@@ -57,6 +57,8 @@ from points.service import volunteer_info
 from points.signals import redemption_changed
 
 COUNTED = ("held", "fulfilled")
+# Who a gift goes to, as a giver declares it; the transfers policy says what each may give.
+RELATIONS = ("family", "household_in_need", "other")
 
 
 @dataclass(frozen=True)
@@ -318,6 +320,15 @@ def create_redemption(
         raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
     if not isinstance(sku, str):
         raise InvalidInputError("sku must be text", errors={"sku": ["Must be text."]})
+    arguments = {"volunteer_id": volunteer_id, "sku": sku}
+
+    def replay(stored: dict) -> RedemptionResult:
+        return get_redemption(stored["redemption_id"], replayed=True)
+
+    # A retry replays before the volunteer, the item and the policy are checked again.
+    stored = ledger.stored_result("redeem_item", arguments, idempotency_key, "redemptions")
+    if stored is not None:
+        return replay(stored)
     info = volunteer_info(volunteer_id)
     policy = resolve_policy(info.district_id)
 
@@ -364,12 +375,12 @@ def create_redemption(
 
     return ledger.idempotent(
         "redeem_item",
-        {"volunteer_id": volunteer_id, "sku": sku},
+        arguments,
         idempotency_key,
         "redemptions",
         work,
         lambda done: {"redemption_id": done.id},
-        lambda stored: get_redemption(stored["redemption_id"], replayed=True),
+        replay,
     )
 
 
@@ -529,8 +540,11 @@ def _transfer_decision(giver, receiver, points, relation, policy) -> PolicyDecis
 
 def _gift_input(giver_id, receiver_id, points, relation):
     ledger.check_points(points)
-    if not isinstance(relation, str) or not relation:
-        raise InvalidInputError("relation is required", errors={"relation": ["Required."]})
+    if relation not in RELATIONS:
+        raise InvalidInputError(
+            f"unknown relation {relation!r}",
+            errors={"relation": [f"Must be one of {', '.join(RELATIONS)}."]},
+        )
     if giver_id == receiver_id:
         raise InvalidInputError(
             "a volunteer cannot give points to themselves",
@@ -563,6 +577,21 @@ def give_points(
     Raises InvalidInputError, NotFoundError, RefusedError (with reasons),
     InsufficientPointsError, AccountClosedError, IdempotencyConflictError, PluginError.
     """
+    arguments = {
+        "giver_id": giver_id,
+        "receiver_id": receiver_id,
+        "points": points,
+        "relation": relation,
+        "reason": reason,
+    }
+
+    def replay(stored: dict) -> TransferResult:
+        return TransferResult(**stored, replayed=True)
+
+    # A retry replays before the volunteers, the policy and the balance are checked again.
+    stored = ledger.stored_result("give_points", arguments, idempotency_key, "transfers")
+    if stored is not None:
+        return replay(stored)
     giver, receiver, policy = _gift_input(giver_id, receiver_id, points, relation)
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidInputError("a gift needs a reason", errors={"reason": ["Required."]})
@@ -595,13 +624,6 @@ def give_points(
         entry = ledger.transfer(giver.id, receiver.id, points, actor=actor, reason=reason)
         return TransferResult("posted", points, entry_id=entry.id, reasons=decision.reasons)
 
-    arguments = {
-        "giver_id": giver_id,
-        "receiver_id": receiver_id,
-        "points": points,
-        "relation": relation,
-        "reason": reason,
-    }
     result = ledger.idempotent(
         "give_points",
         arguments,
@@ -614,7 +636,7 @@ def give_points(
             "entry_id": done.entry_id,
             "request_id": done.request_id,
         },
-        lambda stored: TransferResult(**stored, replayed=True),
+        replay,
     )
     if result.entry_id and not result.replayed:
         _notify_entry(result.entry_id)

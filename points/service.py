@@ -625,18 +625,29 @@ def record_service(
         if done is not None:
             return done
 
-    def unit() -> tuple[RecordResult, list, Policy]:
+    # The request as its key remembers it: the arguments as given, so that a retry is
+    # recognised before any check (the record's own details are normalised by them).
+    arguments = {
+        "volunteer_id": volunteer_id,
+        "kind": kind,
+        "started_at": started_at,
+        "minutes": minutes,
+        "details": dict(details) if isinstance(details, Mapping) else details,
+    }
+
+    def replay(stored: dict) -> tuple[RecordResult, list]:
+        return get_record(stored["record_id"], replayed=True), []
+
+    def unit() -> tuple[RecordResult, list, Policy | None]:
+        # A retry replays before anything is checked: the check-in it repeats would
+        # otherwise be refused as the day's second.
+        stored = ledger.stored_result("record_service", arguments, idempotency_key, "service")
+        if stored is not None:
+            return *replay(stored), None
         # Read and check in the unit of work itself: one transaction, not a read then a
         # write; a failed check rolls back before anything is written (the key is
         # claimed after the checks); a retried unit reads again.
         volunteer, policy, record, dedupe, _ = _checked_record(pm, submitted, _VOLUNTEER_LOCKED)
-        arguments = {
-            "volunteer_id": volunteer_id,
-            "kind": kind,
-            "started_at": started_at,
-            "minutes": minutes,
-            "details": record.details,
-        }
         result, posted = ledger.idempotent(
             "record_service",
             arguments,
@@ -644,12 +655,13 @@ def record_service(
             "service",
             lambda: _submit(pm, policy, volunteer, record, dedupe, actor, now),
             lambda done: {"record_id": done[0].id},
-            lambda stored: (get_record(stored["record_id"], replayed=True), []),
+            replay,
         )
         return result, posted, policy
 
     result, posted, policy = ledger.atomic(unit)
-    _notify(pm, policy, posted)
+    if policy is not None:
+        _notify(pm, policy, posted)
     return result
 
 

@@ -19,7 +19,7 @@ from points.extensions import db
 from points.models import Volunteer
 from points.policy import set_policy
 
-PINS = {"self": "123456", "peer": "654321", "far": "111222"}
+PINS = {"self": "204857", "peer": "530917", "far": "111222"}
 
 # The catalog of Longtan street in the API tests: a haircut for 30 points at barber-wang.
 CATALOG = {

@@ -142,7 +142,7 @@ def volunteer(tree):
     """A volunteer id in xizhaosi community."""
     from points.directory import register_volunteer
 
-    return register_volunteer("王秀英", "xizhaosi", "123456", phone="13900000001").id
+    return register_volunteer("王秀英", "xizhaosi", "204857", phone="13900000001").id
 
 
 @pytest.fixture
@@ -150,7 +150,7 @@ def other_volunteer(tree):
     """A second volunteer id in the same community."""
     from points.directory import register_volunteer
 
-    return register_volunteer("李桂兰", "xizhaosi", "654321").id
+    return register_volunteer("李桂兰", "xizhaosi", "530917").id
 
 
 @pytest.fixture
@@ -190,7 +190,7 @@ def seed_scratch_ledger() -> tuple[int, int]:
     create_district("city", "City", "city")
     create_district("street", "Street", "street", parent="city")
     create_district("east", "East", "community", parent="street")
-    volunteer = register_volunteer("王秀英", "east", "123456").id
+    volunteer = register_volunteer("王秀英", "east", "204857").id
     barber = create_provider("barber", "Barber", "street").id
     ledger.earn(volunteer, 10, actor="office", reason="巡查")
     return volunteer, barber

@@ -146,7 +146,8 @@ CASES = [
         frozenset(OFFICES_IN),
         lambda w, p: {
             "name": "赵志强",
-            "phone": "13900000099",
+            # One registration per phone number in a node: another number per principal.
+            "phone": f"138{(*PRINCIPALS, 'anonymous').index(p):08d}",
             "district": "xizhaosi",
             "pin": "222333",
         },
@@ -248,13 +249,39 @@ CASES = [
         "POST",
         "service-records",
         frozenset(OFFICES_IN | {"volunteer_self"}),
-        lambda w, p: {
-            "volunteer_id": w.volunteers["self"],
-            "kind": "patrol",
-            "started_at": w.started(next(_unique) * 3),
-            "minutes": 60,
-            "details": {"route": "夕照寺中街"},
-        },
+        # Volunteers report only approval.volunteer_kinds themselves (a log); offices
+        # record the rest (a patrol).
+        lambda w, p: (
+            {
+                "volunteer_id": w.volunteers["self"],
+                "started_at": w.started(next(_unique) * 3),
+                "minutes": 60,
+            }
+            | (
+                {"kind": "log", "details": {"entry": "巡查了夕照寺中街"}}
+                if p.startswith("volunteer")
+                else {"kind": "patrol", "details": {"route": "夕照寺中街"}}
+            )
+        ),
+    ),
+    Case(
+        "list service records of self",
+        "GET",
+        lambda w: f"volunteers/{w.volunteers['self']}/service-records",
+        frozenset(READERS_IN | {"volunteer_self"}),
+    ),
+    Case(
+        "list redemptions of self",
+        "GET",
+        lambda w: f"volunteers/{w.volunteers['self']}/redemptions",
+        frozenset(READERS_IN | {"volunteer_self"}),
+    ),
+    Case(
+        "change the PIN of self",
+        "PUT",
+        lambda w: f"volunteers/{w.volunteers['self']}/pin",
+        frozenset({"volunteer_self"}),
+        lambda w, p: {"old_pin": w.pins["self"], "new_pin": "583920"},
     ),
     Case(
         "approve a record of self",
@@ -366,6 +393,9 @@ OPERATION_OF = {
     "revoke a kiosk token of xizhaosi": "DELETE /api/v1/tokens/{token_id}",
     "end the current session": "DELETE /api/v1/kiosk/sessions/current",
     "record service of self": "POST /api/v1/service-records",
+    "list service records of self": "GET /api/v1/volunteers/{volunteer_id}/service-records",
+    "list redemptions of self": "GET /api/v1/volunteers/{volunteer_id}/redemptions",
+    "change the PIN of self": "PUT /api/v1/volunteers/{volunteer_id}/pin",
     "approve a record of self": "POST /api/v1/service-records/{record_id}/approve",
     "reject a record of self": "POST /api/v1/service-records/{record_id}/reject",
     "list the catalog of xizhaosi": "GET /api/v1/districts/{code}/catalog",

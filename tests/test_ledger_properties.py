@@ -201,9 +201,9 @@ def test_random_operations_keep_every_invariant(fresh_app, steps):
         create_district("west", "西", "community", parent="city")
         provider = create_provider("shop", "店", "city").id
         volunteers = [
-            register_volunteer("甲", "east", "123456").id,
-            register_volunteer("乙", "east", "123456").id,
-            register_volunteer("丙", "west", "123456").id,
+            register_volunteer("甲", "east", "204857").id,
+            register_volunteer("乙", "east", "204857").id,
+            register_volunteer("丙", "west", "204857").id,
         ]
         account_owner = {ledger.balance(v).account_id: v for v in volunteers}
         model = Model(volunteers)

@@ -228,7 +228,7 @@ def test_unknown_plugin_and_district_are_refused(tree):
     assert count() == 0
 
 
-def test_show_policy_is_json_ready(tree):
+def test_show_policy_is_json_ready(tree, provider):
     import json
 
     put(

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import http
-import json
-from typing import Any
 
 from flask import Blueprint as FlaskBlueprint
-from flask import Flask, make_response, render_template, request
+from flask import Flask, make_response, render_template
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 
+from points.api.body import PREFIX, read_body
 from points.api.common import ProblemSchema
 from points.api.problems import PROBLEM_JSON, register_problem_handlers
 from points.auth import DEFAULTS
-from points.errors import InvalidInputError, UnsupportedMediaTypeError
-
-PREFIX = "/api/v1"
 
 API_DESCRIPTION = """\
 Points for neighbourhood volunteers: balances, service records, redemptions at kiosks.
@@ -107,60 +103,10 @@ def register_api(app: Flask) -> PointsApi:
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())
-    app.before_request(_refuse_unstorable_text)
+    app.before_request(read_body)
     register_problem_handlers(app)
     app.extensions["points_api"] = api
     return api
-
-
-def _unstorable(text: str) -> bool:
-    """True for text no database stores as given: NUL, or a lone UTF-16 surrogate."""
-    return "\x00" in text or any("\ud800" <= c <= "\udfff" for c in text)
-
-
-def _has_unstorable(value: Any) -> bool:
-    if isinstance(value, str):
-        return _unstorable(value)
-    if isinstance(value, dict):
-        return any(_has_unstorable(k) or _has_unstorable(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_unstorable(v) for v in value)
-    return False
-
-
-def _refuse_unstorable_text() -> None:
-    """Refuse a body that is not JSON, and text no database can store, in an API request.
-
-    PostgreSQL cannot store NUL in text, and no database encodes a lone UTF-16 surrogate
-    (JSON allows "\\ud800"); refused here, both are a 422 on every database instead of an
-    error deep in a query. A body sent as form or plain text would be silently ignored
-    by the JSON parser: it is a 415 instead.
-    """
-    if not request.path.startswith(PREFIX + "/"):
-        return
-    raw = request.get_data(cache=True)
-    if raw and request.mimetype != "application/json":
-        raise UnsupportedMediaTypeError(
-            f"send the body as JSON with Content-Type: application/json, not {request.mimetype!r}"
-        )
-    where = None
-    if _unstorable(request.path):
-        where = "path"
-    elif b"%00" in request.query_string or _unstorable(
-        " ".join(v for values in request.args.listvalues() for v in values)
-    ):
-        where = "query"
-    elif b"\x00" in raw or b"\\u0000" in raw.lower() or b"\\ud" in raw.lower():
-        try:
-            if _has_unstorable(json.loads(raw)):
-                where = "body"
-        except ValueError:
-            where = "body" if b"\x00" in raw else None
-    if where is not None:
-        raise InvalidInputError(
-            f"text the database cannot store in the {where}",
-            errors={where: ["Text may not contain NUL (0x00) or lone surrogates (U+D800-DFFF)."]},
-        )
 
 
 def _docs_page() -> FlaskBlueprint:

@@ -53,11 +53,32 @@ def check_storable(moment: datetime) -> datetime:
     return moment
 
 
+def in_utc(value: datetime) -> datetime:
+    """Return `value` in UTC; a naive time is taken as UTC already (as stored)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class UtcDateTime(fields.DateTime):
+    """A time answered in UTC (`+00:00`), whatever offset it was given or read in."""
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return super()._serialize(in_utc(value), attr, obj, **kwargs)
+
+
 class Moment(fields.AwareDateTime):
-    """A time with a UTC offset that the database can store."""
+    """A time with a UTC offset that the database can store; answered in UTC."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         return check_storable(super()._deserialize(value, attr, data, **kwargs))
+
+    def _serialize(self, value, attr, obj, **kwargs):
+        if value is None:
+            return None
+        return super()._serialize(in_utc(value), attr, obj, **kwargs)
 
 
 class ProblemSchema(Schema):

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import or_, select
 
 from points import ledger
 from points.api import idempotency
-from points.api.common import ENTRY_ID, allow
+from points.api.body import Blueprint
+from points.api.common import ENTRY_ID, UtcDateTime, allow
 from points.auth import current_principal, require_scope
 from points.errors import NotFoundError
 from points.extensions import db
@@ -35,8 +35,8 @@ class EntrySchema(Schema):
     district = fields.String(required=True)
     reason = fields.String(required=True)
     actor = fields.String(required=True)
-    created_at = fields.DateTime(required=True)
-    effective_at = fields.DateTime(required=True)
+    created_at = UtcDateTime(required=True)
+    effective_at = UtcDateTime(required=True)
     plugin = fields.String(required=True, allow_none=True)
     rule = fields.String(required=True, allow_none=True)
     reverses_id = fields.Integer(required=True, allow_none=True)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from flask import current_app
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from points.api.body import Blueprint
 from points.database import check_writable
 from points.errors import problem
 from points.extensions import db

@@ -34,7 +34,11 @@ PARAMETER = {
     "schema": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[!-~]+$"},
 }
 REPLAY_HEADER_DOC = {
-    REPLAYED: {"description": "`true` when this is the stored answer to an earlier request."}
+    REPLAYED: {
+        "description": "`true` when this is the stored answer to an earlier request.",
+        # OpenAPI 3.0 requires a schema (or content) in every header object.
+        "schema": {"type": "string", "enum": ["true"]},
+    }
 }
 
 

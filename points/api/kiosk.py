@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from points import directory
-from points.api.common import allow, mask_name
+from points.api.body import Blueprint
+from points.api.common import UtcDateTime, allow, mask_name
 from points.auth import current_principal, end_kiosk_session, open_kiosk_session
 from points.extensions import db
 from points.models import ApiToken, Volunteer
@@ -40,7 +40,7 @@ class SessionOpenedSchema(Schema):
     display_name = fields.String(
         required=True, metadata={"description": "The name masked for the screen: 王*英."}
     )
-    expires_at = fields.DateTime(
+    expires_at = UtcDateTime(
         required=True, metadata={"description": "Moves later while the session is in use."}
     )
 
@@ -48,7 +48,7 @@ class SessionOpenedSchema(Schema):
 class SessionSchema(Schema):
     volunteer_id = fields.Integer(required=True)
     display_name = fields.String(required=True)
-    expires_at = fields.DateTime(required=True)
+    expires_at = UtcDateTime(required=True)
 
 
 @blp.route("/sessions")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields
 
+from points.api.body import Blueprint
 from points.api.common import allow
 from points.auth import current_principal
+from points.fields import StrictBoolean
 from points.verify import verify
 
 blp = Blueprint("ledger", __name__, url_prefix="/api/v1/ledger", description="Ledger audit.")
@@ -24,7 +25,7 @@ class ProblemRowSchema(Schema):
 
 
 class VerifyReportSchema(Schema):
-    ok = fields.Boolean(required=True)
+    ok = StrictBoolean(required=True)
     summary = fields.String(required=True)
     counts = fields.Dict(keys=fields.String(), values=fields.Integer(), required=True)
     problems = fields.List(fields.Nested(ProblemRowSchema), required=True)

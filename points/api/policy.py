@@ -8,15 +8,16 @@ from typing import Any
 
 from apispec.ext.marshmallow.openapi import OpenAPIConverter
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
 from points import policy
-from points.api.common import Moment, allow, check_storable
+from points.api.body import Blueprint
+from points.api.common import Moment, UtcDateTime, allow, check_storable
 from points.api.districts import READERS, district_in_reach
 from points.auth import current_principal
 from points.extensions import db
+from points.fields import StrictBoolean
 from points.models import District, PolicyVersion
 from points.plugins import activity_kinds, config_schemas, describe_plugins, plugin_manager
 
@@ -55,7 +56,7 @@ class PluginSchema(Schema):
     name = fields.String(required=True)
     source = fields.String(required=True, metadata={"description": "builtin or an entry point"})
     hooks = fields.List(fields.String(), required=True)
-    default_enabled = fields.Boolean(required=True)
+    default_enabled = StrictBoolean(required=True)
     config_schema = fields.Dict(
         required=True,
         allow_none=True,
@@ -76,7 +77,7 @@ class KeyOriginSchema(Schema):
 
 
 class PluginPolicySchema(Schema):
-    enabled = fields.Boolean(required=True)
+    enabled = StrictBoolean(required=True)
     version = fields.Integer(
         required=True, allow_none=True, metadata={"description": "Newest version id in effect."}
     )
@@ -99,7 +100,7 @@ class PolicySchema(Schema):
 
 class PolicyWriteSchema(Schema):
     config = fields.Dict(keys=fields.String(), load_default=dict)
-    enabled = fields.Boolean(
+    enabled = StrictBoolean(
         load_default=None, allow_none=True, metadata={"description": "null: inherited."}
     )
     locked = fields.List(
@@ -122,16 +123,16 @@ class PolicyVersionSchema(Schema):
     version = fields.Integer(required=True)
     config = fields.Dict(required=True)
     locked = fields.List(fields.String(), required=True)
-    enabled = fields.Boolean(required=True, allow_none=True)
+    enabled = StrictBoolean(required=True, allow_none=True)
     author = fields.String(required=True)
     comment = fields.String(required=True, allow_none=True)
-    effective_from = fields.DateTime(required=True)
-    created_at = fields.DateTime(required=True)
+    effective_from = UtcDateTime(required=True)
+    created_at = UtcDateTime(required=True)
 
 
 class PreviewRequestSchema(Schema):
     config = fields.Dict(keys=fields.String(), load_default=dict)
-    enabled = fields.Boolean(load_default=None, allow_none=True)
+    enabled = StrictBoolean(load_default=None, allow_none=True)
     locked = fields.List(fields.String(validate=validate.Length(1, 200)), load_default=list)
     since = Moment(required=True)
     until = Moment(required=True)
@@ -150,8 +151,8 @@ class PreviewRowSchema(Schema):
 class PreviewSchema(Schema):
     district = fields.String(required=True)
     plugin = fields.String(required=True)
-    since = fields.DateTime(required=True)
-    until = fields.DateTime(required=True)
+    since = UtcDateTime(required=True)
+    until = UtcDateTime(required=True)
     records = fields.Integer(required=True)
     current_total = fields.Integer(required=True)
     draft_total = fields.Integer(required=True)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import or_, select
 
 from points import directory, ledger, redemptions, volunteers
 from points.api import idempotency
-from points.api.common import MAX_INT_ID, ROW_ID, Id, allow
+from points.api.body import Blueprint
+from points.api.common import MAX_INT_ID, ROW_ID, Id, UtcDateTime, allow
 from points.api.districts import READERS, district_in_reach
 from points.auth import (
     current_principal,
@@ -20,6 +20,7 @@ from points.auth import (
 )
 from points.errors import ForbiddenError, InvalidInputError, NotFoundError
 from points.extensions import db
+from points.fields import StrictBoolean
 from points.models import District, Hold, Provider, Redemption, utcnow
 
 blp = Blueprint(
@@ -48,7 +49,7 @@ class CatalogItemSchema(Schema):
         required=True, allow_none=True, metadata={"description": "This month; null: no limit."}
     )
     min_star = fields.Integer(required=True)
-    eligible = fields.Boolean(
+    eligible = StrictBoolean(
         metadata={"description": "With volunteer_id: no rule refuses and the points suffice."}
     )
     reason = fields.String(
@@ -78,7 +79,7 @@ class RedemptionSchema(Schema):
     status = fields.String(required=True)
     points = fields.Integer(required=True)
     voucher_code = fields.String(required=True)
-    expires_at = fields.DateTime(
+    expires_at = UtcDateTime(
         required=True, metadata={"description": "The points return if not fulfilled by then."}
     )
 
@@ -134,8 +135,8 @@ class RedemptionDetailSchema(Schema):
     status = fields.String(
         required=True, metadata={"description": "held, fulfilled, cancelled or expired"}
     )
-    created_at = fields.DateTime(required=True)
-    resolved_at = fields.DateTime(
+    created_at = UtcDateTime(required=True)
+    resolved_at = UtcDateTime(
         required=True, allow_none=True, metadata={"description": "null while held."}
     )
     entry_id = fields.Integer(

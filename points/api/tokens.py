@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from points import directory
-from points.api.common import ROW_ID, Id, Moment, allow
+from points.api.body import Blueprint
+from points.api.common import ROW_ID, Id, Moment, UtcDateTime, allow
 from points.auth import SESSION_PREFIX, current_principal, reach_volunteer, require_scope
 from points.errors import ForbiddenError, InvalidInputError, NotFoundError
 from points.extensions import db
@@ -35,7 +35,7 @@ class TokenCreatedSchema(Schema):
     district = fields.String(required=True)
     volunteer_id = fields.Integer(required=True, allow_none=True)
     name = fields.String(required=True)
-    expires_at = fields.DateTime(required=True, allow_none=True)
+    expires_at = UtcDateTime(required=True, allow_none=True)
 
 
 @blp.route("")

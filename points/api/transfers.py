@@ -7,12 +7,12 @@ Gifts the policy sends to the office wait as requests, which the office lists, a
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from points import redemptions
 from points.api import idempotency
-from points.api.common import ROW_ID, Id, Points, allow, decode_cursor, encode_cursor
+from points.api.body import Blueprint
+from points.api.common import ROW_ID, Id, Points, UtcDateTime, allow, decode_cursor, encode_cursor
 from points.api.districts import district_in_reach
 from points.auth import current_principal, reach_volunteer, require_scope, volunteer_path
 from points.extensions import db
@@ -33,7 +33,7 @@ class TransferCreateSchema(Schema):
     memo = fields.String(load_default=None, allow_none=True, validate=validate.Length(1, 500))
     relation = fields.String(
         load_default="family",
-        validate=validate.Length(1, 32),
+        validate=validate.OneOf(redemptions.RELATIONS),
         metadata={
             "description": (
                 "family, household_in_need or other: the transfers policy decides what each "
@@ -58,7 +58,7 @@ class TransferSchema(Schema):
     points = fields.Integer(required=True)
     relation = fields.String(required=True)
     memo = fields.String(required=True, allow_none=True)
-    created_at = fields.DateTime(required=True)
+    created_at = UtcDateTime(required=True)
 
 
 @blp.route("")
@@ -124,8 +124,8 @@ class TransferRequestSchema(Schema):
     memo = fields.String(required=True, metadata={"description": "The giver's reason."})
     status = fields.String(required=True, metadata={"description": "pending, approved, rejected"})
     requested_by = fields.String(required=True, metadata={"description": "Who asked."})
-    created_at = fields.DateTime(required=True)
-    decided_at = fields.DateTime(required=True, allow_none=True)
+    created_at = UtcDateTime(required=True)
+    decided_at = UtcDateTime(required=True, allow_none=True)
     decided_by = fields.String(required=True, allow_none=True)
     decision_reason = fields.String(required=True, allow_none=True)
     entry_id = fields.Integer(

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
 from points import auth, directory, volunteers
-from points.api.common import VOLUNTEER_ID, allow, decode_cursor, encode_cursor, mask_phone
+from points.api.body import Blueprint
+from points.api.common import (
+    VOLUNTEER_ID,
+    UtcDateTime,
+    allow,
+    decode_cursor,
+    encode_cursor,
+    mask_phone,
+)
 from points.auth import current_principal, reach_volunteer, require_scope
 from points.extensions import db
 from points.models import District, Volunteer
@@ -21,14 +28,22 @@ IN_NODE = "of the volunteer's node or above"
 class VolunteerCreateSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(1, 200))
     phone = fields.String(
-        load_default=None, allow_none=True, validate=validate.Regexp(r"^\+?[0-9 -]{5,20}$")
+        load_default=None,
+        allow_none=True,
+        validate=validate.Regexp(r"^\+?[0-9 -]{5,20}$"),
+        metadata={"description": "One volunteer per phone number in a node."},
     )
     district = fields.String(required=True, validate=validate.Length(1, 64))
     pin = fields.String(
         required=True,
         load_only=True,
         validate=validate.Regexp(directory.PIN_PATTERN),
-        metadata={"description": "Six digits, for the card at kiosks."},
+        metadata={
+            "description": (
+                "Six digits, for the card at kiosks; not trivial (123456, 111111), not "
+                "from the card code."
+            )
+        },
     )
 
 
@@ -56,12 +71,12 @@ class VolunteerProfileSchema(Schema):
     )
     status = fields.String(required=True)
     service_minutes = fields.Integer(required=True)
-    created_at = fields.DateTime(required=True)
+    created_at = UtcDateTime(required=True)
 
 
 class ExpiringSchema(Schema):
     points = fields.Integer(required=True)
-    expires_at = fields.DateTime(required=True)
+    expires_at = UtcDateTime(required=True)
 
 
 class BalanceSchema(Schema):
@@ -100,7 +115,7 @@ class EntriesQuerySchema(Schema):
 
 class CorrectedSchema(Schema):
     reason = fields.String(required=True)
-    effective_at = fields.DateTime(required=True)
+    effective_at = UtcDateTime(required=True)
 
 
 class VolunteerEntrySchema(Schema):
@@ -110,8 +125,8 @@ class VolunteerEntrySchema(Schema):
         required=True, metadata={"description": "Signed: credited (+) or debited (-)."}
     )
     reason = fields.String(required=True)
-    created_at = fields.DateTime(required=True)
-    effective_at = fields.DateTime(required=True)
+    created_at = UtcDateTime(required=True)
+    effective_at = UtcDateTime(required=True)
     plugin = fields.String(required=True, allow_none=True)
     rule = fields.String(required=True, allow_none=True)
     reverses_id = fields.Integer(required=True, allow_none=True)
@@ -237,7 +252,7 @@ class PageQuerySchema(Schema):
 class VolunteerRecordSchema(Schema):
     id = fields.Integer(required=True)
     kind = fields.String(required=True)
-    started_at = fields.DateTime(required=True)
+    started_at = UtcDateTime(required=True)
     minutes = fields.Integer(required=True, allow_none=True)
     details = fields.Dict(required=True)
     status = fields.String(required=True, metadata={"description": "pending, approved, rejected"})
@@ -245,11 +260,11 @@ class VolunteerRecordSchema(Schema):
     queue_reason = fields.String(
         required=True, allow_none=True, metadata={"description": "Why it waits, zh-CN / en."}
     )
-    decided_at = fields.DateTime(required=True, allow_none=True)
+    decided_at = UtcDateTime(required=True, allow_none=True)
     decision_reason = fields.String(
         required=True, allow_none=True, metadata={"description": "The office's reason."}
     )
-    created_at = fields.DateTime(required=True)
+    created_at = UtcDateTime(required=True)
 
 
 class RecordPageSchema(Schema):
@@ -268,11 +283,11 @@ class VoucherSchema(Schema):
     status = fields.String(
         required=True, metadata={"description": "held, fulfilled, cancelled or expired"}
     )
-    created_at = fields.DateTime(required=True)
-    expires_at = fields.DateTime(
+    created_at = UtcDateTime(required=True)
+    expires_at = UtcDateTime(
         required=True, allow_none=True, metadata={"description": "While held: when it lapses."}
     )
-    resolved_at = fields.DateTime(required=True, allow_none=True)
+    resolved_at = UtcDateTime(required=True, allow_none=True)
 
 
 class VoucherPageSchema(Schema):

@@ -58,6 +58,7 @@ from points.ledger.units import (
     in_unit_of_work,
     record_result,
     request_hash,
+    stored_result,
 )
 
 __all__ = [
@@ -95,6 +96,7 @@ __all__ = [
     "reverse",
     "seal",
     "seal_hash",
+    "stored_result",
     "time_out_holds",
     "transfer",
     "void_hold",

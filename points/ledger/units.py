@@ -430,6 +430,31 @@ def claim_idempotency_key(scope: str, key: str, fingerprint: str) -> dict | None
     return row.result
 
 
+def stored_result(
+    operation: str, arguments: dict[str, Any], key: str | None, scope: str
+) -> dict | None:
+    """Return what an earlier request under `key` stored, before any other check is made.
+
+    A retry must get its first answer even when a check would now refuse the request (a
+    second check-in of the day is the first one, retried); so a layer that checks the
+    state before it reaches `idempotent` asks here first. Returns None without a key, or
+    when the key is unused (or claimed by a unit not yet committed: `idempotent` then
+    waits for it). Raises IdempotencyConflictError when the key was used with another
+    request, InvalidInputError for a key that cannot be one.
+    """
+    if key is None:
+        return None
+    check_idempotency_key(key)
+    row = run(_STORED_KEY, {"scope": scope, "key": key}).one_or_none()
+    if row is None or row.result is None:
+        return None
+    if row.request_hash != request_hash(operation, arguments):
+        raise IdempotencyConflictError(
+            f"idempotency key {key!r} was already used with a different request"
+        )
+    return row.result
+
+
 def check_idempotency_key(key: Any) -> str:
     """Return `key` if it can be an idempotency key; raise InvalidInputError."""
     _check_text(key, "idempotency_key")

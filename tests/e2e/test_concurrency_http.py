@@ -39,7 +39,7 @@ def kiosk_card(live):
             author="office:e2e",
             effective_from=datetime.now(UTC) - timedelta(days=1),
         )
-        volunteer = register_volunteer("王秀英", "xizhaosi", "123456")
+        volunteer = register_volunteer("王秀英", "xizhaosi", "204857")
         ledger.earn(volunteer.id, 100, actor="office:e2e", reason="patrol")
         _, kiosk = create_token("kiosk", "xizhaosi", name="kiosk")
         return volunteer.id, volunteer.card_code, kiosk
@@ -60,7 +60,7 @@ def together(task, count: int = THREADS) -> list:
 def _sessions(live, card: str, kiosk: str, count: int) -> list[str]:
     tokens = []
     for _ in range(count):
-        reply = live.http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": "123456"})
+        reply = live.http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": "204857"})
         assert reply.status == 201, reply.body
         tokens.append(reply.body["token"])
     return tokens
@@ -118,5 +118,5 @@ def test_e2e_parallel_pin_guesses_get_five_tries_in_all(live, kiosk_card):
     # tries are left, the fifth locks the card, and every other is refused unchecked.
     assert statuses == [422] * 4 + [423] * (guesses - 4), [r.body for r in replies]
     assert (
-        live.http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": "123456"}).status == 423
+        live.http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": "204857"}).status == 423
     )

@@ -38,7 +38,7 @@ def seed_redeemer(url: str) -> tuple[int, str]:
             author="office:e2e",
             effective_from=datetime.now(UTC) - timedelta(days=1),
         )
-        volunteer = register_volunteer("王秀英", "xizhaosi", "123456")
+        volunteer = register_volunteer("王秀英", "xizhaosi", "204857")
         ledger.earn(volunteer.id, START_POINTS, actor="office:e2e", reason="patrol")
         _, office = create_token("office", "longtan", name="office")
         return volunteer.id, office

@@ -47,7 +47,7 @@ def test_e2e_story_from_registration_to_correction(live):
         http.post(
             "volunteers",
             office,
-            {"name": "王秀英", "phone": PHONE, "district": "xizhaosi", "pin": "123456"},
+            {"name": "王秀英", "phone": PHONE, "district": "xizhaosi", "pin": "204857"},
         ),
         201,
     )
@@ -69,11 +69,12 @@ def test_e2e_story_from_registration_to_correction(live):
         )
     )
 
-    # Service: a short patrol is approved at once, a long one waits for the office.
+    # Service, recorded by the office (volunteers report only approval.volunteer_kinds
+    # themselves): a short patrol is approved at once, a long one waits for approval.
     short = {"volunteer_id": me, "kind": "patrol", "started_at": hours_ago(30), "minutes": 60}
-    assert ok(http.post("service-records", phone, short), 201)["status"] == "approved"
+    assert ok(http.post("service-records", office, short), 201)["status"] == "approved"
     long = {"volunteer_id": me, "kind": "patrol", "started_at": hours_ago(5), "minutes": 720}
-    waiting = ok(http.post("service-records", phone, long), 201)
+    waiting = ok(http.post("service-records", office, long), 201)
     assert waiting["status"] == "pending"
     approved = ok(
         http.post(
@@ -87,7 +88,7 @@ def test_e2e_story_from_registration_to_correction(live):
     # At the kiosk: card and PIN open a session; it reads the balance, the catalog, redeems.
     card = steward["card_code"]
     session = ok(
-        at_kiosk(http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": "123456"})), 201
+        at_kiosk(http.post("kiosk/sessions", kiosk, {"card_code": card, "pin": "204857"})), 201
     )
     token = session["token"]
     assert session["display_name"] == "王*英"
@@ -112,7 +113,7 @@ def test_e2e_story_from_registration_to_correction(live):
         http.post(
             "redemptions",
             kiosk,
-            {"card_code": card, "pin": "123456", "sku": "haircut"},
+            {"card_code": card, "pin": "204857", "sku": "haircut"},
             headers={"Idempotency-Key": "kiosk-2"},
         ),
         201,

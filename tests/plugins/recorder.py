@@ -5,6 +5,7 @@ from datetime import timedelta
 import click
 from marshmallow import Schema, fields, validate
 
+from points.fields import StrictBoolean
 from points.plugins import ActivityKind, Award, CatalogItem, Decision, Limit, hookimpl
 
 NAME = "recorder"
@@ -18,8 +19,8 @@ class PlantingDetails(Schema):
 class RecorderConfig(Schema):
     bonus = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0))
     ceiling = fields.Integer(strict=True, load_default=None, allow_none=True)
-    deny_redemption = fields.Boolean(load_default=False)
-    deny_transfer = fields.Boolean(load_default=False)
+    deny_redemption = StrictBoolean(load_default=False)
+    deny_transfer = StrictBoolean(load_default=False)
     expiry_days = fields.Integer(strict=True, load_default=None, allow_none=True)
     stars = fields.Integer(strict=True, load_default=None, allow_none=True)
 
