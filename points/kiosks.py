@@ -14,15 +14,24 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 
-from points import ledger, volunteers
+from points import ledger, service, volunteers
 from points.auth import Principal, authenticate_token
 from points.directory import CARD_ALPHABET, create_token, token_digest
 from points.errors import AuthenticationError, ConflictError, InvalidInputError, NotFoundError
 from points.extensions import db
-from points.models import ApiToken, District, Provider, Redemption, Volunteer, utcnow
+from points.models import (
+    ApiToken,
+    District,
+    IdempotencyKey,
+    Provider,
+    Redemption,
+    Volunteer,
+    utcnow,
+)
 
 PAIRING_LENGTH = 8
 PAIRING_MINUTES = 30
@@ -210,3 +219,37 @@ def card_in_reach(principal: Principal, card_code: str) -> Card:
     if row is None or not principal.covers(row.path):
         raise NotFoundError("unknown card", errors={"card_code": ["Unknown card."]})
     return Card(row.id, row.name, row.status)
+
+
+def check_in(principal: Principal, volunteer_id: int, key: str) -> service.RecordResult:
+    """Record a volunteer's check-in (按时刷) at this kiosk, now, through the same service
+    function as the API, under the idempotency key of the form that was shown.
+
+    A second post of the same form answers what the first one did. Raises what
+    record_service raises: ConflictError for a second check-in the same day.
+    """
+    where = place(principal.token_id)
+    idempotency_key = f"kiosk:{principal.token_id}:{key}"
+    try:
+        return service.record_service(
+            volunteer_id,
+            "checkin",
+            datetime.now(ZoneInfo(where.timezone)),
+            None,
+            {"kiosk": where.name[:64]},
+            actor=principal.actor,
+            idempotency_key=idempotency_key,
+        )
+    except ConflictError:
+        # The once-a-day check comes before the key is looked at: a repeated form meets it
+        # first, and then gets the answer its key keeps.
+        stored = db.session.scalar(
+            select(IdempotencyKey.result).where(
+                IdempotencyKey.scope == "service", IdempotencyKey.key == idempotency_key
+            )
+        )
+        if stored and stored.get("record_id"):
+            record = service.get_record(stored["record_id"], replayed=True)
+            if record.volunteer_id == volunteer_id:
+                return record
+        raise

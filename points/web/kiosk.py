@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app, g, make_response, redirect, request, session, url_for
 from flask_babel import gettext as _
 
-from points import auth, kiosks, redemptions, service, volunteers
+from points import auth, kiosks, redemptions, volunteers
 from points.errors import (
     AccountClosedError,
     AuthenticationError,
@@ -416,15 +416,7 @@ def checkin_confirm():
     session[SEEN] = int(time.time())
     name = volunteers.mask_name(found.name)
     try:
-        result = service.record_service(
-            found.volunteer_id,
-            "checkin",
-            datetime.now(ZoneInfo(g.place.timezone)),
-            None,
-            {"kiosk": g.place.name[:64]},
-            actor=g.kiosk.actor,
-            idempotency_key=f"kiosk:{g.kiosk.token_id}:{key}",
-        )
+        result = kiosks.check_in(g.kiosk, found.volunteer_id, key)
     except AccountClosedError:
         return render_page(
             "web/kiosk/checkin_done.html",
