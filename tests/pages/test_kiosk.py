@@ -74,7 +74,8 @@ def redemptions_of(site, volunteer_id: int) -> int:
 
 def pair(page, site, name: str) -> None:
     page.goto("/kiosk/")
-    page.get_by_role("textbox", name=re.compile("配对码|Pairing code")).type(pairing_code(site, name))
+    code = pairing_code(site, name)
+    page.get_by_role("textbox", name=re.compile("配对码|Pairing code")).type(code)
     page.get_by_role("button", name=re.compile("配对这台一体机|Pair this kiosk")).click()
     page.wait_for_url("**/kiosk/?paired=1")
 
