@@ -43,6 +43,8 @@ VOUCHER = "kiosk_voucher"  # the voucher just issued: (volunteer id, redemption 
 # The countdown posts the sign-out a moment after it ends; the server allows for that
 # before it treats the person as gone.
 IDLE_SLACK_SECONDS = 15
+# The last touch is kept to this many seconds.
+SEEN_STEP_SECONDS = 5
 
 
 def idle_seconds() -> int:
@@ -76,11 +78,14 @@ def with_volunteer(view):
         if principal is None or principal.replay_only:
             _sign_out(principal)
             return redirect(url_for("web_kiosk.home"))
+        now = int(time.time())
         seen = session.get(SEEN, 0)
-        if time.time() - seen > idle_seconds() + IDLE_SLACK_SECONDS:
+        if now - seen > idle_seconds() + IDLE_SLACK_SECONDS:
             _sign_out(principal)
             return redirect(url_for("web_kiosk.home", idle=1))
-        session[SEEN] = int(time.time())
+        if now - seen >= SEEN_STEP_SECONDS:
+            # Not on every request: a changed session is a new signed cookie to send.
+            session[SEEN] = now
         g.visitor = principal
         g.display_name = volunteers.mask_name(volunteers.profile(principal.volunteer_id).name)
         g.idle = idle_seconds()
