@@ -144,6 +144,23 @@ def _api(port: int, method: str, path: str, token: str, body: dict | None = None
     return answer
 
 
+def _browse(port: int, jar: dict[str, str], method: str, path: str, form=None) -> tuple[int, str]:
+    """One request as a browser makes it: the jar's cookies sent, its answer's kept."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
+    body = None
+    if form is not None:
+        body = urllib.parse.urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    connection.request(method, path, body=body, headers=headers)
+    response = connection.getresponse()
+    text = response.read().decode()
+    for header in response.msg.get_all("Set-Cookie") or []:
+        name, _, value = header.split(";")[0].partition("=")
+        jar[name.strip()] = value
+    return response.status, text
+
+
 def kiosk_pair(port: int, demo) -> tuple[str, dict, str, dict]:
     """An office makes a kiosk and its pairing code (API); the screen pairs and signs a
     volunteer in by card and PIN; the same kiosk opens an API session for that volunteer.
@@ -154,33 +171,26 @@ def kiosk_pair(port: int, demo) -> tuple[str, dict, str, dict]:
     kiosk = {"role": "kiosk", "district": "xizhaosi", "name": "bench"}
     made = _api(port, "POST", "/api/v1/tokens", office, kiosk)
     code = _api(port, "POST", f"/api/v1/tokens/{made['id']}/pairing-code", office)["pairing_code"]
-    body, cookie = _get(port, "/kiosk/pair")
-    status, device = _form_post(
-        port, "/kiosk/pair", {"csrf_token": _csrf(body), "code": code}, cookie
-    )
-    if status != 302 or not device.startswith("points_kiosk="):
-        raise SystemExit(f"pairing answered {status}")
-    cookies = f"{cookie}; {device}"
-    body, _ = _get(port, "/kiosk/card", cookies)
-    card = {"csrf_token": _csrf(body), "card_code": volunteer.card_code}
-    _form_post(port, "/kiosk/card", card, cookies)
-    body, _ = _get(port, "/kiosk/pin", cookies)
-    status, session = _form_post(
-        port, "/kiosk/pin", {"csrf_token": _csrf(body), "pin": volunteer.pin}, cookies
-    )
-    if status != 302:
-        raise SystemExit(f"kiosk sign-in answered {status}")
-    secret = device.partition("=")[2]
+    jar: dict[str, str] = {}
+    for path, fields in [
+        ("/kiosk/pair", {"code": code}),
+        ("/kiosk/card", {"card_code": volunteer.card_code}),
+        ("/kiosk/pin", {"pin": volunteer.pin}),
+    ]:
+        _, page = _browse(port, jar, "GET", path)
+        status, _ = _browse(port, jar, "POST", path, {"csrf_token": _csrf(page), **fields})
+        if status != 302:
+            raise SystemExit(f"POST {path} answered {status}")
     opened = _api(
         port,
         "POST",
         "/api/v1/kiosk/sessions",
-        secret,
+        jar["points_kiosk"],
         {"card_code": volunteer.card_code, "pin": volunteer.pin},
     )
     return (
         "/kiosk/catalog",
-        {"Cookie": f"{session}; {device}"},
+        {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())},
         f"/api/v1/districts/xizhaosi/catalog?volunteer_id={volunteer.id}",
         {"Authorization": f"Bearer {opened['token']}"},
     )
