@@ -49,17 +49,19 @@ def volunteers_at_kiosk(site, count: int) -> list:
     found = []
     with seeding(site.url):
         for volunteer in site.demo.volunteers:
-            if volunteer.community != "xizhaosi" or volunteer.id in USED:
+            used = USED.setdefault(site.url, set())
+            if volunteer.community != "xizhaosi" or volunteer.id in used:
                 continue
             if ledger.balance(volunteer.id).available >= 30:
                 found.append(volunteer)
-                USED.add(volunteer.id)
+                used.add(volunteer.id)
             if len(found) == count:
                 return found
     pytest.fail("the demo has too few volunteers at Xizhaosi with points")
 
 
-USED: set[int] = set()
+# Volunteers a story took already, per site (each has its own demo).
+USED: dict[str, set[int]] = {}
 
 
 def redemptions_of(site, volunteer_id: int) -> int:
