@@ -29,6 +29,7 @@ if _ROOT not in sys.path:
 
 import argparse  # noqa: E402
 import http.client  # noqa: E402
+import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import re  # noqa: E402
 import statistics  # noqa: E402
@@ -124,7 +125,75 @@ def pairs(port: int, demo) -> dict[str, tuple[str, dict, str, dict]]:
             {"Authorization": f"Bearer {demo.tokens['volunteer']}"},
         )
     }
+    found["kiosk catalog"] = kiosk_pair(port, demo)
     return found
+
+
+def _api(port: int, method: str, path: str, token: str, body: dict | None = None) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request(
+        method,
+        path,
+        body=json.dumps(body or {}),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    answer = json.loads(response.read() or b"{}")
+    if response.status >= 300:
+        raise SystemExit(f"{method} {path} answered {response.status}: {answer}")
+    return answer
+
+
+def _browse(port: int, jar: dict[str, str], method: str, path: str, form=None) -> tuple[int, str]:
+    """One request as a browser makes it: the jar's cookies sent, its answer's kept."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())}
+    body = None
+    if form is not None:
+        body = urllib.parse.urlencode(form)
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    connection.request(method, path, body=body, headers=headers)
+    response = connection.getresponse()
+    text = response.read().decode()
+    for header in response.msg.get_all("Set-Cookie") or []:
+        name, _, value = header.split(";")[0].partition("=")
+        jar[name.strip()] = value
+    return response.status, text
+
+
+def kiosk_pair(port: int, demo) -> tuple[str, dict, str, dict]:
+    """An office makes a kiosk and its pairing code (API); the screen pairs and signs a
+    volunteer in by card and PIN; the same kiosk opens an API session for that volunteer.
+    Returns the catalog page with the screen's cookies and the catalog endpoint with the
+    session's token."""
+    volunteer = next(v for v in demo.volunteers if v.community == "xizhaosi")
+    office = demo.tokens["office"]
+    kiosk = {"role": "kiosk", "district": "xizhaosi", "name": "bench"}
+    made = _api(port, "POST", "/api/v1/tokens", office, kiosk)
+    code = _api(port, "POST", f"/api/v1/tokens/{made['id']}/pairing-code", office)["pairing_code"]
+    jar: dict[str, str] = {}
+    for path, fields in [
+        ("/kiosk/pair", {"code": code}),
+        ("/kiosk/card", {"card_code": volunteer.card_code}),
+        ("/kiosk/pin", {"pin": volunteer.pin}),
+    ]:
+        _, page = _browse(port, jar, "GET", path)
+        status, _ = _browse(port, jar, "POST", path, {"csrf_token": _csrf(page), **fields})
+        if status != 302:
+            raise SystemExit(f"POST {path} answered {status}")
+    opened = _api(
+        port,
+        "POST",
+        "/api/v1/kiosk/sessions",
+        jar["points_kiosk"],
+        {"card_code": volunteer.card_code, "pin": volunteer.pin},
+    )
+    return (
+        "/kiosk/catalog",
+        {"Cookie": "; ".join(f"{k}={v}" for k, v in jar.items())},
+        f"/api/v1/districts/xizhaosi/catalog?volunteer_id={volunteer.id}",
+        {"Authorization": f"Bearer {opened['token']}"},
+    )
 
 
 def run_backend(backend: str, args) -> dict[str, float]:
@@ -137,7 +206,12 @@ def run_backend(backend: str, args) -> dict[str, float]:
     ):
         with seeding(url):
             demo = load_demo(echo=lambda _text: None)
-        environment = {"POINTS_API_RATE_LIMIT_PER_MINUTE": "0"}
+        # The kiosk page signs its person out after a minute without a touch; the bench
+        # replays one cookie, whose last touch never moves, for longer than that.
+        environment = {
+            "POINTS_API_RATE_LIMIT_PER_MINUTE": "0",
+            "POINTS_KIOSK_PAGE_IDLE_SECONDS": "3600",
+        }
         with Server(url, workers=args.workers, environment=environment) as server:
             compared = pairs(server.port, demo)
             ratios: dict[str, list[float]] = {name: [] for name in compared}

@@ -152,6 +152,40 @@ def token_revoke(token_id: int) -> None:
     click.echo(f"revoked token {token_id}")
 
 
+@click.group("kiosk", cls=Handled)
+def kiosk_cli() -> None:
+    """Kiosks: create one, and pair its touch screen with a one-time code."""
+
+
+@kiosk_cli.command("create")
+@click.option("--district", required=True, help="Code of the district node the kiosk serves.")
+@click.option("--name", required=True, help="Where the kiosk stands (recorded at check-in).")
+@with_appcontext
+def kiosk_create(district: str, name: str) -> None:
+    """Create a kiosk and print its pairing code (valid 30 minutes, used once)."""
+    from points.kiosks import create_kiosk
+
+    code = create_kiosk(district, name)
+    click.echo(code.code)
+    click.echo(
+        f"kiosk token {code.token_id} at {district}: open /kiosk/pair on the kiosk and type "
+        f"the code before {code.expires_at:%Y-%m-%d %H:%M} UTC",
+        err=True,
+    )
+
+
+@kiosk_cli.command("pairing-code")
+@click.argument("token_id", type=int)
+@with_appcontext
+def kiosk_pairing_code(token_id: int) -> None:
+    """Print a new pairing code for a kiosk token (to pair a new or reset screen)."""
+    from points.kiosks import issue_pairing_code
+
+    code = issue_pairing_code(token_id)
+    click.echo(code.code)
+    click.echo(f"valid until {code.expires_at:%Y-%m-%d %H:%M} UTC, once", err=True)
+
+
 @click.group("demo", cls=Handled)
 def demo_cli() -> None:
     """Demo data."""

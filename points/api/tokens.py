@@ -6,7 +6,7 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from points import directory
+from points import directory, kiosks
 from points.api.body import Blueprint
 from points.api.common import ROW_ID, Id, Moment, UtcDateTime, allow
 from points.auth import SESSION_PREFIX, current_principal, reach_volunteer, require_scope
@@ -94,3 +94,31 @@ class TokenById(MethodView):
         require_scope(principal, row.path, "this token")
         directory.revoke_token(token_id)
         return None
+
+
+class PairingCodeSchema(Schema):
+    token_id = fields.Integer(required=True)
+    pairing_code = fields.String(
+        required=True,
+        metadata={"description": "8 characters, shown only this once; typed at /kiosk/pair."},
+    )
+    expires_at = fields.DateTime(required=True, metadata={"description": "Valid 30 minutes."})
+
+
+@blp.route(f"/<{ROW_ID}:token_id>/pairing-code")
+class TokenPairingCode(MethodView):
+    @allow("office", who="admin, an office (kiosk tokens of its node)")
+    @blp.response(201, PairingCodeSchema)
+    def post(self, token_id):
+        """Give a kiosk token a one-time pairing code for its device (any earlier one lapses)."""
+        principal = current_principal()
+        row = db.session.execute(
+            select(ApiToken.role, District.path)
+            .join(District, District.id == ApiToken.district_id)
+            .where(ApiToken.id == token_id)
+        ).one_or_none()
+        if row is None or row.role != "kiosk":
+            raise NotFoundError(f"no kiosk token {token_id}")
+        require_scope(principal, row.path, "this kiosk")
+        code = kiosks.issue_pairing_code(token_id)
+        return {"token_id": token_id, "pairing_code": code.code, "expires_at": code.expires_at}

@@ -32,7 +32,7 @@ CONTENT_SECURITY_POLICY = (
 
 def register_web(app: Flask) -> None:
     """Attach the pages (/me, /kiosk, /provider) with their sessions, CSRF and languages."""
-    from points.web import volunteer
+    from points.web import kiosk, volunteer
 
     # Forms are checked by hand in each page blueprint (protect_forms), never in the API,
     # whose clients send bearer tokens and no cookies.
@@ -40,6 +40,8 @@ def register_web(app: Flask) -> None:
     # A form shown in the morning still posts in the afternoon: the token lives as long as
     # the session, which sign-out ends.
     app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    # A kiosk signs its person out after this long without a touch (a countdown first).
+    app.config.setdefault("KIOSK_PAGE_IDLE_SECONDS", 60)
     app.config.setdefault("BABEL_DEFAULT_LOCALE", DEFAULT_LANGUAGE)
     # Flask-Babel pairs domains with directories by position: one folder, named per domain.
     catalogues = os.path.join(os.path.dirname(os.path.dirname(__file__)), "translations")
@@ -49,7 +51,7 @@ def register_web(app: Flask) -> None:
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
     install_filters(app)
 
-    for blueprint in (volunteer.bp,):
+    for blueprint in (volunteer.bp, kiosk.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(_common())
     app.after_request(_page_headers)
