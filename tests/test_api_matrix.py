@@ -245,6 +245,12 @@ CASES = [
     ),
     Case("revoke a kiosk token of xizhaosi", "DELETE", _fresh_token, frozenset(OFFICES_IN)),
     Case(
+        "issue a pairing code for a kiosk of xizhaosi",
+        "POST",
+        lambda w: _fresh_token(w) + "/pairing-code",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
         "record service of self",
         "POST",
         "service-records",
@@ -391,6 +397,7 @@ OPERATION_OF = {
     "read the current session": "GET /api/v1/kiosk/sessions/current",
     "create a kiosk token in xizhaosi": "POST /api/v1/tokens",
     "revoke a kiosk token of xizhaosi": "DELETE /api/v1/tokens/{token_id}",
+    "issue a pairing code for a kiosk of xizhaosi": "POST /api/v1/tokens/{token_id}/pairing-code",
     "end the current session": "DELETE /api/v1/kiosk/sessions/current",
     "record service of self": "POST /api/v1/service-records",
     "list service records of self": "GET /api/v1/volunteers/{volunteer_id}/service-records",
