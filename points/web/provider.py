@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import wraps
 
-from flask import g, make_response, redirect, request, url_for
+from flask import g, make_response, request
 from flask_babel import gettext as _
 
 from points import auth, providers, redemptions
@@ -40,6 +40,8 @@ def linked(view):
             return render_page("web/provider/no_link.html", 403)
         g.principal = principal
         g.provider = providers.provider_of(principal)
+        if g.provider["status"] != "active":
+            return render_page("web/provider/no_link.html", 403)
         g.page_timezone = g.provider["timezone"]
         return view(*args, **kwargs)
 
@@ -109,11 +111,3 @@ def fulfil(code: str):
         return render_page("web/provider/voucher.html", 409, line=line, refused=True)
     line = providers.voucher_view(done.id)
     return render_page("web/provider/voucher.html", line=line, delivered=True)
-
-
-@bp.post("/forget")
-def forget():
-    """Remove the link from this phone (the office can issue a new one)."""
-    response = redirect(url_for("web_provider.home"))
-    response.delete_cookie(COOKIE, path="/provider", httponly=True, samesite="Strict")
-    return response
