@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 5000
 DEMO_DB ?= $(CURDIR)/instance/demo.sqlite
+# The demo's printed card sheet, written beside its database.
+CARDS ?= $(dir $(DEMO_DB))cards.html
+URL := http://$(HOST):$(PORT)
 
 .PHONY: run test lint bench clean translations
 
@@ -19,8 +22,15 @@ run: $(BIN)/points
 	mkdir -p instance
 	rm -f $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm
 	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/points db upgrade
-	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/points demo load
-	@echo "Serving the API on http://$(HOST):$(PORT)/api/v1 (docs: http://$(HOST):$(PORT)/api/v1/docs)"
+	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/points demo load --base-url $(URL)
+	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/points cards print --district longtan \
+		--out $(CARDS) --base-url $(URL)
+	@echo "Pages:"
+	@echo "  volunteers  $(URL)/me  (sign in with a card code and PIN above)"
+	@echo "  kiosk       $(URL)/kiosk"
+	@echo "  providers   $(URL)/provider  (open the provider link above once first)"
+	@echo "  card sheet  $(CARDS)  (print it; or $(URL)/office/cards with the office token)"
+	@echo "Serving the API on $(URL)/api/v1 (docs: $(URL)/api/v1/docs)"
 	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/gunicorn --bind $(HOST):$(PORT) \
 		--workers 2 --worker-class sync wsgi:app
 

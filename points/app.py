@@ -173,12 +173,14 @@ def rollback_quietly() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from points.cli import demo_cli, kiosk_cli, ledger_cli, token_cli
+    from points.cli import cards_cli, demo_cli, kiosk_cli, ledger_cli, provider_cli, token_cli
 
     app.cli.add_command(ledger_cli)
     app.cli.add_command(demo_cli)
     app.cli.add_command(token_cli)
     app.cli.add_command(kiosk_cli)
+    app.cli.add_command(provider_cli)
+    app.cli.add_command(cards_cli)
     register_plugin_commands(app)
 
 

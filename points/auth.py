@@ -28,7 +28,7 @@ from points.signals import pin_refused
 
 # Roles a request can act in. A kiosk session is stored as a volunteer token (see
 # open_kiosk_session) but acts in a role of its own: fewer rights than either parent.
-ROLES = ("admin", "office", "auditor", "kiosk", "volunteer", "session")
+ROLES = ("admin", "office", "auditor", "kiosk", "volunteer", "session", "provider")
 
 # A kiosk session's token row is named after the kiosk that opened it.
 SESSION_PREFIX = "kiosk-session:"
@@ -65,6 +65,8 @@ class Principal:
     kiosk_id: int | None = None
     # For an ended kiosk session: only replays of its own writes are allowed.
     replay_only: bool = False
+    # For a provider's link token: the provider whose vouchers it reaches, and no others.
+    provider_id: int | None = None
 
     @property
     def owner_id(self) -> int:
@@ -146,6 +148,7 @@ def _token_query():
             ApiToken.name,
             ApiToken.district_id,
             ApiToken.volunteer_id,
+            ApiToken.provider_id,
             ApiToken.created_at,
             ApiToken.expires_at,
             ApiToken.revoked_at,
@@ -198,6 +201,8 @@ def authenticate_token(secret: str) -> Principal:
         return Principal(
             row.id, "volunteer", row.volunteer_district_id, row.volunteer_path, row.volunteer_id
         )
+    if row.role == "provider":
+        return Principal(row.id, "provider", row.district_id, row.path, provider_id=row.provider_id)
     return Principal(row.id, row.role, row.district_id, row.path)
 
 

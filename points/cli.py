@@ -174,6 +174,35 @@ def kiosk_create(district: str, name: str) -> None:
     )
 
 
+def _base_url(given: str | None) -> str:
+    """The address printed links and cards point at: --base-url, PUBLIC_URL, or local."""
+    from points.cards import LOCAL_URL
+
+    return (given or current_app.config.get("PUBLIC_URL") or LOCAL_URL).rstrip("/")
+
+
+@click.group("provider", cls=Handled)
+def provider_cli() -> None:
+    """Service providers: the links to their voucher pages."""
+
+
+@provider_cli.command("link")
+@click.argument("code")
+@click.option("--base-url", default=None, help="Where people reach the service (PUBLIC_URL).")
+@with_appcontext
+def provider_link(code: str, base_url: str | None) -> None:
+    """Issue a link to provider CODE's voucher page and print it; it is shown only once."""
+    from points.providers import issue_link
+
+    link = issue_link(None, code)
+    click.echo(link.url(_base_url(base_url)))
+    click.echo(
+        f"token {link.token_id}: provider link for {code} (revoke: points token revoke "
+        f"{link.token_id})",
+        err=True,
+    )
+
+
 @kiosk_cli.command("pairing-code")
 @click.argument("token_id", type=int)
 @with_appcontext
@@ -186,6 +215,36 @@ def kiosk_pairing_code(token_id: int) -> None:
     click.echo(f"valid until {code.expires_at:%Y-%m-%d %H:%M} UTC, once", err=True)
 
 
+@click.group("cards", cls=Handled)
+def cards_cli() -> None:
+    """Printed volunteer cards."""
+
+
+@cards_cli.command("print")
+@click.option("--district", required=True, help="The node: its volunteers and those below it.")
+@click.option("--out", "out", default=None, help="Write the A4 sheet here (default: stdout).")
+@click.option("--base-url", default=None, help="Where the cards' QR codes point (PUBLIC_URL).")
+@with_appcontext
+def cards_print(district: str, out: str | None, base_url: str | None) -> None:
+    """Write an A4 sheet (HTML) of the cards of DISTRICT's volunteers, ready to print."""
+    from flask_babel import refresh
+
+    from points.cards import card_sheet
+    from points.web.cards import render_sheet
+
+    sheet = card_sheet(district, _base_url(base_url))
+    # The sheet's words are in zh-CN, the pages' default language.
+    with current_app.test_request_context("/office/cards"):
+        refresh()
+        page = render_sheet(sheet, standalone=True)
+    if out is None:
+        click.echo(page)
+        return
+    with open(out, "w", encoding="utf-8") as file:
+        file.write(page)
+    click.echo(f"wrote {len(sheet.cards)} cards of {district} to {out}", err=True)
+
+
 @click.group("demo", cls=Handled)
 def demo_cli() -> None:
     """Demo data."""
@@ -193,14 +252,15 @@ def demo_cli() -> None:
 
 @demo_cli.command("load")
 @click.option("--seed", default=2017, help="Random seed: the same seed gives the same demo.")
+@click.option("--base-url", default=None, help="Where the demo is served, for its links.")
 @with_appcontext
-def demo_load(seed: int) -> None:
+def demo_load(seed: int, base_url: str | None) -> None:
     """Load the Longtan street demo into an empty database and print its tokens."""
     from points.demo import load_demo
 
     if not current_app.config["SQLALCHEMY_DATABASE_URI"]:
         fail("no database configured")
-    load_demo(seed=seed, echo=click.echo)
+    load_demo(seed=seed, echo=click.echo, base_url=_base_url(base_url))
 
 
 # -- plugins and per-district policy -----------------------------------------------------

@@ -96,3 +96,8 @@ SESSION_COOKIE_NAME = "points_session"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_REFRESH_EACH_REQUEST = False
+
+# Where people reach this service (https://points.example.cn): printed on cards (their QR
+# codes open <PUBLIC_URL>/me/sign-in?card=...) and in provider links. Unset: the address
+# a request came to, and for the command line http://127.0.0.1:5000.
+PUBLIC_URL = None

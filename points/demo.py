@@ -12,9 +12,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 
 from points import directory, ledger, policy, redemptions, service
+from points.cards import LOCAL_URL
 from points.errors import ConflictError, InsufficientPointsError, RefusedError
 from points.extensions import db
 from points.models import District
+from points.providers import issue_link
 
 TREE = [
     ("beijing", "北京市", "city", None),
@@ -23,6 +25,11 @@ TREE = [
     ("xizhaosi", "夕照寺社区", "community", "longtan"),
     ("zuoanmen", "左安门社区", "community", "longtan"),
 ]
+# The offices' contact lines, shown on volunteers' home pages and printed on their cards.
+CONTACTS = {
+    "longtan": "龙潭街道办事处 010-6711 2233（工作日 9:00–17:00）",
+    "xizhaosi": "夕照寺社区居委会 010-6711 5566（工作日 8:30–17:30）",
+}
 PROVIDERS = [
     ("barber-wang", "王师傅便民理发", "longtan"),
     ("repair-li", "李记家电维修", "longtan"),
@@ -108,11 +115,15 @@ class Demo:
 
     tokens: dict[str, str]
     volunteers: list[DemoVolunteer]
+    # The barber's link to the provider page (/provider/link/<token>), shown once.
+    provider_link: str = ""
 
 
-def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> Demo:
-    """Fill an empty database with the demo and print how to use it; return its tokens
-    and volunteers.
+def load_demo(
+    *, seed: int = 2017, echo: Callable[[str], None] = print, base_url: str = LOCAL_URL
+) -> Demo:
+    """Fill an empty database with the demo and print how to use it; return its tokens,
+    volunteers and the barber's provider link (printed under `base_url`).
 
     Raises ConflictError when the database already has districts.
     """
@@ -123,7 +134,9 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> Demo:
     now = datetime.now(UTC)
 
     for code, name, level, parent in TREE:
-        directory.create_district(code, name, level, parent=parent, timezone="Asia/Shanghai")
+        directory.create_district(
+            code, name, level, parent=parent, timezone="Asia/Shanghai", contact=CONTACTS.get(code)
+        )
     providers = {
         code: directory.create_provider(code, name, district).id
         for code, name, district in PROVIDERS
@@ -287,6 +300,7 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> Demo:
         )
         tokens[role] = secret
         scopes[role] = scope
+    link = issue_link(None, "barber-wang")
 
     echo(
         f"Demo loaded: {len(TREE)} district nodes, {len(volunteers)} volunteers, "
@@ -300,4 +314,5 @@ def load_demo(*, seed: int = 2017, echo: Callable[[str], None] = print) -> Demo:
     echo("Tokens (shown once):")
     for role, secret in tokens.items():
         echo(f"  {role:9} {secret}  ({scopes[role]})")
-    return Demo(tokens, volunteers)
+    echo(f"Provider page of {PROVIDERS[0][1]} (link shown once): {link.url(base_url)}")
+    return Demo(tokens, volunteers, link.path)

@@ -37,11 +37,18 @@ def district_by_code(code: str) -> District:
 
 
 def create_district(
-    code: str, name: str, level: str, *, parent: str | None = None, timezone: str | None = None
+    code: str,
+    name: str,
+    level: str,
+    *,
+    parent: str | None = None,
+    timezone: str | None = None,
+    contact: str | None = None,
 ) -> District:
     """Add a node to the tree, with its issuance, expired and clearing accounts.
 
-    The time zone defaults to the parent's, then to DEFAULT_TIMEZONE. Raises
+    The time zone defaults to the parent's, then to DEFAULT_TIMEZONE. `contact` is the
+    office's contact line shown to volunteers and printed on cards. Raises
     InvalidInputError, NotFoundError (parent), ConflictError (code taken).
     """
     errors: dict[str, list[str]] = {}
@@ -51,6 +58,8 @@ def create_district(
         errors["name"] = ["Must not be empty; at most 200 characters."]
     if level not in LEVELS:
         errors["level"] = [f"Must be one of {', '.join(LEVELS)}."]
+    if contact is not None and (not isinstance(contact, str) or len(contact) > 200):
+        errors["contact"] = ["At most 200 characters."]
     if timezone is not None:
         try:
             ZoneInfo(timezone)
@@ -74,6 +83,7 @@ def create_district(
             timezone=timezone
             or (parent_node.timezone if parent_node else current_app.config["DEFAULT_TIMEZONE"]),
             path="",
+            contact=(contact or "").strip() or None,
         )
         db.session.add(district)
         try:
@@ -205,6 +215,14 @@ def register_volunteer(
     return ledger.atomic(work)
 
 
+def provider_by_code(code: str) -> Provider:
+    """Return the provider with `code`; raise NotFoundError."""
+    provider = db.session.scalar(select(Provider).where(Provider.code == code))
+    if provider is None:
+        raise NotFoundError(f"no provider {code!r}", errors={"provider": ["No such provider."]})
+    return provider
+
+
 def create_provider(code: str, name: str, district: str) -> Provider:
     """Add a service provider serving a district node. Raises InvalidInputError, ConflictError."""
     if not isinstance(code, str) or not CODE_PATTERN.match(code):
@@ -244,11 +262,13 @@ def create_token(
     *,
     name: str,
     volunteer_id: int | None = None,
+    provider_id: int | None = None,
     expires_at: datetime | None = None,
 ) -> tuple[ApiToken, str]:
     """Create a bearer token; return the row and the token, which is shown only this once.
 
-    Raises InvalidInputError, NotFoundError.
+    A volunteer token names its volunteer, a provider (link) token its provider. Raises
+    InvalidInputError, NotFoundError.
     """
     if role not in ROLES:
         raise InvalidInputError(f"unknown role {role!r}", errors={"role": [f"One of {ROLES}."]})
@@ -257,7 +277,14 @@ def create_token(
             "a volunteer token needs a volunteer id, and only a volunteer token takes one",
             errors={"volunteer_id": ["Required for role volunteer only."]},
         )
+    if (role == "provider") != (provider_id is not None):
+        raise InvalidInputError(
+            "a provider token needs a provider, and only a provider token takes one",
+            errors={"provider": ["Required for role provider only."]},
+        )
     node = district_by_code(district)
+    if provider_id is not None and db.session.get(Provider, provider_id) is None:
+        raise NotFoundError(f"no provider {provider_id}")
     if volunteer_id is not None and db.session.get(Volunteer, volunteer_id) is None:
         raise NotFoundError(f"no volunteer {volunteer_id}")
     secret = "sp_" + secrets.token_urlsafe(32)
@@ -268,6 +295,7 @@ def create_token(
             role=role,
             district_id=node.id,
             volunteer_id=volunteer_id,
+            provider_id=provider_id,
             token_hash=token_digest(secret),
             expires_at=expires_at,
         )

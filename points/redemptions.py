@@ -3,7 +3,7 @@
 Public: catalog_for(district, volunteer=None) -> list[CatalogEntry];
 check_redemption(volunteer_id, sku) -> PolicyDecision; create_redemption(volunteer_id,
 sku, *, actor, idempotency_key=None) -> RedemptionResult; fulfil_redemption(
-redemption_id=None, *, voucher_code=None, actor) -> RedemptionResult;
+redemption_id=None, *, voucher_code=None, actor, idempotency_key=None) -> RedemptionResult;
 cancel_redemption(redemption_id, *, actor, reason) -> RedemptionResult;
 get_redemption(redemption_id=None, *, voucher_code=None) -> RedemptionResult;
 check_transfer(giver_id, receiver_id, points, relation) -> PolicyDecision;
@@ -452,10 +452,18 @@ def _expired(redemption_id: int | None, voucher_code: str | None) -> ConflictErr
 
 
 def fulfil_redemption(
-    redemption_id: int | None = None, *, voucher_code: str | None = None, actor: str
+    redemption_id: int | None = None,
+    *,
+    voucher_code: str | None = None,
+    actor: str,
+    idempotency_key: str | None = None,
 ) -> RedemptionResult:
-    """Mark a redemption delivered: its hold is posted to the provider. Raises
-    NotFoundError, ConflictError (not held, or expired: the hold timed out)."""
+    """Mark a redemption delivered: its hold is posted to the provider.
+
+    Under `idempotency_key` (a form's key: a double tap) a repeat returns the first
+    answer with `replayed` set and writes nothing. Raises NotFoundError, ConflictError
+    (not held, or expired: the hold timed out), IdempotencyConflictError.
+    """
 
     def work() -> RedemptionResult:
         row = _row(redemption_id, voucher_code)
@@ -474,10 +482,19 @@ def fulfil_redemption(
         return get_redemption(row.id)
 
     try:
-        result = ledger.atomic(work)
+        result = ledger.idempotent(
+            "fulfil_redemption",
+            {"redemption_id": redemption_id, "voucher_code": voucher_code},
+            idempotency_key,
+            "redemptions",
+            work,
+            lambda done: {"redemption_id": done.id},
+            lambda stored: get_redemption(stored["redemption_id"], replayed=True),
+        )
     except HoldStateError:
         raise _expired(redemption_id, voucher_code) from None
-    _notify_entry(result.entry_id)
+    if not result.replayed:
+        _notify_entry(result.entry_id)
     return result
 
 

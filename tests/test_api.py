@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
@@ -177,6 +177,7 @@ def test_api_district_created_below_parent_with_next_level(api, world):
         "name": "第一网格",
         "level": "grid",
         "parent": "xizhaosi",
+        "contact": None,
         "timezone": "Asia/Shanghai",
         "path": ["beijing", "dongcheng", "longtan", "xizhaosi", "grid-1"],
     }
@@ -616,7 +617,17 @@ def test_api_record_without_a_key_is_written_in_one_call_on_postgresql(
 
 
 def test_api_small_record_is_approved_at_once_with_its_awards(api, world):
-    response = _record(api, world, minutes=60)
+    from points.policy import set_policy
+
+    # Volunteers report patrols themselves only where the node's policy lets them.
+    set_policy(
+        "longtan",
+        "approval",
+        {"volunteer_kinds": ["patrol", "fix", "report", "log"]},
+        author="office:test",
+        effective_from=datetime.now(UTC) - timedelta(days=1),
+    )
+    response = _record(api, world, minutes=60, token="volunteer_self")
     assert response.status_code == 201
     body = response.get_json()
     assert body["status"] == "approved" and body["points"] == 5

@@ -28,6 +28,8 @@ PRINCIPALS = (
     "volunteer_self",
     "volunteer_peer",
     "volunteer_far",
+    "provider_in",  # barber-wang's link: the haircut vouchers of self are its own
+    "provider_out",  # another provider's link in the same node
     "session",  # last: one case ends it
 )
 # Offices over xizhaosi (the node of self and peer), and those who may read there.
@@ -35,6 +37,18 @@ OFFICES_IN = {"admin", "office_above", "office_in"}
 READERS_IN = OFFICES_IN | {"auditor_in"}
 
 _unique = count(1)
+
+
+@pytest.fixture
+def world(world):
+    """The API tests' world, with two providers' link tokens."""
+    from points.directory import create_provider
+    from points.providers import issue_link
+
+    create_provider("barber-zhang", "张师傅理发", "longtan")
+    world.tokens["provider_in"] = issue_link(None, "barber-wang").token
+    world.tokens["provider_out"] = issue_link(None, "barber-zhang").token
+    return world
 
 
 @dataclass(frozen=True)
@@ -88,8 +102,9 @@ def _held_voucher(world) -> str:
 
 
 def _voucher_unknown_outside(principal: str) -> int:
-    """Another node's office or kiosk is told "no such voucher": codes cannot be probed."""
-    return 404 if principal in ("office_out", "kiosk_out") else 403
+    """Another node's office or kiosk, or another provider, is told "no such voucher":
+    codes cannot be probed."""
+    return 404 if principal in ("office_out", "kiosk_out", "provider_out") else 403
 
 
 def _pending_gift(world) -> int:
@@ -110,6 +125,21 @@ def _pending_gift(world) -> int:
     return gift.request_id
 
 
+def _service_body(world, principal: str) -> dict:
+    """A patrol the office records; a volunteer reports a kind of their own (a fix)."""
+    if principal.startswith("volunteer"):
+        kind, details = "fix", {"description": "扶正倒伏的共享单车"}
+    else:
+        kind, details = "patrol", {"route": "夕照寺中街"}
+    return {
+        "volunteer_id": world.volunteers["self"],
+        "kind": kind,
+        "started_at": world.started(next(_unique) * 3),
+        "minutes": 60 if kind == "patrol" else 15,
+        "details": details,
+    }
+
+
 def _redemption_body(world, principal: str) -> dict:
     if principal.startswith("kiosk"):
         return {"card_code": world.cards["self"], "pin": world.pins["self"], "sku": "haircut"}
@@ -119,6 +149,7 @@ def _redemption_body(world, principal: str) -> dict:
 
 
 EVERYONE = frozenset(PRINCIPALS)
+PROVIDERS = frozenset({"provider_in", "provider_out"})
 READERS_OF_XIZHAOSI = frozenset(
     READERS_IN | {"kiosk_in", "volunteer_self", "volunteer_peer", "session"}
 )
@@ -251,43 +282,17 @@ CASES = [
         frozenset(OFFICES_IN),
     ),
     Case(
+        "issue a link for barber-wang of longtan",
+        "POST",
+        "providers/barber-wang/links",
+        frozenset({"admin", "office_above"}),
+    ),
+    Case(
         "record service of self",
         "POST",
         "service-records",
         frozenset(OFFICES_IN | {"volunteer_self"}),
-        # Volunteers report only approval.volunteer_kinds themselves (a log); offices
-        # record the rest (a patrol).
-        lambda w, p: (
-            {
-                "volunteer_id": w.volunteers["self"],
-                "started_at": w.started(next(_unique) * 3),
-                "minutes": 60,
-            }
-            | (
-                {"kind": "log", "details": {"entry": "巡查了夕照寺中街"}}
-                if p.startswith("volunteer")
-                else {"kind": "patrol", "details": {"route": "夕照寺中街"}}
-            )
-        ),
-    ),
-    Case(
-        "list service records of self",
-        "GET",
-        lambda w: f"volunteers/{w.volunteers['self']}/service-records",
-        frozenset(READERS_IN | {"volunteer_self"}),
-    ),
-    Case(
-        "list redemptions of self",
-        "GET",
-        lambda w: f"volunteers/{w.volunteers['self']}/redemptions",
-        frozenset(READERS_IN | {"volunteer_self"}),
-    ),
-    Case(
-        "change the PIN of self",
-        "PUT",
-        lambda w: f"volunteers/{w.volunteers['self']}/pin",
-        frozenset({"volunteer_self"}),
-        lambda w, p: {"old_pin": w.pins["self"], "new_pin": "583920"},
+        lambda w, p: _service_body(w, p),
     ),
     Case(
         "approve a record of self",
@@ -334,14 +339,14 @@ CASES = [
         "find a redemption of self by voucher",
         "GET",
         lambda w: f"redemptions?voucher_code={_held_voucher(w)}",
-        frozenset(OFFICES_IN | {"kiosk_in"}),
+        frozenset(OFFICES_IN | {"kiosk_in", "provider_in"}),
         denied=_voucher_unknown_outside,
     ),
     Case(
         "fulfil a redemption of self by voucher",
         "POST",
         "redemptions/fulfil",
-        frozenset(OFFICES_IN | {"kiosk_in"}),
+        frozenset(OFFICES_IN | {"kiosk_in", "provider_in"}),
         lambda w, p: {"voucher_code": _held_voucher(w)},
         _voucher_unknown_outside,
     ),
@@ -352,7 +357,26 @@ CASES = [
         frozenset(OFFICES_IN | {"kiosk_in", "volunteer_self", "session"}),
         lambda w, p: {"reason": "changed my mind"},
     ),
-    Case("list the plugins", "GET", "plugins", EVERYONE),
+    Case("list the plugins", "GET", "plugins", EVERYONE - PROVIDERS),
+    Case(
+        "list the service records of self",
+        "GET",
+        lambda w: f"volunteers/{w.volunteers['self']}/service-records",
+        frozenset(READERS_IN | {"volunteer_self"}),
+    ),
+    Case(
+        "list the vouchers of self",
+        "GET",
+        lambda w: f"volunteers/{w.volunteers['self']}/redemptions",
+        frozenset(READERS_IN | {"volunteer_self"}),
+    ),
+    Case(
+        "change the PIN of self",
+        "PUT",
+        lambda w: f"volunteers/{w.volunteers['self']}/pin",
+        frozenset({"volunteer_self"}),
+        lambda w, p: {"old_pin": w.pins["self"], "new_pin": "730519"},
+    ),
     Case("read the policy of xizhaosi", "GET", "districts/xizhaosi/policy", READERS_OF_XIZHAOSI),
     Case(
         "set the stars policy of xizhaosi",
@@ -398,10 +422,9 @@ OPERATION_OF = {
     "create a kiosk token in xizhaosi": "POST /api/v1/tokens",
     "revoke a kiosk token of xizhaosi": "DELETE /api/v1/tokens/{token_id}",
     "issue a pairing code for a kiosk of xizhaosi": "POST /api/v1/tokens/{token_id}/pairing-code",
+    "issue a link for barber-wang of longtan": "POST /api/v1/providers/{code}/links",
     "end the current session": "DELETE /api/v1/kiosk/sessions/current",
     "record service of self": "POST /api/v1/service-records",
-    "list service records of self": "GET /api/v1/volunteers/{volunteer_id}/service-records",
-    "list redemptions of self": "GET /api/v1/volunteers/{volunteer_id}/redemptions",
     "change the PIN of self": "PUT /api/v1/volunteers/{volunteer_id}/pin",
     "approve a record of self": "POST /api/v1/service-records/{record_id}/approve",
     "reject a record of self": "POST /api/v1/service-records/{record_id}/reject",
@@ -414,6 +437,8 @@ OPERATION_OF = {
     "find a redemption of self by voucher": "GET /api/v1/redemptions",
     "fulfil a redemption of self by voucher": "POST /api/v1/redemptions/fulfil",
     "list the plugins": "GET /api/v1/plugins",
+    "list the service records of self": "GET /api/v1/volunteers/{volunteer_id}/service-records",
+    "list the vouchers of self": "GET /api/v1/volunteers/{volunteer_id}/redemptions",
     "read the policy of xizhaosi": "GET /api/v1/districts/{code}/policy",
     "set the stars policy of xizhaosi": "PUT /api/v1/districts/{code}/policy/{plugin}",
     "preview a steward draft for xizhaosi": (

@@ -47,6 +47,15 @@ class DistrictCreateSchema(Schema):
         validate=validate.Length(1, 64),
         metadata={"description": "An IANA time zone; defaults to the parent's."},
     )
+    contact = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(1, 200),
+        metadata={
+            "description": "The office's contact line, shown to volunteers and printed on "
+            "cards (龙潭街道办事处 010-6711 2233)."
+        },
+    )
 
 
 class DistrictSchema(Schema):
@@ -55,6 +64,11 @@ class DistrictSchema(Schema):
     level = fields.String(required=True)
     parent = fields.String(required=True, allow_none=True)
     timezone = fields.String(required=True)
+    contact = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "The office's contact line; null: the nearest above's."},
+    )
     path = fields.List(
         fields.String(),
         required=True,
@@ -80,6 +94,7 @@ def describe(district: District) -> dict:
         "level": district.level,
         "parent": codes[ids[-2]] if len(ids) > 1 else None,
         "timezone": district.timezone,
+        "contact": district.contact,
         "path": [codes[i] for i in ids],
     }
 
@@ -114,6 +129,7 @@ class Districts(MethodView):
             level,
             parent=body["parent"],
             timezone=body["timezone"],
+            contact=body["contact"],
         )
         return describe(district)
 

@@ -6,7 +6,7 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import or_, select
 
-from points import directory, ledger, redemptions, volunteers
+from points import directory, ledger, providers, redemptions, volunteers
 from points.api import idempotency
 from points.api.body import Blueprint
 from points.api.common import MAX_INT_ID, ROW_ID, Id, UtcDateTime, allow
@@ -18,7 +18,7 @@ from points.auth import (
     require_scope,
     verify_card,
 )
-from points.errors import ForbiddenError, InvalidInputError, NotFoundError
+from points.errors import ForbiddenError, InvalidInputError
 from points.extensions import db
 from points.fields import StrictBoolean
 from points.models import District, Hold, Provider, Redemption, utcnow
@@ -206,19 +206,13 @@ def _describe(redemption_id: int) -> dict:
 
 
 def _voucher_in_reach(principal, voucher_code: str) -> int:
-    """Return the id of the redemption with this voucher, if in the token's node.
+    """Return the id of the redemption with this voucher, if in the token's reach.
 
-    A voucher of another node answers exactly like an unknown one (404, not 403), so
-    that voucher codes cannot be probed across nodes. Raises NotFoundError.
+    A voucher of another node, or for a provider's link another provider's, answers
+    exactly like an unknown one (404, not 403), so that voucher codes cannot be probed.
+    Raises NotFoundError.
     """
-    found = db.session.execute(
-        select(Redemption.id, District.path)
-        .join(District, District.id == Redemption.district_id)
-        .where(Redemption.voucher_code == voucher_code)
-    ).one_or_none()
-    if found is None or not principal.covers(found.path):
-        raise NotFoundError("no such voucher", errors={"voucher_code": ["No such voucher here."]})
-    return found.id
+    return providers.voucher_in_reach(principal, voucher_code)
 
 
 def _settle_lapsed(redemption_id: int) -> None:
@@ -253,11 +247,16 @@ def _fulfil(principal, redemption_id: int, operation: str, arguments: dict):
 
 @blp.route("/redemptions")
 class Redemptions(MethodView):
-    @allow("office", "kiosk", who="admin, an office or kiosk of the redemption's node")
+    @allow(
+        "office",
+        "kiosk",
+        "provider",
+        who="admin, an office or kiosk of the redemption's node, its provider's link token",
+    )
     @blp.arguments(VoucherQuerySchema, location="query")
     @blp.response(200, RedemptionDetailSchema)
     def get(self, query):
-        """Find the redemption with a voucher code (404 if none in this token's node)."""
+        """Find the redemption with a voucher code (404 if none in this token's reach)."""
         principal = current_principal()
         return _describe(_voucher_in_reach(principal, query["voucher_code"]))
 
@@ -349,7 +348,13 @@ class RedemptionOne(MethodView):
 
 @blp.route("/redemptions/fulfil")
 class RedemptionFulfilByVoucher(MethodView):
-    @allow("office", "kiosk", replay=True, who="admin, an office or kiosk of its node")
+    @allow(
+        "office",
+        "kiosk",
+        "provider",
+        replay=True,
+        who="admin, an office or kiosk of its node, its provider's link token",
+    )
     @blp.doc(parameters=[idempotency.PARAMETER])
     @blp.arguments(VoucherFulfilSchema)
     @blp.response(200, RedemptionStateSchema, headers=idempotency.REPLAY_HEADER_DOC)

@@ -18,6 +18,8 @@ blp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens", description="AP
 
 # What an office may create; an admin may create any role.
 OFFICE_MAY_CREATE = ("kiosk", "volunteer")
+# What an office may revoke: also the provider links it issues (POST /providers/{code}/links).
+OFFICE_MAY_REVOKE = (*OFFICE_MAY_CREATE, "provider")
 
 
 class TokenCreateSchema(Schema):
@@ -77,7 +79,7 @@ class Tokens(MethodView):
 
 @blp.route(f"/<{ROW_ID}:token_id>")
 class TokenById(MethodView):
-    @allow("office", who="admin, an office (kiosk and volunteer tokens of its node)")
+    @allow("office", who="admin, an office (kiosk, volunteer and provider tokens of its node)")
     @blp.response(204)
     def delete(self, token_id):
         """Revoke a token at once."""
@@ -89,8 +91,8 @@ class TokenById(MethodView):
         ).one_or_none()
         if row is None:
             raise NotFoundError(f"no token {token_id}")
-        if principal.role != "admin" and row.role not in OFFICE_MAY_CREATE:
-            raise ForbiddenError("an office may revoke only kiosk and volunteer tokens")
+        if principal.role != "admin" and row.role not in OFFICE_MAY_REVOKE:
+            raise ForbiddenError("an office may revoke only kiosk, volunteer and provider tokens")
         require_scope(principal, row.path, "this token")
         directory.revoke_token(token_id)
         return None

@@ -1,0 +1,113 @@
+"""Printed volunteer cards: what each card shows, for a node and every node below it.
+
+A card lets someone without a phone take part: the kiosk's scanner reads its code, and
+its QR code opens the volunteer's sign-in page on any phone. It shows the name, the
+phone masked (a lost card tells a finder nothing), the card code, the node and the
+office's contact line (from the nearest node that has one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from markupsafe import Markup
+from sqlalchemy import select
+
+from points import directory
+from points.auth import Principal, require_scope
+from points.extensions import db
+from points.models import District, Volunteer
+from points.volunteers import mask_phone
+
+# The command line's address when PUBLIC_URL is not set: `make run` serves here.
+LOCAL_URL = "http://127.0.0.1:5000"
+
+
+@dataclass(frozen=True)
+class Card:
+    """One printed card."""
+
+    name: str
+    phone: str | None  # masked: 139****1234
+    card_code: str
+    sign_in_url: str
+    qr_svg: Markup
+    node: str
+    contact: str | None
+
+
+@dataclass(frozen=True)
+class CardSheet:
+    """The cards of a node's active volunteers, in the order of their card codes' owners."""
+
+    district: str
+    district_name: str
+    cards: list[Card]
+
+
+def sign_in_url(base_url: str, card_code: str) -> str:
+    """The link a card's QR code holds: the volunteer's sign-in page with the card filled in."""
+    return f"{base_url.rstrip('/')}/me/sign-in?card={quote(card_code)}"
+
+
+def card_sheet(district: str, base_url: str, principal: Principal | None = None) -> CardSheet:
+    """Return the cards of every active volunteer in `district` and the nodes below it.
+
+    `principal` is the office asking (it must reach the node), or None for the command
+    line. Raises NotFoundError, ForbiddenError.
+    """
+    from points.web.forms import qr_svg
+
+    node = directory.district_by_code(district)
+    if principal is not None:
+        require_scope(principal, node.path)
+    nodes = {
+        row.path: row
+        for row in db.session.execute(
+            select(District.path, District.name, District.contact).where(
+                # Its own path and every node above: the contact line may come from there.
+                District.path.in_(_prefixes(node.path))
+                | District.path.startswith(node.path, autoescape=True)
+            )
+        )
+    }
+    rows = db.session.execute(
+        select(Volunteer.name, Volunteer.phone, Volunteer.card_code, District.path)
+        .join(District, District.id == Volunteer.district_id)
+        .where(
+            District.path.startswith(node.path, autoescape=True),
+            Volunteer.status == "active",
+        )
+        .order_by(District.path, Volunteer.id)
+    ).all()
+    cards = []
+    for row in rows:
+        url = sign_in_url(base_url, row.card_code)
+        cards.append(
+            Card(
+                row.name,
+                mask_phone(row.phone),
+                row.card_code,
+                url,
+                qr_svg(url, scale=2),
+                nodes[row.path].name,
+                _contact(row.path, nodes),
+            )
+        )
+    return CardSheet(node.code, node.name, cards)
+
+
+def _prefixes(path: str) -> list[str]:
+    """A node's path and those of every node above it: "/1/4/" -> ["/1/", "/1/4/"]."""
+    parts = path.strip("/").split("/")
+    return ["/" + "/".join(parts[: n + 1]) + "/" for n in range(len(parts))]
+
+
+def _contact(path: str, nodes: dict) -> str | None:
+    """The contact line of the node with `path`, else of the nearest node above it."""
+    for prefix in reversed(_prefixes(path)):
+        found = nodes.get(prefix)
+        if found is not None and found.contact:
+            return found.contact
+    return None
