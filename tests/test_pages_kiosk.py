@@ -234,7 +234,9 @@ def test_pages_kiosk_pages_never_show_a_phone_number(kiosk, world):
     )
     page = kiosk.get("/kiosk/pin")
     pages.append(page)
-    pages.append(kiosk.post("/kiosk/pin", data={"csrf_token": csrf(page), "pin": "123456"}))
+    pages.append(
+        kiosk.post("/kiosk/pin", data={"csrf_token": csrf(page), "pin": world.pins["self"]})
+    )
     pages.append(kiosk.get("/kiosk/catalog"))
     confirm = kiosk.get("/kiosk/confirm?sku=haircut")
     pages.append(confirm)
