@@ -27,7 +27,7 @@ run: $(BIN)/points
 		--out $(CARDS) --base-url $(URL)
 	@echo "Pages:"
 	@echo "  volunteers  $(URL)/me  (sign in with a card code and PIN above)"
-	@echo "  kiosk       $(URL)/kiosk"
+	@echo "  kiosk       $(URL)/kiosk  (pair it once at $(URL)/kiosk/pair with the code above)"
 	@echo "  providers   $(URL)/provider  (open the provider link above once first)"
 	@echo "  card sheet  $(CARDS)  (print it; or $(URL)/office/cards with the office token)"
 	@echo "Serving the API on $(URL)/api/v1 (docs: $(URL)/api/v1/docs)"

@@ -15,6 +15,7 @@ from points import directory, ledger, policy, redemptions, service
 from points.cards import LOCAL_URL
 from points.errors import ConflictError, InsufficientPointsError, RefusedError
 from points.extensions import db
+from points.kiosks import issue_pairing_code
 from points.models import District
 from points.providers import issue_link
 
@@ -288,6 +289,7 @@ def load_demo(
 
     tokens = {}
     scopes = {}
+    kiosk_id = None
     for role, district, volunteer, scope in [
         ("admin", "beijing", None, "everything"),
         ("office", "longtan", None, "the Longtan street office: longtan and its communities"),
@@ -295,12 +297,17 @@ def load_demo(
         ("kiosk", "xizhaosi", None, "the kiosk of Xizhaosi community"),
         ("volunteer", "xizhaosi", volunteers[0][0], f"volunteer #{volunteers[0][0]} only"),
     ]:
-        _, secret = directory.create_token(
+        row, secret = directory.create_token(
             role, district, name=f"demo {role}", volunteer_id=volunteer
         )
         tokens[role] = secret
         scopes[role] = scope
+        if role == "kiosk":
+            kiosk_id = row.id
     link = issue_link(None, "barber-wang")
+    # The demo kiosk's screen pairs with this code at /kiosk/pair (it then gets a device
+    # secret of its own; the token printed above stays for API use until it pairs).
+    pairing = issue_pairing_code(kiosk_id)
 
     echo(
         f"Demo loaded: {len(TREE)} district nodes, {len(volunteers)} volunteers, "
@@ -315,4 +322,9 @@ def load_demo(
     for role, secret in tokens.items():
         echo(f"  {role:9} {secret}  ({scopes[role]})")
     echo(f"Provider page of {PROVIDERS[0][1]} (link shown once): {link.url(base_url)}")
+    echo(
+        f"Kiosk pairing code (once, until {pairing.expires_at:%H:%M} UTC): {pairing.code} "
+        f"(type it at {base_url.rstrip('/')}/kiosk/pair; `points kiosk pairing-code "
+        f"{kiosk_id}` makes a new one)"
+    )
     return Demo(tokens, volunteers, link.path)
