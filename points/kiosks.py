@@ -243,13 +243,18 @@ def check_in(principal: Principal, volunteer_id: int, key: str) -> service.Recor
     except ConflictError:
         # The once-a-day check comes before the key is looked at: a repeated form meets it
         # first, and then gets the answer its key keeps.
-        stored = db.session.scalar(
-            select(IdempotencyKey.result).where(
-                IdempotencyKey.scope == "service", IdempotencyKey.key == idempotency_key
-            )
-        )
+        stored = stored_result("service", idempotency_key)
         if stored and stored.get("record_id"):
             record = service.get_record(stored["record_id"], replayed=True)
             if record.volunteer_id == volunteer_id:
                 return record
         raise
+
+
+def stored_result(scope: str, key: str) -> dict | None:
+    """Return what an idempotency key in `scope` answered, or None when it is unused."""
+    return db.session.scalar(
+        select(IdempotencyKey.result).where(
+            IdempotencyKey.scope == scope, IdempotencyKey.key == key
+        )
+    )

@@ -312,6 +312,22 @@ def test_pages_kiosk_ended_session_cannot_redeem_with_a_new_key(visitor, world):
     assert redemptions_of(world.volunteers["self"]) == 1
 
 
+def test_pages_kiosk_signed_out_session_cannot_redeem(visitor, world):
+    confirm = visitor.get("/kiosk/confirm?sku=haircut")
+    cookie_before = visitor.get_cookie("points_session").value
+    visitor.post("/kiosk/sign-out", data={"csrf_token": csrf(confirm)})
+    # The cookie from before the sign-out, with its confirm page's key: nothing redeemed.
+    visitor.set_cookie("points_session", cookie_before)
+    data = {
+        "csrf_token": csrf(confirm),
+        "form_key": FORM_KEY.search(text(confirm)).group(1),
+        "sku": "haircut",
+    }
+    response = visitor.post("/kiosk/redeem", data=data)
+    assert response.status_code == 302
+    assert redemptions_of(world.volunteers["self"]) == 0
+
+
 def test_pages_kiosk_refused_item_comes_back_with_the_reason(visitor, world):
     confirm = visitor.get("/kiosk/confirm?sku=repair")
     data = {

@@ -320,12 +320,12 @@ def redeem():
     principal = _visitor()
     if principal is None:
         return redirect(url_for("web_kiosk.home"))
-    if principal.replay_only:
-        # The session ended with the first answer, which this screen did not get: the
-        # same key only replays it; anything else starts again.
-        remembered = session.get(CONFIRM) or {}
-        if remembered.get("key") not in (None, key):
-            return redirect(url_for("web_kiosk.home"))
+    idempotency_key = f"kiosk:{g.kiosk.token_id}:{key}"
+    if principal.replay_only and kiosks.stored_result("redemptions", idempotency_key) is None:
+        # An ended session may only replay a redemption it made (its first answer was
+        # lost on the way): anything else starts again.
+        _forget_person()
+        return redirect(url_for("web_kiosk.home"))
     g.visitor = principal
     g.display_name = volunteers.mask_name(volunteers.profile(principal.volunteer_id).name)
     g.idle = idle_seconds()
@@ -334,7 +334,7 @@ def redeem():
             principal.volunteer_id,
             sku,
             actor=principal.actor,
-            idempotency_key=f"kiosk:{g.kiosk.token_id}:{key}",
+            idempotency_key=idempotency_key,
         )
     except (RefusedError, InsufficientPointsError, ConflictError, InvalidInputError) as error:
         if principal.replay_only:
