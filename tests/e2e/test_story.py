@@ -68,6 +68,14 @@ def test_e2e_story_from_registration_to_correction(live):
             "districts/longtan/policy/catalog", office, {"config": {"items": {"haircut": HAIRCUT}}}
         )
     )
+    # Stewards of Longtan report their own patrols (by default only fixes, reports, logs).
+    ok(
+        http.put(
+            "districts/longtan/policy/approval",
+            office,
+            {"config": {"volunteer_kinds": ["patrol", "fix", "report", "log"]}},
+        )
+    )
 
     # Service, recorded by the office (volunteers report only approval.volunteer_kinds
     # themselves): a short patrol is approved at once, a long one waits for approval.
