@@ -466,6 +466,14 @@ def catalog(district: int | str, volunteer_id: int | None = None) -> list[dict[s
     return shown
 
 
+def offers(district: int | str, volunteer_id: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """The catalog as a volunteer's page shows it: what they can get first, cheapest
+    first, then the rest with their reasons; and the providers' names by code."""
+    items = catalog(district, volunteer_id)
+    items.sort(key=lambda item: (not item["eligible"], item["cost"]))
+    return items, provider_names([item["provider"] for item in items])
+
+
 def provider_names(codes: list[str]) -> dict[str, str]:
     """Return providers' names by code."""
     if not codes:

@@ -70,3 +70,16 @@ def test_translations_compiled_catalogues_are_current():
                 assert compiled.gettext(message.id) == message.string, (
                     f"{domain}.mo is stale for {message.id!r}: run make translations"
                 )
+
+
+def test_translations_agree_across_catalogues():
+    """The catalogues merge into one at run time, the later overriding the earlier: a
+    string two audiences share must read the same in both."""
+    seen: dict[str, tuple[str, str]] = {}
+    for domain in DOMAINS:
+        for message in _catalogue(domain):
+            if message.id and isinstance(message.id, str) and message.string:
+                first = seen.setdefault(message.id, (domain, message.string))
+                assert first[1] == message.string, (
+                    f"{message.id!r}: {first[0]} says {first[1]!r}, {domain} {message.string!r}"
+                )

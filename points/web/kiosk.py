@@ -268,9 +268,7 @@ def still_here():
 def catalog():
     """The volunteer's points and the catalog: what they can get, and why not the rest."""
     district = g.visitor.district_id
-    items = volunteers.catalog(district, g.visitor.volunteer_id)
-    items.sort(key=lambda item: (not item["eligible"], item["cost"]))
-    names = volunteers.provider_names([item["provider"] for item in items])
+    items, names = volunteers.offers(district, g.visitor.volunteer_id)
     points = volunteers.balance(g.visitor.volunteer_id)
     return render_page("web/kiosk/catalog.html", items=items, providers=names, points=points)
 

@@ -190,9 +190,7 @@ def records():
 @signed_in
 def catalog():
     """What the volunteer can get: affordable and eligible first, the rest with reasons."""
-    items = volunteers.catalog(g.profile.district_code, g.principal.volunteer_id)
-    items.sort(key=lambda item: (not item["eligible"], item["cost"]))
-    names = volunteers.provider_names([item["provider"] for item in items])
+    items, names = volunteers.offers(g.profile.district_code, g.principal.volunteer_id)
     points = volunteers.balance(g.principal.volunteer_id)
     return render_page("web/me/catalog.html", items=items, providers=names, points=points)
 
