@@ -21,6 +21,9 @@ pytest_plugins = ("tests.api_fixtures",)
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 FORM_KEY = re.compile(r'name="form_key" value="([^"]+)"')
 PHONE = "13900000001"  # the phone of volunteer `self` (tests/conftest.py)
+# A mainland mobile number, whole or masked (139****0001), standing alone: not a run of
+# digits inside a token or a form key.
+PHONE_NUMBER = re.compile(r"(?<![0-9A-Za-z])1[3-9]\d[\d*]{4}\d{4}(?![0-9A-Za-z])")
 
 
 def csrf(response) -> str:
@@ -50,7 +53,7 @@ def linked(client, api, world):
 def assert_no_phone(response) -> None:
     text = response.get_data(as_text=True)
     assert PHONE not in text
-    assert not re.search(r"1[3-9]\d[\d*]{4}\d{4}", text), "a phone number, even masked"
+    assert not PHONE_NUMBER.search(text), "a phone number, even masked"
 
 
 # -- link tokens --------------------------------------------------------------------------
@@ -293,6 +296,7 @@ def test_cards_cli_prints_every_card_with_its_qr_code(runner, world, tmp_path):
         assert str(qr_svg(sign_in_url("https://p.cn", card), scale=2)) in sheet
     assert sheet.count("<svg") == len(world.cards)
     assert PHONE not in sheet and "139****0001" in sheet
+    assert PHONE_NUMBER.search(sheet)  # the pattern the provider pages are checked with
     assert "龙潭街道办事处 010-6711 2233" in sheet
     assert "<style>" in sheet and "@page" in sheet  # a file that prints by itself
 
