@@ -18,7 +18,7 @@ from points import auth, cards
 from points.errors import AuthenticationError, ForbiddenError, NotFoundError
 from points.extensions import db
 from points.models import District
-from points.web.pages import page_blueprint, render_page
+from points.web.pages import page_blueprint, render_page, session_principal
 
 bp = page_blueprint("cards", __name__, "/office/cards")
 
@@ -50,14 +50,8 @@ def staff(view):
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        secret = session.get(TOKEN)
-        principal = None
-        if secret:
-            try:
-                principal = auth.authenticate_token(secret)
-            except AuthenticationError:
-                session.pop(TOKEN, None)
-        if principal is None or principal.role not in STAFF_ROLES:
+        principal = session_principal(TOKEN, STAFF_ROLES)
+        if principal is None:
             return redirect(url_for("web_cards.sign_in", next=request.full_path.rstrip("?")))
         g.principal = principal
         return view(*args, **kwargs)

@@ -6,14 +6,15 @@ import re
 import uuid
 from typing import Any
 
-from flask import Blueprint, current_app, render_template, request
+from flask import Blueprint, current_app, render_template, request, session
 from flask_babel import gettext as _
 from flask_babel import refresh
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from points.errors import PointsError
+from points.auth import Principal, authenticate_token
+from points.errors import AuthenticationError, PointsError
 from points.extensions import db
 
 # A form's idempotency key: made when the form was shown, sent back hidden.
@@ -67,6 +68,22 @@ def field_errors(error: PointsError) -> dict[str, list[str]]:
 def render_page(template: str, status: int = 200, **context: Any):
     """Render a page template; `status` lets a form come back with its errors as 422."""
     return render_template(template, **context), status
+
+
+def session_principal(key: str, roles: tuple[str, ...]) -> Principal | None:
+    """Return who the token kept in the session under `key` is, if one of `roles`.
+
+    A token that no longer authenticates (revoked, expired) is dropped from the session.
+    """
+    secret = session.get(key)
+    if not secret:
+        return None
+    try:
+        principal = authenticate_token(secret)
+    except AuthenticationError:
+        session.pop(key, None)
+        return None
+    return principal if principal.role in roles else None
 
 
 def page_blueprint(name: str, import_name: str, url_prefix: str) -> Blueprint:

@@ -30,7 +30,14 @@ from points.web.forms import (
     qr_svg,
 )
 from points.web.i18n import pick, when
-from points.web.pages import field_errors, form_key, new_form_key, page_blueprint, render_page
+from points.web.pages import (
+    field_errors,
+    form_key,
+    new_form_key,
+    page_blueprint,
+    render_page,
+    session_principal,
+)
 
 bp = page_blueprint("me", __name__, "/me")
 
@@ -48,14 +55,8 @@ def signed_in(view):
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        secret = session.get(TOKEN)
-        principal = None
-        if secret:
-            try:
-                principal = auth.authenticate_token(secret)
-            except AuthenticationError:
-                session.pop(TOKEN, None)
-        if principal is None or principal.role != "volunteer":
+        principal = session_principal(TOKEN, ("volunteer",))
+        if principal is None:
             return redirect(url_for("web_me.sign_in", next=request.full_path.rstrip("?")))
         g.principal = principal
         g.profile = volunteers.profile(principal.volunteer_id)
