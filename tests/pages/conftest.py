@@ -86,7 +86,8 @@ def new_page(browser, site):
         context = browser.new_context(
             viewport=viewport, locale=locale, base_url=site.base, **options
         )
-        context.set_default_timeout(10_000)
+        # Generous: CI shares a 2-core machine; a story waits for pages, not for speed.
+        context.set_default_timeout(30_000)
         contexts.append(context)
         return context.new_page()
 
