@@ -173,7 +173,15 @@ def rollback_quietly() -> None:
 
 
 def register_commands(app: Flask) -> None:
-    from points.cli import cards_cli, demo_cli, kiosk_cli, ledger_cli, provider_cli, token_cli
+    from points.cli import (
+        cards_cli,
+        demo_cli,
+        kiosk_cli,
+        ledger_cli,
+        provider_cli,
+        staff_cli,
+        token_cli,
+    )
 
     app.cli.add_command(ledger_cli)
     app.cli.add_command(demo_cli)
@@ -181,6 +189,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(kiosk_cli)
     app.cli.add_command(provider_cli)
     app.cli.add_command(cards_cli)
+    app.cli.add_command(staff_cli)
     register_plugin_commands(app)
 
 

@@ -11,7 +11,7 @@ from flask import current_app, request
 from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.orm import aliased
 
-from points import ledger
+from points import audit, ledger
 from points.directory import check_pin, token_digest
 from points.errors import (
     AccountClosedError,
@@ -23,7 +23,7 @@ from points.errors import (
     WrongPinError,
 )
 from points.extensions import db
-from points.models import ApiToken, District, Volunteer, utcnow
+from points.models import ApiToken, District, Staff, Volunteer, utcnow
 from points.signals import pin_refused
 
 # Roles a request can act in. A kiosk session is stored as a volunteer token (see
@@ -67,6 +67,10 @@ class Principal:
     replay_only: bool = False
     # For a provider's link token: the provider whose vouchers it reaches, and no others.
     provider_id: int | None = None
+    # For a staff member's console session: the staff account.
+    staff_id: int | None = None
+    # The token's name, or the staff member's username: how the audit log names them.
+    name: str | None = None
 
     @property
     def owner_id(self) -> int:
@@ -78,6 +82,8 @@ class Principal:
         """How the ledger records this principal as the actor of an entry."""
         if self.role == "session":
             return f"kiosk:{self.kiosk_id}/volunteer:{self.volunteer_id}"
+        if self.staff_id is not None:
+            return f"staff:{self.staff_id}"
         return f"{self.role}:{self.token_id}"
 
     @property
@@ -105,6 +111,7 @@ def current_principal() -> Principal:
     if principal is None:
         principal = _authenticate(request.headers.get("Authorization", ""))
         request.environ["points.principal"] = principal
+        audit.acting_as(principal)
     return principal
 
 
@@ -149,6 +156,8 @@ def _token_query():
             ApiToken.district_id,
             ApiToken.volunteer_id,
             ApiToken.provider_id,
+            ApiToken.staff_id,
+            Staff.username,
             ApiToken.created_at,
             ApiToken.expires_at,
             ApiToken.revoked_at,
@@ -159,6 +168,7 @@ def _token_query():
         .join(token_district, token_district.id == ApiToken.district_id)
         .outerjoin(Volunteer, Volunteer.id == ApiToken.volunteer_id)
         .outerjoin(volunteer_district, volunteer_district.id == Volunteer.district_id)
+        .outerjoin(Staff, Staff.id == ApiToken.staff_id)
         .where(ApiToken.token_hash == bindparam("digest"))
     )
 
@@ -202,8 +212,19 @@ def authenticate_token(secret: str) -> Principal:
             row.id, "volunteer", row.volunteer_district_id, row.volunteer_path, row.volunteer_id
         )
     if row.role == "provider":
-        return Principal(row.id, "provider", row.district_id, row.path, provider_id=row.provider_id)
-    return Principal(row.id, row.role, row.district_id, row.path)
+        return Principal(
+            row.id,
+            "provider",
+            row.district_id,
+            row.path,
+            provider_id=row.provider_id,
+            name=row.name,
+        )
+    if row.staff_id is not None:
+        return Principal(
+            row.id, row.role, row.district_id, row.path, staff_id=row.staff_id, name=row.username
+        )
+    return Principal(row.id, row.role, row.district_id, row.path, name=row.name)
 
 
 def _session_principal(row, now: datetime) -> Principal:

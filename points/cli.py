@@ -54,6 +54,9 @@ class Handled(click.Group):
     """A click group whose commands turn PointsError and database errors into one line."""
 
     def invoke(self, ctx):
+        from points import audit
+
+        audit.cli_actor()
         try:
             return self._invoke(ctx)
         except DBAPIError as error:
@@ -64,6 +67,25 @@ class Handled(click.Group):
             return super().invoke(ctx)
         except PointsError as error:
             fail(error.detail)
+
+
+def _fail_with(error: PointsError) -> None:
+    """Print an error with its field errors, one per line, and exit non-zero."""
+    click.echo(f"Error: {error.detail}", err=True)
+    for name, messages in sorted((error.errors or {}).items()):
+        for message in messages if isinstance(messages, list) else [messages]:
+            click.echo(f"  {name}: {message}", err=True)
+    sys.exit(1)
+
+
+class PolicyGroup(Handled):
+    """Like Handled, with field errors printed too."""
+
+    def _invoke(self, ctx):
+        try:
+            return click.Group.invoke(self, ctx)
+        except PointsError as error:
+            _fail_with(error)
 
 
 @click.group("ledger", cls=Handled)
@@ -150,6 +172,99 @@ def token_revoke(token_id: int) -> None:
 
     revoke_token(token_id)
     click.echo(f"revoked token {token_id}")
+
+
+@click.group("staff", cls=PolicyGroup)
+def staff_cli() -> None:
+    """Staff accounts of the office console (/office)."""
+
+
+def _staff_by_username(username: str) -> int:
+    from sqlalchemy import select
+
+    from points.extensions import db
+    from points.models import Staff
+
+    found = db.session.scalar(select(Staff.id).where(Staff.username == username.strip().lower()))
+    if found is None:
+        fail(f"no staff account {username!r}")
+    return found
+
+
+@staff_cli.command("create")
+@click.argument("username")
+@click.option("--name", required=True, help="The person's name, as the console shows it.")
+@click.option("--role", required=True, type=click.Choice(["office", "auditor", "admin"]))
+@click.option("--district", required=True, help="Code of the district node they work for.")
+@click.option(
+    "--password",
+    default=None,
+    help="Their first password; left out, one is made and printed (to change at sign-in).",
+)
+@with_appcontext
+def staff_create(username: str, name: str, role: str, district: str, password: str | None):
+    """Create a staff account."""
+    from points import staff
+
+    made = password is None
+    if made:
+        password = staff.temporary_password()
+    account = staff.create_staff(
+        username, name, role, district, password, must_change_password=made
+    )
+    if made:
+        click.echo(password)
+    click.echo(f"staff {account.id}: {account.username}, {role} at {district}", err=True)
+
+
+@staff_cli.command("disable")
+@click.argument("username")
+@with_appcontext
+def staff_disable(username: str) -> None:
+    """Disable an account at once; its sessions end."""
+    from points import staff
+
+    staff.set_status(_staff_by_username(username), "disabled")
+    click.echo(f"disabled {username}")
+
+
+@staff_cli.command("enable")
+@click.argument("username")
+@with_appcontext
+def staff_enable(username: str) -> None:
+    """Reactivate a disabled account."""
+    from points import staff
+
+    staff.set_status(_staff_by_username(username), "active")
+    click.echo(f"enabled {username}")
+
+
+@staff_cli.command("reset-password")
+@click.argument("username")
+@with_appcontext
+def staff_reset_password(username: str) -> None:
+    """Print a temporary password (shown once); the next sign-in must change it."""
+    from points import staff
+
+    click.echo(staff.reset_password(_staff_by_username(username)))
+
+
+@staff_cli.command("list")
+@with_appcontext
+def staff_list() -> None:
+    """List every staff account."""
+    from sqlalchemy import select
+
+    from points import staff
+    from points.extensions import db
+    from points.models import Staff
+
+    for staff_id in db.session.scalars(select(Staff.id).order_by(Staff.username)):
+        account = staff.staff_info(staff_id)
+        click.echo(
+            f"{account.username}\t{account.role}\t{account.district_code}\t{account.status}"
+            f"\t{account.name}"
+        )
 
 
 @click.group("kiosk", cls=Handled)
@@ -264,25 +379,6 @@ def demo_load(seed: int, base_url: str | None) -> None:
 
 
 # -- plugins and per-district policy -----------------------------------------------------
-
-
-def _fail_with(error: PointsError) -> None:
-    """Print an error with its field errors, one per line, and exit non-zero."""
-    click.echo(f"Error: {error.detail}", err=True)
-    for name, messages in sorted((error.errors or {}).items()):
-        for message in messages if isinstance(messages, list) else [messages]:
-            click.echo(f"  {name}: {message}", err=True)
-    sys.exit(1)
-
-
-class PolicyGroup(Handled):
-    """Like Handled, with field errors printed too."""
-
-    def _invoke(self, ctx):
-        try:
-            return click.Group.invoke(self, ctx)
-        except PointsError as error:
-            _fail_with(error)
 
 
 def _read_json(path: str) -> object:

@@ -50,6 +50,13 @@ SECRET_KEY = None
 # werkzeug.security method for PIN hashes (tests choose a cheap one).
 PIN_HASH_METHOD = "scrypt"
 
+# werkzeug.security method for staff passwords: scrypt is memory-hard (tests choose a
+# cheap one).
+PASSWORD_HASH_METHOD = "scrypt"
+
+# A staff member's console session lasts this long from sign-in (a working day).
+STAFF_SESSION_HOURS = 12
+
 # Default time zone of a district node when none is given.
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 

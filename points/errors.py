@@ -170,6 +170,13 @@ class WrongPinError(InvalidInputError):
         self.tries_left = tries_left
 
 
+class WrongPasswordError(InvalidInputError):
+    """Raised when a staff username is unknown or the password given with it is wrong."""
+
+    title = "Wrong username or password"
+    slug = "wrong-password"
+
+
 class CardLockedError(PointsError):
     """Raised when a card is used while locked after too many wrong PINs."""
 
@@ -189,6 +196,13 @@ class CardLockedError(PointsError):
         self.retry_after = retry_after
         # When the card unlocks, for a screen to say so.
         self.until = until
+
+
+class AccountLockedError(CardLockedError):
+    """Raised when a staff account is used while locked after too many wrong passwords."""
+
+    title = "Account locked"
+    slug = "account-locked"
 
 
 class RateLimitedError(PointsError):

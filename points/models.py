@@ -65,6 +65,7 @@ ACCOUNT_KINDS = ("volunteer", "issuance", "provider", "expired", "clearing")
 ENTRY_KINDS = ("earn", "redeem", "transfer", "expire", "reversal")
 HOLD_STATES = ("pending", "posted", "voided", "timed_out")
 TOKEN_ROLES = ("admin", "office", "auditor", "kiosk", "volunteer", "provider")
+STAFF_ROLES = ("admin", "office", "auditor")
 
 
 def utcnow() -> datetime:
@@ -519,6 +520,8 @@ class ApiToken(Base):
     # A provider link token reaches this provider's vouchers and nothing else.
     provider_id: Mapped[int | None] = mapped_column(ForeignKey("providers.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # A staff member's console session is a token of the staff member's role and node.
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id"), index=True)
     # A kiosk's one-time pairing code (sha256), exchanged once for a new device secret.
     pairing_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     pairing_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -530,6 +533,69 @@ class ApiToken(Base):
         CheckConstraint(_in("role", TOKEN_ROLES), name="role"),
         CheckConstraint("(role = 'volunteer') = (volunteer_id IS NOT NULL)", name="volunteer"),
         CheckConstraint("(role = 'provider') = (provider_id IS NOT NULL)", name="provider"),
+    )
+
+
+class Staff(Base):
+    """A person of a street office (or an auditor, or an admin) who signs in to /office.
+
+    Scoped to a district node like a token; the password is stored as a memory-hard hash
+    (scrypt); wrong passwords are counted here, so every worker agrees on a lockout.
+    """
+
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # Stored lower-case: people type their name in either case.
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Set by a reset: the next sign-in must choose a new password before anything else.
+    must_change_password: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(_in("role", STAFF_ROLES), name="role"),
+        CheckConstraint(_in("status", ("active", "disabled")), name="status"),
+        CheckConstraint("failed_logins >= 0", name="failed_logins"),
+    )
+
+
+class AuditEvent(Base):
+    """Who changed what, where, when and from where: one row per change. Never updated.
+
+    Written in the same transaction as the change it describes (points.audit). `before`
+    and `after` hold only the fields that changed, and never a PIN, password or token.
+    """
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # "staff:3", "office:12" (a token), "cli:root", "system".
+    actor: Mapped[str] = mapped_column(String(200))
+    # The staff member's username or the token's name, as it was then.
+    actor_name: Mapped[str | None] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(64))
+    district_id: Mapped[int | None] = mapped_column(ForeignKey("districts.id"))
+    # The node's path, copied: "this node and below" is a prefix match on one index.
+    district_path: Mapped[str | None] = mapped_column(String(512))
+    ip: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    before: Mapped[dict | None] = mapped_column(JSON)
+    after: Mapped[dict | None] = mapped_column(JSON)
+
+    __table_args__ = (
+        Index("ix_audit_events_district_path_id", "district_path", "id"),
+        Index("ix_audit_events_target", "target_type", "target_id", "id"),
     )
 
 

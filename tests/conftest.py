@@ -30,6 +30,7 @@ def _config(url: str) -> dict:
         "DATABASE_URL": url,
         "SECRET_KEY": "test-secret",
         "PIN_HASH_METHOD": "pbkdf2:sha256:1000",
+        "PASSWORD_HASH_METHOD": "pbkdf2:sha256:1000",
     }
 
 

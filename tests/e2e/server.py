@@ -41,6 +41,7 @@ def app_config(url: str) -> dict[str, Any]:
         "DATABASE_URL": url,
         "SECRET_KEY": SECRET_KEY,
         "PIN_HASH_METHOD": PIN_HASH_METHOD,
+        "PASSWORD_HASH_METHOD": PIN_HASH_METHOD,
     }
 
 
@@ -127,6 +128,7 @@ class Server:
             "POINTS_DATABASE_URL": self.url,
             "POINTS_SECRET_KEY": SECRET_KEY,
             "POINTS_PIN_HASH_METHOD": PIN_HASH_METHOD,
+            "POINTS_PASSWORD_HASH_METHOD": PIN_HASH_METHOD,
             **self.environment,
         }
         log = open(self.log_path, "wb") if self.log_path else subprocess.DEVNULL  # noqa: SIM115

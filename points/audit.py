@@ -1,0 +1,157 @@
+"""The audit log: who changed what, in which node, when and from where.
+
+Every service function that changes something other than points (people, cards, tokens,
+providers, policy, decisions) calls `record` inside its own unit of work, so the row
+commits or rolls back with the change. Point movements a volunteer or kiosk makes
+(records, redemptions, gifts) are audited by the ledger itself: each entry names its
+actor and sits in a hash chain (docs/architecture.md, "The audit log").
+
+Who is acting comes from the request (the authenticated token or staff session, set by
+`acting_as`) or, outside a request, from `cli_actor` (commands) or "system".
+"""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from flask import has_request_context, request
+from sqlalchemy import bindparam, insert, select
+
+from points import ledger
+from points.extensions import db
+from points.models import AuditEvent, District, utcnow
+
+if TYPE_CHECKING:
+    from points.auth import Principal
+
+# Never written into before/after, whatever a caller passes.
+SECRET_FIELDS = frozenset(
+    {"pin", "pin_hash", "password", "password_hash", "token", "token_hash", "secret"}
+)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting: "staff:3", "office:12" (a token), "cli:root", "system"."""
+
+    actor: str
+    name: str | None = None
+    ip: str | None = None
+    request_id: str | None = None
+
+
+SYSTEM = Actor("system")
+_outside_request: ContextVar[Actor] = ContextVar("points_audit_actor", default=SYSTEM)
+_ENVIRON_KEY = "points.actor"
+
+
+def acting_as(principal: Principal) -> None:
+    """Remember for this request that `principal` is acting (called at authentication)."""
+    from points.observability import request_id_for
+
+    request.environ[_ENVIRON_KEY] = Actor(
+        principal.actor,
+        principal.name,
+        request.remote_addr,
+        request_id_for(request.environ),
+    )
+
+
+def acting_anonymously() -> None:
+    """Remember that nobody signed in is acting (a sign-in form, a public page)."""
+    from points.observability import request_id_for
+
+    request.environ[_ENVIRON_KEY] = Actor(
+        "anonymous", None, request.remote_addr, request_id_for(request.environ)
+    )
+
+
+def cli_actor() -> None:
+    """Make the operating-system user the actor of this command's changes."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    _outside_request.set(Actor(f"cli:{user}", user))
+
+
+def current_actor() -> Actor:
+    """Return who is acting now."""
+    if has_request_context():
+        found = request.environ.get(_ENVIRON_KEY)
+        if found is not None:
+            return found
+        from points.observability import request_id_for
+
+        return Actor("anonymous", None, request.remote_addr, request_id_for(request.environ))
+    return _outside_request.get()
+
+
+def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[dict, dict]:
+    """Return the fields that differ, as (before, after) dicts of just those fields."""
+    keys = [key for key in after if before.get(key) != after.get(key)]
+    return {key: before.get(key) for key in keys}, {key: after.get(key) for key in keys}
+
+
+_PATH = select(District.path).where(District.id == bindparam("district_id"))
+
+
+def record(
+    action: str,
+    *,
+    district_id: int | None,
+    target: tuple[str, Any] | None = None,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+    actor: Actor | None = None,
+) -> None:
+    """Write one audit row in the caller's unit of work.
+
+    `action` is "<thing>.<verb>" ("volunteer.edit"); `target` is (type, id). Must be
+    called inside ledger.atomic, so that the row commits with the change it describes.
+    """
+    if not ledger.in_unit_of_work():
+        raise RuntimeError("audit.record must run inside the change's unit of work")
+    who = actor or current_actor()
+    path = (
+        db.session.execute(_PATH, {"district_id": district_id}).scalar_one_or_none()
+        if district_id is not None
+        else None
+    )
+    db.session.execute(
+        insert(AuditEvent).values(
+            at=utcnow(),
+            actor=who.actor[:200],
+            actor_name=(who.name or None) and who.name[:200],
+            action=action,
+            target_type=target[0] if target else None,
+            target_id=str(target[1]) if target else None,
+            district_id=district_id,
+            district_path=path,
+            ip=who.ip,
+            request_id=who.request_id,
+            before=_clean(before),
+            after=_clean(after),
+        )
+    )
+
+
+def _clean(values: Mapping[str, Any] | None) -> dict | None:
+    if values is None:
+        return None
+    return {key: _jsonable(value) for key, value in values.items() if key not in SECRET_FIELDS}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(key): _jsonable(inner) for key, inner in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(inner) for inner in value]
+    return value
