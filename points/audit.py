@@ -13,7 +13,8 @@ Who is acting comes from the request (the authenticated token or staff session, 
 from __future__ import annotations
 
 import getpass
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,13 +72,18 @@ def acting_anonymously() -> None:
     )
 
 
-def cli_actor() -> None:
-    """Make the operating-system user the actor of this command's changes."""
+@contextmanager
+def cli_actor() -> Iterator[None]:
+    """Make the operating-system user the actor of the changes made within."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
         user = "unknown"
-    _outside_request.set(Actor(f"cli:{user}", user))
+    token = _outside_request.set(Actor(f"cli:{user}", user))
+    try:
+        yield
+    finally:
+        _outside_request.reset(token)
 
 
 def current_actor() -> Actor:
@@ -155,3 +161,82 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_jsonable(inner) for inner in value]
     return value
+
+
+# -- reading -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What an audit log query keeps (every field optional)."""
+
+    district_path: str | None = None
+    action: str | None = None
+    actor: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def events(
+    principal: Principal, filters: Filters, *, before: int | None = None, limit: int = 50
+) -> list[AuditEvent]:
+    """Audit rows of `principal`'s node and below (admins: all), newest first.
+
+    `filters.district_path` narrows to a node in reach; `before` is the id of the last
+    row of the page before (a cursor). Rows without a node (a sign-in with an unknown
+    username) are shown to admins only.
+    """
+    from points.auth import require_scope
+
+    statement = select(AuditEvent)
+    if filters.district_path is not None:
+        require_scope(principal, filters.district_path, "this district node")
+        statement = statement.where(
+            AuditEvent.district_path.startswith(filters.district_path, autoescape=True)
+        )
+    elif principal.role != "admin":
+        statement = statement.where(
+            AuditEvent.district_path.startswith(principal.path, autoescape=True)
+        )
+    if filters.action:
+        # "volunteer" matches every volunteer action; "volunteer.edit" just that one.
+        if "." in filters.action:
+            statement = statement.where(AuditEvent.action == filters.action)
+        else:
+            statement = statement.where(
+                AuditEvent.action.startswith(filters.action + ".", autoescape=True)
+            )
+    if filters.actor:
+        statement = statement.where(AuditEvent.actor == filters.actor)
+    if filters.target_type:
+        statement = statement.where(AuditEvent.target_type == filters.target_type)
+    if filters.target_id:
+        statement = statement.where(AuditEvent.target_id == filters.target_id)
+    if filters.since:
+        statement = statement.where(AuditEvent.at >= filters.since)
+    if filters.until:
+        statement = statement.where(AuditEvent.at < filters.until)
+    if before is not None:
+        statement = statement.where(AuditEvent.id < before)
+    statement = statement.order_by(AuditEvent.id.desc()).limit(max(1, min(limit, 500)))
+    return list(db.session.scalars(statement))
+
+
+def as_dict(event: AuditEvent) -> dict[str, Any]:
+    """An audit row as the API shows it."""
+    return {
+        "id": event.id,
+        "at": event.at,
+        "actor": event.actor,
+        "actor_name": event.actor_name,
+        "action": event.action,
+        "target_type": event.target_type,
+        "target_id": event.target_id,
+        "district_id": event.district_id,
+        "ip": event.ip,
+        "request_id": event.request_id,
+        "before": event.before,
+        "after": event.after,
+    }

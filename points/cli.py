@@ -56,11 +56,11 @@ class Handled(click.Group):
     def invoke(self, ctx):
         from points import audit
 
-        audit.cli_actor()
-        try:
-            return self._invoke(ctx)
-        except DBAPIError as error:
-            fail(database_problem(error))
+        with audit.cli_actor():
+            try:
+                return self._invoke(ctx)
+            except DBAPIError as error:
+                fail(database_problem(error))
 
     def _invoke(self, ctx):
         try:

@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import pairwise
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -15,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from points import ledger
+from points import audit, ledger
 from points.errors import ConflictError, InvalidInputError, NotFoundError
 from points.extensions import db
 from points.models import ApiToken, District, Provider, Volunteer, utcnow
@@ -95,9 +96,59 @@ def create_district(
         district.path = (parent_node.path if parent_node else "/") + f"{district.id}/"
         db.session.flush()
         ledger.open_district_accounts(district.id)
+        audit.record(
+            "district.create",
+            district_id=district.id,
+            target=("district", code),
+            after={"name": district.name, "level": level, "parent": parent},
+        )
         return district
 
     return ledger.atomic(work)
+
+
+def codes_of(district_ids: set[int]) -> dict[int, str]:
+    """Return the code of each district id."""
+    if not district_ids:
+        return {}
+    rows = db.session.execute(
+        select(District.id, District.code).where(District.id.in_(district_ids))
+    )
+    return {row.id: row.code for row in rows}
+
+
+@dataclass(frozen=True)
+class TreeNode:
+    """A node as a tree lists it."""
+
+    code: str
+    name: str
+    level: str
+    parent: str | None
+    depth: int
+
+
+def tree(path: str | None) -> list[TreeNode]:
+    """The nodes at and below the node with `path` (None: every node), each parent before
+    its children, siblings by name."""
+    parent = District.__table__.alias("parent")
+    statement = select(
+        District.code, District.name, District.level, parent.c.code, District.path, District.id
+    ).outerjoin(parent, parent.c.id == District.parent_id)
+    if path is not None:
+        statement = statement.where(District.path.startswith(path, autoescape=True))
+    rows = db.session.execute(statement).all()
+    by_id = {row.id: row for row in rows}
+    top = len(path.strip("/").split("/")) if path else 1
+
+    def key(row) -> list[str]:
+        ids = [int(part) for part in row.path.strip("/").split("/")]
+        return [by_id[i].name if i in by_id else "" for i in ids]
+
+    return [
+        TreeNode(row.code, row.name, row.level, row[3], len(row.path.strip("/").split("/")) - top)
+        for row in sorted(rows, key=key)
+    ]
 
 
 def pin_problem(pin: str, card_code: str | None = None) -> str | None:
@@ -127,6 +178,11 @@ def set_pin(volunteer_id: int, pin: str) -> None:
     def work() -> None:
         db.session.execute(
             update(Volunteer).where(Volunteer.id == volunteer_id).values(pin_hash=pin_hash)
+        )
+        audit.record(
+            "volunteer.pin_change",
+            district_id=volunteer.district_id,
+            target=("volunteer", volunteer_id),
         )
 
     ledger.atomic(work)
@@ -210,6 +266,12 @@ def register_volunteer(
                 "card code already in use", errors={"card_code": ["Already in use."]}
             ) from None
         ledger.open_volunteer_account(volunteer.id, node.id)
+        audit.record(
+            "volunteer.register",
+            district_id=node.id,
+            target=("volunteer", volunteer.id),
+            after={"name": volunteer.name, "phone": phone, "card_code": card_code},
+        )
         return volunteer
 
     return ledger.atomic(work)
@@ -225,17 +287,82 @@ def provider_by_code(code: str) -> Provider:
 
 def create_provider(code: str, name: str, district: str) -> Provider:
     """Add a service provider serving a district node. Raises InvalidInputError, ConflictError."""
+    errors: dict[str, list[str]] = {}
     if not isinstance(code, str) or not CODE_PATTERN.match(code):
-        raise InvalidInputError("invalid provider code", errors={"code": ["Lower-case code."]})
+        errors["code"] = ["Lower-case letters, digits and '-', at most 64."]
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        errors["name"] = ["Must not be empty; at most 200 characters."]
+    if errors:
+        raise InvalidInputError("invalid provider", errors=errors)
     node = district_by_code(district)
 
     def work() -> Provider:
-        provider = Provider(code=code, name=name, district_id=node.id, status="active")
+        provider = Provider(code=code, name=name.strip(), district_id=node.id, status="active")
         db.session.add(provider)
         try:
             db.session.flush()
         except IntegrityError:
             raise ConflictError(f"provider {code!r} exists", errors={"code": ["Taken."]}) from None
+        audit.record(
+            "provider.create",
+            district_id=node.id,
+            target=("provider", code),
+            after={"name": provider.name},
+        )
+        return provider
+
+    return ledger.atomic(work)
+
+
+PROVIDER_STATES = ("active", "closed")
+
+
+def list_providers(path: str | None) -> list[tuple[Provider, str]]:
+    """Providers of the node with `path` and below (None: all), with their node's code,
+    by node then name."""
+    statement = select(Provider, District.code).join(District, District.id == Provider.district_id)
+    if path is not None:
+        statement = statement.where(District.path.startswith(path, autoescape=True))
+    return [
+        tuple(row) for row in db.session.execute(statement.order_by(District.path, Provider.name))
+    ]
+
+
+def update_provider(code: str, *, name: str | None = None, status: str | None = None) -> Provider:
+    """Rename a provider, close it (its catalog items can no longer be redeemed, and no
+    new item may name it) or reopen it. Raises InvalidInputError, NotFoundError."""
+    errors: dict[str, list[str]] = {}
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 200):
+        errors["name"] = ["Must not be empty; at most 200 characters."]
+    if status is not None and status not in PROVIDER_STATES:
+        errors["status"] = [f"One of {', '.join(PROVIDER_STATES)}."]
+    if errors:
+        raise InvalidInputError("invalid provider", errors=errors)
+
+    def work() -> Provider:
+        provider = db.session.scalar(
+            select(Provider).where(Provider.code == code).with_for_update()
+        )
+        if provider is None:
+            raise NotFoundError(f"no provider {code!r}", errors={"provider": ["No such provider."]})
+        before = {"name": provider.name, "status": provider.status}
+        if name is not None:
+            provider.name = name.strip()
+        if status is not None:
+            provider.status = status
+        db.session.flush()
+        was, now = audit.changed(before, {"name": provider.name, "status": provider.status})
+        if now:
+            action = {"closed": "provider.close", "active": "provider.reopen"}.get(
+                now.get("status", ""), "provider.edit"
+            )
+            audit.record(
+                action,
+                district_id=provider.district_id,
+                target=("provider", code),
+                before=was,
+                after=now,
+            )
         return provider
 
     return ledger.atomic(work)
@@ -301,6 +428,18 @@ def create_token(
         )
         db.session.add(token)
         db.session.flush()
+        audit.record(
+            "token.create",
+            district_id=node.id,
+            target=("token", token.id),
+            after={
+                "name": name,
+                "role": role,
+                "volunteer_id": volunteer_id,
+                "provider_id": provider_id,
+                "expires_at": expires_at,
+            },
+        )
         return token
 
     return ledger.atomic(work), secret
@@ -314,8 +453,15 @@ def revoke_token(token_id: int) -> None:
             update(ApiToken)
             .where(ApiToken.id == token_id, ApiToken.revoked_at.is_(None))
             .values(revoked_at=utcnow())
-        )
-        if done.rowcount != 1:
+            .returning(ApiToken.district_id, ApiToken.name, ApiToken.role)
+        ).one_or_none()
+        if done is None:
             raise NotFoundError(f"no active token {token_id}")
+        audit.record(
+            "token.revoke",
+            district_id=done.district_id,
+            target=("token", token_id),
+            before={"name": done.name, "role": done.role},
+        )
 
     ledger.atomic(work)

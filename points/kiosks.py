@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
 
-from points import ledger, service, volunteers
+from points import audit, ledger, service, volunteers
 from points.auth import Principal, authenticate_token
 from points.directory import CARD_ALPHABET, create_token, token_digest
 from points.errors import AuthenticationError, ConflictError, InvalidInputError, NotFoundError
@@ -86,9 +86,9 @@ def issue_pairing_code(token_id: int) -> PairingCode:
 
     def work() -> None:
         row = db.session.execute(
-            select(ApiToken.role, ApiToken.revoked_at, ApiToken.expires_at).where(
-                ApiToken.id == token_id
-            )
+            select(
+                ApiToken.role, ApiToken.revoked_at, ApiToken.expires_at, ApiToken.district_id
+            ).where(ApiToken.id == token_id)
         ).one_or_none()
         if row is None or row.role != "kiosk":
             raise NotFoundError(f"no kiosk token {token_id}")
@@ -100,6 +100,12 @@ def issue_pairing_code(token_id: int) -> PairingCode:
             update(ApiToken)
             .where(ApiToken.id == token_id)
             .values(pairing_hash=token_digest(code), pairing_expires_at=expires_at)
+        )
+        audit.record(
+            "kiosk.pairing_code",
+            district_id=row.district_id,
+            target=("token", token_id),
+            after={"expires_at": expires_at},
         )
 
     ledger.atomic(work)
@@ -125,7 +131,7 @@ def pair(code: str) -> Pairing:
         now = utcnow()
         # One statement checks and consumes: two devices racing with one code cannot both
         # match, because the first clears the hash the second looks for.
-        return db.session.execute(
+        paired = db.session.execute(
             update(ApiToken)
             .where(
                 ApiToken.pairing_hash == digest,
@@ -134,8 +140,12 @@ def pair(code: str) -> Pairing:
                 ApiToken.revoked_at.is_(None),
             )
             .values(token_hash=token_digest(secret), pairing_hash=None, pairing_expires_at=None)
-            .returning(ApiToken.id)
-        ).scalar_one_or_none()
+            .returning(ApiToken.id, ApiToken.district_id)
+        ).one_or_none()
+        if paired is None:
+            return None
+        audit.record("kiosk.pair", district_id=paired.district_id, target=("token", paired.id))
+        return paired.id
 
     token_id = ledger.atomic(work)
     if token_id is None:

@@ -171,6 +171,9 @@ class Volunteer(Base):
         CheckConstraint("failed_pins >= 0", name="failed_pins"),
         # One person, one registration per node: a phone number is not shared there.
         Index("uq_volunteers_district_phone", "district_id", "phone", unique=True),
+        # The office's search: by the start of a name, by a phone number (points.roster).
+        Index("ix_volunteers_name", "name"),
+        Index("ix_volunteers_phone", "phone"),
     )
 
 

@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, text, update
 
-from points import ledger
+from points import audit, ledger
 from points.directory import CARD_ALPHABET
 from points.errors import (
     ConflictError,
@@ -687,6 +687,12 @@ def approve_transfer(request_id: int, actor: str) -> TransferResult:
         )
         row.entry_id = entry.id
         db.session.flush()
+        audit.record(
+            "gift.approve",
+            district_id=row.district_id,
+            target=("gift", row.id),
+            after={"status": "approved", "points": row.points, "entry_id": entry.id},
+        )
         return TransferResult("posted", row.points, entry_id=entry.id, request_id=row.id)
 
     result = ledger.atomic(work)
@@ -701,6 +707,12 @@ def reject_transfer(request_id: int, actor: str, reason: str) -> TransferResult:
 
     def work() -> TransferResult:
         row = _decide_request(request_id, "rejected", actor, reason)
+        audit.record(
+            "gift.reject",
+            district_id=row.district_id,
+            target=("gift", row.id),
+            after={"status": "rejected", "reason": reason},
+        )
         return TransferResult("rejected", row.points, request_id=row.id)
 
     return ledger.atomic(work)

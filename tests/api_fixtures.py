@@ -70,6 +70,9 @@ class Api:
     def put(self, path, token=None, json=None, **kwargs):
         return self.call("PUT", path, token, json, **kwargs)
 
+    def patch(self, path, token=None, json=None, **kwargs):
+        return self.call("PATCH", path, token, json, **kwargs)
+
     def delete(self, path, token=None, **kwargs):
         return self.call("DELETE", path, token, **kwargs)
 

@@ -125,6 +125,14 @@ def _pending_gift(world) -> int:
     return gift.request_id
 
 
+def _fresh_staff(world) -> int:
+    from points import staff
+
+    return staff.create_staff(
+        f"clerk{next(_unique)}", "社区干事", "office", "xizhaosi", "lantern-harbour-42"
+    ).id
+
+
 def _service_body(world, principal: str) -> dict:
     """A patrol the office records; a volunteer reports a kind of their own (a fix)."""
     if principal.startswith("volunteer"):
@@ -149,6 +157,12 @@ def _redemption_body(world, principal: str) -> dict:
 
 
 EVERYONE = frozenset(PRINCIPALS)
+# Offices and auditors anywhere: each sees what lies in its own reach.
+STAFF_ANYWHERE = frozenset(
+    {"admin", "office_above", "office_in", "office_out", "auditor_in", "auditor_out"}
+)
+# Longtan's office (and admin): over barber-wang and over staff of xizhaosi.
+OFFICES_ABOVE = frozenset({"admin", "office_above"})
 PROVIDERS = frozenset({"provider_in", "provider_out"})
 READERS_OF_XIZHAOSI = frozenset(
     READERS_IN | {"kiosk_in", "volunteer_self", "volunteer_peer", "session"}
@@ -397,6 +411,82 @@ CASES = [
         },
     ),
     Case("end the current session", "DELETE", "kiosk/sessions/current", frozenset({"session"})),
+    Case("say who I am", "GET", "me", EVERYONE),
+    Case("list the district tree", "GET", "districts", STAFF_ANYWHERE),
+    Case("search volunteers of xizhaosi", "GET", "volunteers?district=xizhaosi&q=王", READERS_IN),
+    Case(
+        "edit peer",
+        "PATCH",
+        lambda w: f"volunteers/{w.volunteers['peer']}",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"phone": f"137{next(_unique):08d}"},
+    ),
+    Case(
+        "reset the PIN of peer",
+        "POST",
+        lambda w: f"volunteers/{w.volunteers['peer']}/pin-reset",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
+        "unlock the card of peer",
+        "POST",
+        lambda w: f"volunteers/{w.volunteers['peer']}/unlock",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
+        "reissue the card of peer",
+        "POST",
+        lambda w: f"volunteers/{w.volunteers['peer']}/reissue-card",
+        frozenset(OFFICES_IN),
+    ),
+    Case("list providers", "GET", "providers", STAFF_ANYWHERE),
+    Case(
+        "add a provider in xizhaosi",
+        "POST",
+        "providers",
+        frozenset(OFFICES_IN),
+        lambda w, p: {
+            "code": f"repair-{next(_unique)}",
+            "name": "李师傅家电维修",
+            "district": "xizhaosi",
+        },
+    ),
+    Case("read provider barber-wang", "GET", "providers/barber-wang", OFFICES_ABOVE),
+    Case(
+        "rename provider barber-wang",
+        "PATCH",
+        "providers/barber-wang",
+        OFFICES_ABOVE,
+        lambda w, p: {"name": f"王师傅便民理发 {next(_unique)}"},
+    ),
+    Case("list staff", "GET", "staff", STAFF_ANYWHERE),
+    Case(
+        "create a staff account in xizhaosi",
+        "POST",
+        "staff",
+        OFFICES_ABOVE,
+        lambda w, p: {
+            "username": f"clerk{next(_unique)}",
+            "name": "社区干事",
+            "role": "office",
+            "district": "xizhaosi",
+        },
+    ),
+    Case(
+        "disable a staff account of xizhaosi",
+        "PATCH",
+        lambda w: f"staff/{_fresh_staff(w)}",
+        OFFICES_ABOVE,
+        lambda w, p: {"status": "disabled"},
+    ),
+    Case(
+        "reset the password of a staff account of xizhaosi",
+        "POST",
+        lambda w: f"staff/{_fresh_staff(w)}/password-reset",
+        OFFICES_ABOVE,
+    ),
+    Case("list tokens", "GET", "tokens", STAFF_ANYWHERE),
+    Case("read the audit log", "GET", "audit", STAFF_ANYWHERE),
 ]
 
 
@@ -444,6 +534,42 @@ OPERATION_OF = {
     "preview a steward draft for xizhaosi": (
         "POST /api/v1/districts/{code}/policy/{plugin}/preview"
     ),
+    "say who I am": "GET /api/v1/me",
+    "list the district tree": "GET /api/v1/districts",
+    "search volunteers of xizhaosi": "GET /api/v1/volunteers",
+    "edit peer": "PATCH /api/v1/volunteers/{volunteer_id}",
+    "reset the PIN of peer": "POST /api/v1/volunteers/{volunteer_id}/pin-reset",
+    "unlock the card of peer": "POST /api/v1/volunteers/{volunteer_id}/unlock",
+    "reissue the card of peer": "POST /api/v1/volunteers/{volunteer_id}/reissue-card",
+    "list providers": "GET /api/v1/providers",
+    "add a provider in xizhaosi": "POST /api/v1/providers",
+    "read provider barber-wang": "GET /api/v1/providers/{code}",
+    "rename provider barber-wang": "PATCH /api/v1/providers/{code}",
+    "list staff": "GET /api/v1/staff",
+    "create a staff account in xizhaosi": "POST /api/v1/staff",
+    "disable a staff account of xizhaosi": "PATCH /api/v1/staff/{staff_id}",
+    "reset the password of a staff account of xizhaosi": (
+        "POST /api/v1/staff/{staff_id}/password-reset"
+    ),
+    "list tokens": "GET /api/v1/tokens",
+    "read the audit log": "GET /api/v1/audit",
+}
+
+# Changes that write no audit row, and why. Point movements a volunteer, a kiosk or a
+# provider makes (or an office makes for them) are recorded by the ledger itself: each
+# entry names its actor and sits in the hash chain, and the record or redemption row
+# names who made it. Opening and ending a kiosk session changes nothing but the session.
+AUDITED_BY_THE_LEDGER = {
+    "POST /api/v1/service-records",
+    "POST /api/v1/redemptions",
+    "POST /api/v1/redemptions/{redemption_id}/fulfil",
+    "POST /api/v1/redemptions/fulfil",
+    "POST /api/v1/redemptions/{redemption_id}/cancel",
+    "POST /api/v1/transfers",
+    "POST /api/v1/kiosk/sessions",
+    "DELETE /api/v1/kiosk/sessions/current",
+    # A preview writes nothing.
+    "POST /api/v1/districts/{code}/policy/{plugin}/preview",
 }
 
 
@@ -464,6 +590,7 @@ def test_api_matrix_covers_every_operation(api, app):
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
 def test_api_roles_reach_only_their_nodes(api, world, case):
     outcomes = {}
+    audited = _audit_rows()
     for principal in PRINCIPALS:
         body = case.body(world, principal) if case.body else None
         response = api.call(
@@ -476,6 +603,9 @@ def test_api_roles_reach_only_their_nodes(api, world, case):
         outcomes[principal] = response.status_code
         if principal in case.allowed:
             assert response.status_code < 300, (principal, response.get_json())
+            if case.method != "GET" and OPERATION_OF[case.name] not in AUDITED_BY_THE_LEDGER:
+                assert _audit_rows() > audited, f"{case.name} by {principal} wrote no audit row"
+                audited = _audit_rows()
         else:
             assert response.status_code == case.denied(principal), (
                 principal,
@@ -487,6 +617,17 @@ def test_api_roles_reach_only_their_nodes(api, world, case):
     )
     assert anonymous.status_code == 401
     assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def _audit_rows() -> int:
+    from sqlalchemy import func, select
+
+    from points.extensions import db
+    from points.models import AuditEvent
+
+    count = db.session.scalar(select(func.count()).select_from(AuditEvent))
+    db.session.rollback()
+    return count
 
 
 def test_api_health_needs_no_token(api, app):

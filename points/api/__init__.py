@@ -53,6 +53,7 @@ class PointsApi(Api):
 def register_api(app: Flask) -> PointsApi:
     """Attach the API, its OpenAPI document and its docs page to `app`."""
     from points.api import (
+        audit,
         districts,
         entries,
         health,
@@ -62,6 +63,7 @@ def register_api(app: Flask) -> PointsApi:
         providers,
         redemptions,
         service_records,
+        staff,
         tokens,
         transfers,
         volunteers,
@@ -102,6 +104,8 @@ def register_api(app: Flask) -> PointsApi:
         ledger,
         kiosk,
         tokens,
+        staff,
+        audit,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())

@@ -76,6 +76,24 @@ class DistrictSchema(Schema):
     )
 
 
+class DistrictNodeSchema(Schema):
+    code = fields.String(required=True)
+    name = fields.String(required=True)
+    level = fields.String(required=True)
+    parent = fields.String(required=True, allow_none=True)
+    depth = fields.Integer(
+        required=True, metadata={"description": "0 for the token's own node, 1 below it..."}
+    )
+
+
+class DistrictTreeSchema(Schema):
+    items = fields.List(
+        fields.Nested(DistrictNodeSchema),
+        required=True,
+        metadata={"description": "The nodes in reach, each parent before its children."},
+    )
+
+
 def district_in_reach(principal, code: str) -> District:
     """Return the district `code` if `principal` reaches it. Raises NotFoundError, 403."""
     district = directory.district_by_code(code)
@@ -101,6 +119,14 @@ def describe(district: District) -> dict:
 
 @blp.route("")
 class Districts(MethodView):
+    @allow("office", "auditor", who="admin (every node), office and auditor (their node and below)")
+    @blp.response(200, DistrictTreeSchema)
+    def get(self):
+        """List the nodes in reach as a tree: each parent first, then its children."""
+        principal = current_principal()
+        nodes = directory.tree(None if principal.role == "admin" else principal.path)
+        return {"items": [node.__dict__ for node in nodes]}
+
     @allow("office", who="admin, or an office whose node holds the parent")
     @blp.arguments(DistrictCreateSchema)
     @blp.response(201, DistrictSchema)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
-from sqlalchemy import or_, select
+from sqlalchemy import select
 
-from points import ledger
+from points import corrections
 from points.api import idempotency
 from points.api.body import Blueprint
 from points.api.common import ENTRY_ID, UtcDateTime, allow
-from points.auth import current_principal, require_scope
-from points.errors import NotFoundError
+from points.auth import current_principal
 from points.extensions import db
 from points.models import Account, District, Entry, Posting
 
@@ -74,19 +73,6 @@ def describe_entry(entry_id: int) -> dict:
     }
 
 
-def _paths_of(entry_id: int) -> list[str]:
-    """The district paths of an entry and of its other half (a cross-district transfer)."""
-    related = select(Entry.related_entry_id).where(Entry.id == entry_id).scalar_subquery()
-    paths = db.session.scalars(
-        select(District.path)
-        .join(Entry, Entry.district_id == District.id)
-        .where(or_(Entry.id == entry_id, Entry.related_entry_id == entry_id, Entry.id == related))
-    ).all()
-    if not paths:
-        raise NotFoundError(f"no entry {entry_id}")
-    return paths
-
-
 @blp.route(f"/<{ENTRY_ID}:entry_id>/reverse")
 class EntryReverse(MethodView):
     @allow("office", replay=True, who="admin, an office over every node the entry touches")
@@ -96,11 +82,11 @@ class EntryReverse(MethodView):
     def post(self, body, entry_id):
         """Correct an entry by posting its reversal."""
         principal = current_principal()
-        for path in _paths_of(entry_id):
-            require_scope(principal, path, "this entry")
+        # Checked before the key is claimed: a 403 is not remembered as the answer.
+        corrections.check_reach(principal, entry_id)
 
         def work() -> dict:
-            reversal = ledger.reverse(entry_id, actor=principal.actor, reason=body["reason"])
+            reversal = corrections.reverse_entry(principal, entry_id, body["reason"])
             return EntrySchema().dump(describe_entry(reversal.id))
 
         return idempotency.idempotent(principal, "reverse", {"entry_id": entry_id, **body}, work)

@@ -6,20 +6,15 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from points import directory, kiosks
+from points import directory, kiosks, tokens
 from points.api.body import Blueprint
 from points.api.common import ROW_ID, Id, Moment, UtcDateTime, allow
-from points.auth import SESSION_PREFIX, current_principal, reach_volunteer, require_scope
-from points.errors import ForbiddenError, InvalidInputError, NotFoundError
+from points.auth import current_principal, require_scope
+from points.errors import NotFoundError
 from points.extensions import db
-from points.models import ApiToken, District, utcnow
+from points.models import ApiToken, District
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/v1/tokens", description="API tokens.")
-
-# What an office may create; an admin may create any role.
-OFFICE_MAY_CREATE = ("kiosk", "volunteer")
-# What an office may revoke: also the provider links it issues (POST /providers/{code}/links).
-OFFICE_MAY_REVOKE = (*OFFICE_MAY_CREATE, "provider")
 
 
 class TokenCreateSchema(Schema):
@@ -40,34 +35,39 @@ class TokenCreatedSchema(Schema):
     expires_at = UtcDateTime(required=True, allow_none=True)
 
 
+class TokenRowSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    role = fields.String(required=True)
+    district = fields.String(required=True)
+    volunteer_id = fields.Integer(required=True, allow_none=True)
+    provider_id = fields.Integer(required=True, allow_none=True)
+    created_at = UtcDateTime(required=True)
+    expires_at = UtcDateTime(required=True, allow_none=True)
+    revoked_at = UtcDateTime(required=True, allow_none=True)
+
+
+class TokenListSchema(Schema):
+    items = fields.List(fields.Nested(TokenRowSchema), required=True)
+
+
 @blp.route("")
 class Tokens(MethodView):
+    @allow("office", "auditor", who="admin, office and auditor (their node and below)")
+    @blp.response(200, TokenListSchema)
+    def get(self):
+        """List the valid machine tokens of the node and below (never their secrets), newest
+        first; sessions are not listed, revocations are in the audit log."""
+        rows = tokens.list_tokens(current_principal())
+        return {"items": [row.__dict__ for row in rows]}
+
     @allow("office", who="admin (any role), an office (kiosk and volunteer tokens in its node)")
     @blp.arguments(TokenCreateSchema)
     @blp.response(201, TokenCreatedSchema)
     def post(self, body):
         """Create a token; it is shown only in this answer."""
-        principal = current_principal()
-        if principal.role != "admin" and body["role"] not in OFFICE_MAY_CREATE:
-            raise ForbiddenError("an office may create only kiosk and volunteer tokens")
-        if body["name"].startswith(SESSION_PREFIX):
-            raise InvalidInputError(
-                "that name is reserved", errors={"name": [f"May not start {SESSION_PREFIX!r}."]}
-            )
-        if body["expires_at"] is not None and body["expires_at"] <= utcnow():
-            raise InvalidInputError(
-                "the token would be expired", errors={"expires_at": ["Must be in the future."]}
-            )
-        district = directory.district_by_code(body["district"])
-        require_scope(principal, district.path)
-        if body["volunteer_id"] is not None:
-            _, path = reach_volunteer(principal, body["volunteer_id"])
-            if not path.startswith(district.path):
-                raise InvalidInputError(
-                    "the volunteer is not in that node",
-                    errors={"district": ["Must hold the volunteer."]},
-                )
-        token, secret = directory.create_token(
+        token, secret = tokens.issue_token(
+            current_principal(),
             body["role"],
             body["district"],
             name=body["name"],
@@ -83,18 +83,7 @@ class TokenById(MethodView):
     @blp.response(204)
     def delete(self, token_id):
         """Revoke a token at once."""
-        principal = current_principal()
-        row = db.session.execute(
-            select(ApiToken.role, District.path)
-            .join(District, District.id == ApiToken.district_id)
-            .where(ApiToken.id == token_id)
-        ).one_or_none()
-        if row is None:
-            raise NotFoundError(f"no token {token_id}")
-        if principal.role != "admin" and row.role not in OFFICE_MAY_REVOKE:
-            raise ForbiddenError("an office may revoke only kiosk, volunteer and provider tokens")
-        require_scope(principal, row.path, "this token")
-        directory.revoke_token(token_id)
+        tokens.revoke_as(current_principal(), token_id)
         return None
 
 

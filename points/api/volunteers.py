@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from points import auth, directory, volunteers
+from points import auth, directory, roster, volunteers
 from points.api.body import Blueprint
 from points.api.common import (
     VOLUNTEER_ID,
@@ -17,6 +21,7 @@ from points.api.common import (
     mask_phone,
 )
 from points.auth import current_principal, reach_volunteer, require_scope
+from points.errors import InvalidInputError
 from points.extensions import db
 from points.models import District, Volunteer
 
@@ -35,13 +40,13 @@ class VolunteerCreateSchema(Schema):
     )
     district = fields.String(required=True, validate=validate.Length(1, 64))
     pin = fields.String(
-        required=True,
+        load_default=None,
         load_only=True,
         validate=validate.Regexp(directory.PIN_PATTERN),
         metadata={
             "description": (
                 "Six digits, for the card at kiosks; not trivial (123456, 111111), not "
-                "from the card code."
+                "from the card code. Left out, a PIN is drawn and answered once."
             )
         },
     )
@@ -53,6 +58,81 @@ class VolunteerCreatedSchema(Schema):
     district = fields.String(required=True)
     card_code = fields.String(required=True)
     status = fields.String(required=True)
+    pin = fields.String(
+        metadata={"description": "The drawn PIN, when none was given: shown only this once."}
+    )
+
+
+class RosterQuerySchema(Schema):
+    q = fields.String(
+        load_default="",
+        validate=validate.Length(0, 200),
+        metadata={"description": "A card code, a phone number, or the start of a name."},
+    )
+    district = fields.String(
+        load_default=None, validate=validate.Length(1, 64), metadata={"description": "A node."}
+    )
+    status = fields.String(load_default=None, validate=validate.OneOf(roster.STATES))
+    cursor = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 400),
+        metadata={"description": "From next_cursor."},
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+
+
+class RosterRowSchema(Schema):
+    id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    phone = fields.String(
+        required=True, allow_none=True, metadata={"description": "Masked for auditors."}
+    )
+    card_code = fields.String(
+        required=True, allow_none=True, metadata={"description": "null for auditors."}
+    )
+    status = fields.String(required=True)
+    district = fields.String(required=True)
+    district_name = fields.String(required=True)
+    locked_until = UtcDateTime(
+        required=True, allow_none=True, metadata={"description": "The card is locked until."}
+    )
+    balance = fields.Integer(required=True)
+    held = fields.Integer(required=True)
+    available = fields.Integer(required=True)
+    service_minutes = fields.Integer(required=True)
+
+
+class RosterPageSchema(Schema):
+    items = fields.List(fields.Nested(RosterRowSchema), required=True)
+    next_cursor = fields.String(
+        required=True, allow_none=True, metadata={"description": "null on the last page."}
+    )
+
+
+class VolunteerPatchSchema(Schema):
+    name = fields.String(validate=validate.Length(1, 200))
+    phone = fields.String(
+        allow_none=True,
+        validate=validate.Regexp(r"^\+?[0-9 -]{5,20}$"),
+        metadata={"description": "null removes the phone number."},
+    )
+    status = fields.String(
+        validate=validate.OneOf(roster.STATES),
+        metadata={"description": "suspended: the card and the volunteer's sessions stop."},
+    )
+    reason = fields.String(
+        validate=validate.Length(1, 500), metadata={"description": "Why the status changes."}
+    )
+
+
+class NewPinSchema(Schema):
+    pin = fields.String(required=True, metadata={"description": "Shown only this once."})
+
+
+class NewCardSchema(Schema):
+    card_code = fields.String(
+        required=True, metadata={"description": "The new card's code; the old one stops now."}
+    )
 
 
 class VolunteerProfileSchema(Schema):
@@ -155,53 +235,115 @@ class EntryPageSchema(Schema):
     )
 
 
+def _roster_cursor(row: roster.RosterRow) -> str:
+    return base64.urlsafe_b64encode(json.dumps([row.name, row.id]).encode()).decode()
+
+
+def _roster_after(cursor: str | None) -> tuple[str, int] | None:
+    if cursor is None:
+        return None
+    try:
+        name, last = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if isinstance(name, str) and isinstance(last, int) and not isinstance(last, bool):
+            return name, last
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        pass
+    raise InvalidInputError("invalid cursor", errors={"cursor": ["Use next_cursor as given."]})
+
+
 @blp.route("")
 class Volunteers(MethodView):
+    @allow("office", "auditor", who="admin, office and auditor (their node and below)")
+    @blp.arguments(RosterQuerySchema, location="query")
+    @blp.response(200, RosterPageSchema)
+    def get(self, query):
+        """Search the volunteers of the node: by card code, phone, or the start of a name."""
+        principal = current_principal()
+        rows = roster.search(
+            principal,
+            query["q"],
+            district=query["district"],
+            status=query["status"],
+            after=_roster_after(query["cursor"]),
+            limit=query["limit"] + 1,
+        )
+        page, more = rows[: query["limit"]], len(rows) > query["limit"]
+        return {
+            "items": [row.as_dict() for row in page],
+            "next_cursor": _roster_cursor(page[-1]) if more else None,
+        }
+
     @allow("office", who="admin, an office whose node holds the district")
     @blp.arguments(VolunteerCreateSchema)
     @blp.response(201, VolunteerCreatedSchema)
     def post(self, body):
-        """Register a volunteer with a card and PIN."""
+        """Register a volunteer with a card and a PIN (given, or drawn and answered once)."""
         principal = current_principal()
         district = directory.district_by_code(body["district"])
         require_scope(principal, district.path)
+        drawn = body["pin"] is None
+        pin = roster.new_pin("") if drawn else body["pin"]
         volunteer = directory.register_volunteer(
-            body["name"], body["district"], body["pin"], phone=body["phone"]
+            body["name"], body["district"], pin, phone=body["phone"]
         )
-        return {
+        answer = {
             "id": volunteer.id,
             "name": volunteer.name,
             "district": district.code,
             "card_code": volunteer.card_code,
             "status": volunteer.status,
         }
+        return {**answer, "pin": pin} if drawn else answer
 
 
 @blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>")
 class VolunteerById(MethodView):
+    @allow("office", who=f"admin, office {IN_NODE}")
+    @blp.arguments(VolunteerPatchSchema)
+    @blp.response(200, VolunteerProfileSchema)
+    def patch(self, body, volunteer_id):
+        """Change a volunteer's name, phone number or status (suspended, active)."""
+        principal = current_principal()
+        if "name" in body or "phone" in body:
+            roster.update_volunteer(
+                principal,
+                volunteer_id,
+                name=body.get("name"),
+                phone=body.get("phone"),
+                clear_phone="phone" in body and body["phone"] is None,
+            )
+        if "status" in body:
+            roster.set_status(principal, volunteer_id, body["status"], body.get("reason", ""))
+        return _profile(principal, volunteer_id)
+
     @allow("office", "auditor", "volunteer", who=f"admin, office and auditor {IN_NODE}, self")
     @blp.response(200, VolunteerProfileSchema)
     def get(self, volunteer_id):
         """Show a volunteer's profile; the phone number is masked except for offices."""
         principal = current_principal()
         reach_volunteer(principal, volunteer_id)
-        row = db.session.execute(
-            select(Volunteer, District.code)
-            .join(District, District.id == Volunteer.district_id)
-            .where(Volunteer.id == volunteer_id)
-        ).one()
-        volunteer, code = row
-        office = principal.role in ("admin", "office")
-        return {
-            "id": volunteer.id,
-            "name": volunteer.name,
-            "phone": volunteer.phone if office else mask_phone(volunteer.phone),
-            "district": code,
-            "card_code": volunteer.card_code if principal.role != "auditor" else None,
-            "status": volunteer.status,
-            "service_minutes": volunteer.service_minutes,
-            "created_at": volunteer.created_at,
-        }
+        return _profile(principal, volunteer_id)
+
+
+def _profile(principal, volunteer_id: int) -> dict:
+    """A volunteer's profile as `principal` may see it."""
+    row = db.session.execute(
+        select(Volunteer, District.code)
+        .join(District, District.id == Volunteer.district_id)
+        .where(Volunteer.id == volunteer_id)
+    ).one()
+    volunteer, code = row
+    office = principal.role in ("admin", "office")
+    return {
+        "id": volunteer.id,
+        "name": volunteer.name,
+        "phone": volunteer.phone if office else mask_phone(volunteer.phone),
+        "district": code,
+        "card_code": volunteer.card_code if principal.role != "auditor" else None,
+        "status": volunteer.status,
+        "service_minutes": volunteer.service_minutes,
+        "created_at": volunteer.created_at,
+    }
 
 
 @blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/balance")
@@ -348,3 +490,31 @@ class VolunteerPin(MethodView):
         reach_volunteer(principal, volunteer_id)
         auth.change_pin(volunteer_id, body["old_pin"], body["new_pin"])
         auth.end_volunteer_sessions(volunteer_id, keep=principal.token_id)
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/pin-reset")
+class VolunteerPinReset(MethodView):
+    @allow("office", who=f"admin, office {IN_NODE}")
+    @blp.response(200, NewPinSchema)
+    def post(self, volunteer_id):
+        """Give the volunteer a new random PIN (answered once), unlock the card and end their
+        sessions."""
+        return {"pin": roster.reset_pin(current_principal(), volunteer_id)}
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/unlock")
+class VolunteerUnlock(MethodView):
+    @allow("office", who=f"admin, office {IN_NODE}")
+    @blp.response(204)
+    def post(self, volunteer_id):
+        """Unlock a card locked by wrong PINs."""
+        roster.unlock_card(current_principal(), volunteer_id)
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/reissue-card")
+class VolunteerReissueCard(MethodView):
+    @allow("office", who=f"admin, office {IN_NODE}")
+    @blp.response(200, NewCardSchema)
+    def post(self, volunteer_id):
+        """Give the volunteer a new card code; the old card stops working at once."""
+        return {"card_code": roster.reissue_card(current_principal(), volunteer_id)}

@@ -1,0 +1,329 @@
+"""The office's volunteers: search, edit, suspend, PIN resets, card unlocks and reissues.
+
+Each change checks that an office (or admin) reaches the volunteer's node, and writes its
+audit row in the same unit of work. Auditors read the roster with phone numbers masked.
+Registration is points.directory.register_volunteer (the command line and the demo use
+it too).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from points import audit, auth, ledger
+from points.auth import Principal
+from points.directory import hash_pin, new_card_code, pin_problem
+from points.errors import ForbiddenError, InvalidInputError, NotFoundError
+from points.extensions import db
+from points.models import Account, ApiToken, District, Volunteer, utcnow
+from points.volunteers import mask_phone
+
+PHONE_PATTERN = re.compile(r"^\+?[0-9 -]{5,20}$")
+STATES = ("active", "suspended")
+# A search lists at most this many volunteers a page.
+PAGE_SIZE = 50
+
+
+@dataclass(frozen=True)
+class RosterRow:
+    """A volunteer as the office's list shows them."""
+
+    id: int
+    name: str
+    phone: str | None
+    card_code: str | None
+    status: str
+    district_code: str
+    district_name: str
+    locked_until: datetime | None
+    balance: int
+    held: int
+    service_minutes: int
+
+    @property
+    def available(self) -> int:
+        return self.balance - self.held
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "available": self.available, "district": self.district_code}
+
+
+def _require_office(principal: Principal) -> None:
+    if principal.role not in ("office", "admin"):
+        raise ForbiddenError("only an office or an admin changes volunteers")
+
+
+def search(
+    principal: Principal,
+    q: str = "",
+    *,
+    district: str | None = None,
+    status: str | None = None,
+    after: tuple[str, int] | None = None,
+    limit: int = PAGE_SIZE,
+) -> list[RosterRow]:
+    """Volunteers of `principal`'s node (or of `district` below it) ordered by name.
+
+    `q` matches a card code or a phone number exactly, or the start of a name: each an
+    index lookup, so a search stays fast as the node grows. `after` is the (name, id) of
+    the last row of the page before. Auditors see phone numbers masked.
+    """
+    scope = principal.path
+    if district:
+        node = db.session.execute(
+            select(District.path).where(District.code == district)
+        ).scalar_one_or_none()
+        if node is None:
+            raise NotFoundError(f"no district {district!r}", errors={"district": ["No such node."]})
+        auth.require_scope(principal, node, "this district node")
+        scope = node
+    statement = (
+        select(
+            Volunteer.id,
+            Volunteer.name,
+            Volunteer.phone,
+            Volunteer.card_code,
+            Volunteer.status,
+            District.code,
+            District.name,
+            Volunteer.locked_until,
+            Account.balance,
+            Account.held,
+            Volunteer.service_minutes,
+        )
+        .join(District, District.id == Volunteer.district_id)
+        .join(Account, Account.volunteer_id == Volunteer.id)
+    )
+    if principal.role != "admin" or district:
+        statement = statement.where(District.path.startswith(scope, autoescape=True))
+    q = (q or "").strip()
+    if q:
+        compact = "".join(q.split())
+        statement = statement.where(
+            or_(
+                Volunteer.card_code == compact.upper(),
+                Volunteer.phone == q,
+                # A name starting with q, as a range: one index lookup on both databases
+                # (SQLite's LIKE is case-folding and cannot use the index).
+                (Volunteer.name >= q) & (Volunteer.name < q + "\U0010ffff"),
+            )
+        )
+    if status:
+        statement = statement.where(Volunteer.status == status)
+    if after is not None:
+        name, last_id = after
+        statement = statement.where(
+            or_(Volunteer.name > name, (Volunteer.name == name) & (Volunteer.id > last_id))
+        )
+    rows = db.session.execute(
+        statement.order_by(Volunteer.name, Volunteer.id).limit(max(1, min(limit, 200)))
+    ).all()
+    if principal.role != "auditor":
+        return [RosterRow(*row) for row in rows]
+    # Auditors read, they do not serve: no phone number in full, no card code.
+    return [RosterRow(*row[:2], mask_phone(row[2]), None, *row[4:]) for row in rows]
+
+
+def _locked_row(volunteer_id: int) -> Volunteer:
+    row = db.session.scalar(select(Volunteer).where(Volunteer.id == volunteer_id).with_for_update())
+    if row is None:
+        raise NotFoundError(f"no volunteer {volunteer_id}")
+    return row
+
+
+def update_volunteer(
+    principal: Principal,
+    volunteer_id: int,
+    *,
+    name: str | None = None,
+    phone: str | None = None,
+    clear_phone: bool = False,
+) -> None:
+    """Change a volunteer's name or phone (`clear_phone` removes it). Raises
+    InvalidInputError, NotFoundError, ForbiddenError."""
+    _require_office(principal)
+    auth.reach_volunteer(principal, volunteer_id)
+    errors: dict[str, list[str]] = {}
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 200):
+        errors["name"] = ["Must not be empty; at most 200 characters."]
+    if phone is not None and (not isinstance(phone, str) or not PHONE_PATTERN.match(phone)):
+        errors["phone"] = ["Digits, spaces and '-', 5 to 20."]
+    if errors:
+        raise InvalidInputError("invalid volunteer", errors=errors)
+    phone_taken = InvalidInputError(
+        "this phone number is already registered in the node",
+        errors={"phone": ["Already registered to a volunteer of this node."]},
+    )
+
+    def work() -> None:
+        row = _locked_row(volunteer_id)
+        before = {"name": row.name, "phone": row.phone}
+        new_phone = None if clear_phone else (phone if phone is not None else row.phone)
+        if (
+            new_phone is not None
+            and new_phone != row.phone
+            and db.session.scalar(
+                select(Volunteer.id).where(
+                    Volunteer.district_id == row.district_id, Volunteer.phone == new_phone
+                )
+            )
+        ):
+            raise phone_taken
+        row.name = name.strip() if name is not None else row.name
+        row.phone = new_phone
+        try:
+            db.session.flush()
+        except IntegrityError:
+            raise phone_taken from None
+        was, now = audit.changed(before, {"name": row.name, "phone": row.phone})
+        if now:
+            audit.record(
+                "volunteer.edit",
+                district_id=row.district_id,
+                target=("volunteer", volunteer_id),
+                before=was,
+                after=now,
+            )
+
+    ledger.atomic(work)
+
+
+def set_status(principal: Principal, volunteer_id: int, status: str, reason: str = "") -> None:
+    """Suspend a volunteer (their card and sessions stop working) or reactivate them.
+    Raises InvalidInputError, NotFoundError, ForbiddenError."""
+    _require_office(principal)
+    auth.reach_volunteer(principal, volunteer_id)
+    if status not in STATES:
+        raise InvalidInputError("unknown status", errors={"status": [f"One of {STATES}."]})
+
+    def work() -> None:
+        row = _locked_row(volunteer_id)
+        if row.status == "closed":
+            raise InvalidInputError(
+                "a closed volunteer cannot change status", errors={"status": ["Closed."]}
+            )
+        if row.status == status:
+            return
+        before = row.status
+        row.status = status
+        db.session.flush()
+        if status == "suspended":
+            _end_sessions(volunteer_id)
+        audit.record(
+            "volunteer.suspend" if status == "suspended" else "volunteer.reactivate",
+            district_id=row.district_id,
+            target=("volunteer", volunteer_id),
+            before={"status": before},
+            after={"status": status, "reason": (reason or "").strip()[:500] or None},
+        )
+
+    ledger.atomic(work)
+
+
+def _end_sessions(volunteer_id: int) -> None:
+    """End the volunteer's page and kiosk sessions (their own volunteer tokens stay for
+    the office to revoke: they are listed with the tokens)."""
+    from points.auth import SESSION_PREFIX, WEB_SESSION_NAME
+
+    db.session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.volunteer_id == volunteer_id,
+            ApiToken.revoked_at.is_(None),
+            or_(ApiToken.name == WEB_SESSION_NAME, ApiToken.name.startswith(SESSION_PREFIX)),
+        )
+        .values(revoked_at=utcnow())
+    )
+
+
+def new_pin(card_code: str) -> str:
+    """A random PIN that pin_problem accepts for this card."""
+    while True:
+        pin = f"{secrets.randbelow(10**6):06d}"
+        if pin_problem(pin, card_code) is None:
+            return pin
+
+
+def reset_pin(principal: Principal, volunteer_id: int) -> str:
+    """Give a volunteer a new random PIN (returned: shown once, to hand over), unlock the
+    card and end their sessions. Raises NotFoundError, ForbiddenError."""
+    _require_office(principal)
+    auth.reach_volunteer(principal, volunteer_id)
+    code = db.session.scalar(select(Volunteer.card_code).where(Volunteer.id == volunteer_id))
+    pin = new_pin(code)
+    pin_hash = hash_pin(pin)
+
+    def work() -> None:
+        row = _locked_row(volunteer_id)
+        row.pin_hash = pin_hash
+        row.failed_pins = 0
+        row.locked_until = None
+        db.session.flush()
+        _end_sessions(volunteer_id)
+        audit.record(
+            "volunteer.pin_reset", district_id=row.district_id, target=("volunteer", volunteer_id)
+        )
+
+    ledger.atomic(work)
+    return pin
+
+
+def unlock_card(principal: Principal, volunteer_id: int) -> None:
+    """Clear a card's wrong-PIN count and lock. Raises NotFoundError, ForbiddenError."""
+    _require_office(principal)
+    auth.reach_volunteer(principal, volunteer_id)
+
+    def work() -> None:
+        row = _locked_row(volunteer_id)
+        before = {"failed_pins": row.failed_pins, "locked_until": row.locked_until}
+        row.failed_pins = 0
+        row.locked_until = None
+        db.session.flush()
+        audit.record(
+            "volunteer.unlock",
+            district_id=row.district_id,
+            target=("volunteer", volunteer_id),
+            before=before,
+            after={"failed_pins": 0, "locked_until": None},
+        )
+
+    ledger.atomic(work)
+
+
+def reissue_card(principal: Principal, volunteer_id: int) -> str:
+    """Give a volunteer a new card code (returned); the old code stops working at once,
+    and their sessions end. The PIN stays. Raises NotFoundError, ForbiddenError."""
+    _require_office(principal)
+    auth.reach_volunteer(principal, volunteer_id)
+
+    def work() -> str:
+        row = _locked_row(volunteer_id)
+        old = row.card_code
+        # A code already in use is drawn again (the unique index is the last word).
+        for _ in range(20):
+            code = new_card_code()
+            if db.session.scalar(select(Volunteer.id).where(Volunteer.card_code == code)):
+                continue
+            break
+        row.card_code = code
+        row.failed_pins = 0
+        row.locked_until = None
+        db.session.flush()
+        _end_sessions(volunteer_id)
+        audit.record(
+            "volunteer.reissue_card",
+            district_id=row.district_id,
+            target=("volunteer", volunteer_id),
+            before={"card_code": old},
+            after={"card_code": code},
+        )
+        return code
+
+    return ledger.atomic(work)
