@@ -51,8 +51,15 @@ def sign_in_url(base_url: str, card_code: str) -> str:
     return f"{base_url.rstrip('/')}/me/sign-in?card={quote(card_code)}"
 
 
-def card_sheet(district: str, base_url: str, principal: Principal | None = None) -> CardSheet:
-    """Return the cards of every active volunteer in `district` and the nodes below it.
+def card_sheet(
+    district: str,
+    base_url: str,
+    principal: Principal | None = None,
+    *,
+    volunteer_id: int | None = None,
+) -> CardSheet:
+    """Return the cards of every active volunteer in `district` and the nodes below it
+    (or of the one volunteer `volunteer_id`, a card to reprint).
 
     `principal` is the office asking (it must reach the node), or None for the command
     line. Raises NotFoundError, ForbiddenError.
@@ -72,7 +79,7 @@ def card_sheet(district: str, base_url: str, principal: Principal | None = None)
             )
         )
     }
-    rows = db.session.execute(
+    statement = (
         select(Volunteer.name, Volunteer.phone, Volunteer.card_code, District.path)
         .join(District, District.id == Volunteer.district_id)
         .where(
@@ -80,7 +87,10 @@ def card_sheet(district: str, base_url: str, principal: Principal | None = None)
             Volunteer.status == "active",
         )
         .order_by(District.path, Volunteer.id)
-    ).all()
+    )
+    if volunteer_id is not None:
+        statement = statement.where(Volunteer.id == volunteer_id)
+    rows = db.session.execute(statement).all()
     cards = []
     for row in rows:
         url = sign_in_url(base_url, row.card_code)

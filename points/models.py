@@ -174,6 +174,8 @@ class Volunteer(Base):
         # The office's search: by the start of a name, by a phone number (points.roster).
         Index("ix_volunteers_name", "name"),
         Index("ix_volunteers_phone", "phone"),
+        # The office's Today page: cards locked now.
+        Index("ix_volunteers_locked_until", "locked_until"),
     )
 
 

@@ -6,7 +6,8 @@
 - `api_tokens.staff_id`: a staff member's console session is a token of their role and
   node, so that pages and the API authorise it the same way, and disabling the account or
   changing the password ends its sessions.
-- Indexes for the office's volunteer search: `volunteers (name)`, `volunteers (phone)`.
+- Indexes for the office's volunteer search, `volunteers (name)` and `volunteers (phone)`,
+  and for its locked cards, `volunteers (locked_until)`.
 - `audit_events`: who changed what, in which node, when and from where, with the changed
   fields before and after. Append-only: triggers refuse UPDATE and DELETE, as on the
   ledger's tables.
@@ -59,6 +60,7 @@ def upgrade():
     # The office's volunteer search: by the start of a name, by a phone number.
     op.create_index("ix_volunteers_name", "volunteers", ["name"])
     op.create_index("ix_volunteers_phone", "volunteers", ["phone"])
+    op.create_index("ix_volunteers_locked_until", "volunteers", ["locked_until"])
     op.create_table(
         "audit_events",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -107,6 +109,7 @@ def downgrade():
         batch_op.drop_index(batch_op.f("ix_api_tokens_staff_id"))
         batch_op.drop_constraint(batch_op.f("fk_api_tokens_staff_id_staff"), type_="foreignkey")
         batch_op.drop_column("staff_id")
+    op.drop_index("ix_volunteers_locked_until", table_name="volunteers")
     op.drop_index("ix_volunteers_phone", table_name="volunteers")
     op.drop_index("ix_volunteers_name", table_name="volunteers")
     op.drop_index(op.f("ix_staff_district_id"), table_name="staff")
