@@ -29,7 +29,8 @@ run: $(BIN)/points
 	@echo "  volunteers  $(URL)/me  (sign in with a card code and PIN above)"
 	@echo "  kiosk       $(URL)/kiosk  (pair it once at $(URL)/kiosk/pair with the code above)"
 	@echo "  providers   $(URL)/provider  (open the provider link above once first)"
-	@echo "  card sheet  $(CARDS)  (print it; or $(URL)/office/cards with the office token)"
+	@echo "  office      $(URL)/office  (sign in with a console account above)"
+	@echo "  card sheet  $(CARDS)  (print it; or $(URL)/office/cards)"
 	@echo "Serving the API on $(URL)/api/v1 (docs: $(URL)/api/v1/docs)"
 	POINTS_DATABASE_URL=sqlite:///$(DEMO_DB) $(BIN)/gunicorn --bind $(HOST):$(PORT) \
 		--workers 2 --worker-class sync wsgi:app

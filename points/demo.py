@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 
-from points import directory, ledger, policy, redemptions, service
+from points import directory, ledger, policy, redemptions, service, staff
 from points.cards import LOCAL_URL
 from points.errors import ConflictError, InsufficientPointsError, RefusedError
 from points.extensions import db
@@ -118,6 +118,8 @@ class Demo:
     volunteers: list[DemoVolunteer]
     # The barber's link to the provider page (/provider/link/<token>), shown once.
     provider_link: str = ""
+    # Console accounts by role: (username, password), shown once.
+    staff: dict[str, tuple[str, str]] | None = None
 
 
 def load_demo(
@@ -304,6 +306,15 @@ def load_demo(
         scopes[role] = scope
         if role == "kiosk":
             kiosk_id = row.id
+    accounts = {}
+    for role, username, name, district in [
+        ("admin", "admin", "系统管理员", "beijing"),
+        ("office", "longtan", "王芳 (龙潭街道办事处)", "longtan"),
+        ("auditor", "auditor", "孙审计 (东城区)", "dongcheng"),
+    ]:
+        password = staff.temporary_password()
+        staff.create_staff(username, name, role, district, password)
+        accounts[role] = (username, password)
     link = issue_link(None, "barber-wang")
     # The demo kiosk's screen pairs with this code at /kiosk/pair (it then gets a device
     # secret of its own; the token printed above stays for API use until it pairs).
@@ -321,10 +332,13 @@ def load_demo(
     echo("Tokens (shown once):")
     for role, secret in tokens.items():
         echo(f"  {role:9} {secret}  ({scopes[role]})")
+    echo(f"Office console {base_url.rstrip('/')}/office (username / password, shown once):")
+    for role, (username, password) in accounts.items():
+        echo(f"  {role:9} {username:9} {password}")
     echo(f"Provider page of {PROVIDERS[0][1]} (link shown once): {link.url(base_url)}")
     echo(
         f"Kiosk pairing code (once, until {pairing.expires_at:%H:%M} UTC): {pairing.code} "
         f"(type it at {base_url.rstrip('/')}/kiosk/pair; `points kiosk pairing-code "
         f"{kiosk_id}` makes a new one)"
     )
-    return Demo(tokens, volunteers, link.path)
+    return Demo(tokens, volunteers, link.path, accounts)

@@ -310,34 +310,34 @@ def test_cards_cli_default_base_url_is_local(runner, world):
     assert world.cards["far"] not in result.stdout  # zuoanmen is not below xizhaosi
 
 
-def test_cards_office_page_needs_an_office_token(client, world):
-    response = client.get("/office/cards?district=longtan")
-    assert response.status_code == 302
-    assert "/office/cards/sign-in" in response.headers["Location"]
-    form = client.get("/office/cards/sign-in")
-    refused = client.post(
-        "/office/cards/sign-in",
-        data={"csrf_token": csrf(form), "token": world.tokens["volunteer_self"]},
-    )
-    assert refused.status_code == 422
-    assert "这不是有效的单位令牌" in refused.get_data(as_text=True)
+def _office_signed_in(client) -> None:
+    from points import staff
 
-
-def test_cards_office_page_prints_the_nodes_in_reach(client, world):
-    form = client.get("/office/cards/sign-in")
+    staff.create_staff("xizhaosi", "李娜", "office", "xizhaosi", "lantern-harbour-42")
+    form = client.get("/office/sign-in")
     signed = client.post(
-        "/office/cards/sign-in?next=/office/cards%3Fdistrict%3Dxizhaosi",
-        data={"csrf_token": csrf(form), "token": world.tokens["office_in"]},
+        "/office/sign-in?next=/office/cards%3Fdistrict%3Dxizhaosi",
+        data={"csrf_token": csrf(form), "username": "xizhaosi", "password": "lantern-harbour-42"},
     )
     assert signed.status_code == 302
     assert signed.headers["Location"] == "/office/cards?district=xizhaosi"
+
+
+def test_cards_office_page_needs_a_staff_session(client, world):
+    response = client.get("/office/cards?district=longtan")
+    assert response.status_code == 302
+    assert "/office/sign-in" in response.headers["Location"]
+
+
+def test_cards_office_page_prints_the_nodes_in_reach(client, world):
+    _office_signed_in(client)
     sheet = client.get("/office/cards?district=xizhaosi")
     text = sheet.get_data(as_text=True)
     assert sheet.status_code == 200
     assert world.cards["self"] in text and world.cards["peer"] in text
     assert PHONE not in text
     assert "<style>" not in text and "web/cards.css" in text  # the CSP allows no inline style
-    # A node outside the token's reach gets the choice back with the error.
+    # A node outside the staff member's reach gets the choice back with the error.
     outside = client.get("/office/cards?district=zuoanmen")
     assert outside.status_code == 422
     assert world.cards["far"] not in outside.get_data(as_text=True)

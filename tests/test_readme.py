@@ -78,7 +78,11 @@ def test_make_run_serves_the_demo(tmp_path):
     assert re.search(r"card [0-9A-Z]{10}\s+PIN [0-9]{6}", printed)
     assert f"http://127.0.0.1:{port}/api/v1/docs" in printed
     # Each audience's page, the barber's provider link, and the demo's card sheet.
-    for page in ("/me", "/kiosk", "/provider", "/provider/link/sp_", "/office/cards"):
+    for role in ("admin", "office", "auditor"):
+        assert re.search(
+            rf"^\s+{role}\s+\S+\s+[a-z0-9]{{4}}-[a-z0-9]{{4}}-[a-z0-9]{{4}}$", printed, re.M
+        )
+    for page in ("/me", "/kiosk", "/provider", "/provider/link/sp_", "/office/cards", "/office"):
         assert f"http://127.0.0.1:{port}{page}" in printed, printed
     sheet = (tmp_path / "cards.html").read_text(encoding="utf-8")
     assert sheet.count('<article class="card"') == 20

@@ -141,9 +141,11 @@ def test_provider_story_in_english(site, new_page):
 def test_card_sheet_on_screen_and_in_print(site, new_page):
     page = new_page(OFFICE)
     page.goto("/office/cards?district=longtan")
-    page.wait_for_url("**/office/cards/sign-in**")
+    page.wait_for_url("**/office/sign-in**")
     check_axe(page)
-    page.fill("#token", site.demo.tokens["office"])
+    username, password = site.demo.staff["office"]
+    page.fill("#username", username)
+    page.fill("#password", password)
     page.get_by_role("button", name="登录").click()
     page.wait_for_url("**/office/cards?district=longtan")
     cards = page.locator("article.card")
