@@ -1,0 +1,143 @@
+"""The office's story on /office, in chromium against gunicorn, by clicks: sign in, read
+Today, register a volunteer and print their card, reset a PIN and sign in as that
+volunteer on /me, add a provider, read the audit log of all of it. An auditor sees every
+screen with no change control; an office of one community cannot reach its sibling.
+axe and the age-friendly sizes on every console page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.e2e.server import seeding
+from tests.pages.conftest import OFFICE, PHONE, check_axe, check_sizes, screenshot
+
+# PAGES.md: office PCs at 1366 px; body text at least 18 px, targets at least 48 px.
+MIN_FONT = 18
+MIN_TARGET = 48
+PASSWORD = "lantern-harbour-42"
+
+
+def sign_in(page, username: str, password: str) -> None:
+    page.goto("/office/sign-in")
+    page.fill("#username", username)
+    page.fill("#password", password)
+    page.get_by_role("button", name=re.compile("登录|Sign in")).click()
+    page.wait_for_url(re.compile(r".*/office(\?.*)?$"))
+
+
+def look(page, name: str) -> None:
+    check_axe(page)
+    check_sizes(page, min_font=MIN_FONT, min_target=MIN_TARGET)
+    screenshot(page, name)
+
+
+@pytest.mark.slow
+def test_office_story_by_clicks(site, new_page):
+    page = new_page(OFFICE)
+    page.goto("/office")
+    page.wait_for_url("**/office/sign-in**")
+    look(page, f"office-sign-in-{site.backend}")
+
+    username, password = site.demo.staff["office"]
+    sign_in(page, username, password)
+    assert page.get_by_role("heading", name="今日").is_visible()
+    look(page, f"office-today-{site.backend}")
+
+    # Register a volunteer; the drawn PIN is shown once; print their card.
+    page.get_by_role("link", name="志愿者", exact=True).click()
+    look(page, f"office-volunteers-{site.backend}")
+    page.get_by_role("link", name="登记志愿者").click()
+    page.fill("#name", "钱秀兰")
+    page.fill("#phone", "13912345678")
+    page.select_option("#district", "xizhaosi")
+    look(page, f"office-register-{site.backend}")
+    page.get_by_role("button", name="登记", exact=True).click()
+    pin = page.locator("[data-pin]").inner_text().strip()
+    card = page.locator("[data-card-code]").inner_text().strip()
+    assert re.fullmatch(r"\d{6}", pin) and re.fullmatch(r"[0-9A-Z]{10}", card)
+    look(page, f"office-registered-{site.backend}")
+    page.get_by_role("link", name="打印积分卡").click()
+    assert page.locator(f'[data-card="{card}"] svg').count() == 1
+
+    # Find her again by her card, reset her PIN, and sign in with the new PIN on /me.
+    page.goto("/office/volunteers")
+    page.fill("#q", card.lower())
+    page.get_by_role("button", name="搜索").click()
+    page.get_by_role("link", name="钱秀兰").click()
+    look(page, f"office-volunteer-{site.backend}")
+    page.get_by_role("button", name="重置密码").click()
+    new_pin = page.locator("[data-pin]").inner_text().strip()
+    assert new_pin != pin or len(new_pin) == 6
+    phone = new_page(PHONE)
+    phone.goto(f"/me/sign-in?card={card}")
+    phone.fill("#pin", new_pin)
+    phone.get_by_role("button", name="登录").click()
+    phone.wait_for_url("**/me/")
+    assert "钱秀兰" in phone.inner_text("body")
+
+    # Add a provider.
+    page.get_by_role("link", name="服务商", exact=True).click()
+    page.fill("#name", "赵师傅修鞋配钥匙")
+    page.fill("#code", "cobbler-zhao")
+    page.select_option("#district", "longtan")
+    page.get_by_role("button", name="添加服务商").click()
+    page.wait_for_url("**/office/providers?done=created")
+    assert "赵师傅修鞋配钥匙" in page.inner_text("main")
+    look(page, f"office-providers-{site.backend}")
+
+    # Tokens and kiosks, staff: a look, in English too.
+    page.get_by_role("link", name="令牌和一体机").click()
+    look(page, f"office-tokens-{site.backend}")
+    page.get_by_role("link", name="工作人员").click()
+    look(page, f"office-staff-{site.backend}")
+
+    # The audit log tells all of it, with the clerk as the actor.
+    page.get_by_role("link", name="操作日志").click()
+    log = page.inner_text("main")
+    for action in ("volunteer.register", "volunteer.pin_reset", "provider.create", "staff.sign_in"):
+        assert action in log, action
+    assert pin not in log and new_pin not in log
+    look(page, f"office-audit-{site.backend}")
+
+    page.goto("/language/en?next=/office/volunteers")
+    assert page.get_by_role("heading", name="Volunteers").is_visible()
+    look(page, f"office-volunteers-en-{site.backend}")
+
+
+@pytest.mark.slow
+def test_office_auditor_sees_and_changes_nothing(site, new_page):
+    page = new_page(OFFICE)
+    username, password = site.demo.staff["auditor"]
+    sign_in(page, username, password)
+    volunteer = site.demo.volunteers[0]
+    for path in (
+        "/office",
+        "/office/volunteers",
+        f"/office/volunteers/{volunteer.id}",
+        "/office/providers",
+        "/office/tokens",
+        "/office/staff",
+        "/office/audit",
+    ):
+        page.goto(path)
+        # The only form is the sign-out button's.
+        assert page.locator("form[method=post]").count() == 1, path
+        check_axe(page)
+    screenshot(page, f"office-auditor-audit-{site.backend}")
+
+
+@pytest.mark.slow
+def test_office_of_a_community_cannot_reach_its_sibling(site, new_page):
+    from points import staff
+
+    with seeding(site.url):
+        staff.create_staff("zuoanmen-clerk", "赵磊", "office", "zuoanmen", PASSWORD)
+        far = next(v for v in site.demo.volunteers if v.community == "xizhaosi")
+    page = new_page(OFFICE)
+    sign_in(page, "zuoanmen-clerk", PASSWORD)
+    page.goto("/office/volunteers")
+    assert far.name not in page.inner_text("main")
+    response = page.goto(f"/office/volunteers/{far.id}")
+    assert response.status == 403
