@@ -479,7 +479,7 @@ def policy_preview(district, plugin, path, start, end, locked, enabled, as_json)
     """Re-run a past period's service records under a draft; write nothing."""
     import json
 
-    from points.policy import preview_policy
+    from points.service import preview_policy
 
     preview = preview_policy(
         district,

@@ -54,6 +54,7 @@ from points.models import (
 from points.plugins import CatalogItem, Decision, VolunteerInfo, call_each, plugin_manager
 from points.policy import Policy, resolve_policy
 from points.service import volunteer_info
+from points.service.posting import _notify
 from points.signals import redemption_changed
 
 COUNTED = ("held", "fulfilled")
@@ -528,8 +529,6 @@ def _notify_entry(entry_id: int | None) -> None:
         return
     entry = ledger.load_entry(entry_id)
     policy = resolve_policy(entry.district_id)
-    from points.service import _notify
-
     _notify(plugin_manager(), policy, [entry])
 
 

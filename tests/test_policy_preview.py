@@ -11,8 +11,8 @@ from sqlalchemy import func, select
 from points import errors, ledger
 from points.extensions import db
 from points.models import Base
-from points.policy import preview_policy, set_policy
-from points.service import approve, pending_records, record_service
+from points.policy import set_policy
+from points.service import approve, pending_records, preview_policy, record_service
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 TODAY = datetime.now(BEIJING).date()

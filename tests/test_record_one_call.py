@@ -17,7 +17,7 @@ from points.ledger import fused
 from points.models import Entry, Lot, Posting, ServiceMinutes, ServiceRecord, Volunteer
 from points.plugins import Limit, hookimpl, plugin_manager, registered
 from points.policy import set_policy
-from points.service import approve, record_service
+from points.service import approve, record_service, submission
 from points.verify import verify
 
 LONG_AGO = datetime.now(UTC) - timedelta(days=400)
@@ -300,7 +300,7 @@ def test_a_connection_lost_before_the_write_takes_the_locked_path(
     app, postgres, policy, volunteer, monkeypatch
 ):
     patrol(volunteer, 60, DAY - timedelta(days=1))
-    rows = service._driver_rows
+    rows = submission._driver_rows
     lost = []
 
     def lose_first(connection):
@@ -309,7 +309,7 @@ def test_a_connection_lost_before_the_write_takes_the_locked_path(
             connection.close()  # as a dead network would leave it
         return rows(connection)
 
-    monkeypatch.setattr(service, "_driver_rows", lose_first)
+    monkeypatch.setattr(submission, "_driver_rows", lose_first)
     done = patrol(volunteer, 120)
     assert lost and done.status == "approved" and done.points == 10
     assert db.session.scalar(select(func.count(ServiceRecord.id))) == 2
@@ -370,7 +370,7 @@ def test_history_changed_between_two_reads_is_evaluated_again(
         volunteer, "report", DAY + timedelta(hours=1), None, {"problem": "lamp"}, actor="o"
     )
     assert report.status == "pending"
-    load = service._SeenHistory.__call__
+    load = submission._SeenHistory.__call__
     caller, loads = threading.get_ident(), []
 
     def load_then_approve(self, since, until):
@@ -381,7 +381,7 @@ def test_history_changed_between_two_reads_is_evaluated_again(
                 _in_another_thread(app, lambda: approve(report.id, "office:wang"))
         return rows
 
-    monkeypatch.setattr(service._SeenHistory, "__call__", load_then_approve)
+    monkeypatch.setattr(submission._SeenHistory, "__call__", load_then_approve)
     with registered(plugin_manager(), _wide_reader(), "quota"):
         done = patrol(volunteer, 120)
     # The day, then the wider read, overtaken (not counted here); the day, the wider.

@@ -20,6 +20,7 @@ from points.extensions import db
 from points.fields import StrictBoolean
 from points.models import District, PolicyVersion
 from points.plugins import activity_kinds, config_schemas, describe_plugins, plugin_manager
+from points.service import preview_policy
 
 blp = Blueprint(
     "policy",
@@ -298,7 +299,7 @@ class DistrictPluginPreview(MethodView):
         what it would award beside today's policy. Writes nothing."""
         principal = current_principal()
         district = district_in_reach(principal, code)
-        preview = policy.preview_policy(
+        preview = preview_policy(
             district.code,
             plugin,
             body["config"],
