@@ -21,11 +21,11 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from flask import has_request_context, request
-from sqlalchemy import bindparam, insert, select
+from sqlalchemy import insert, select
 
 from points import ledger
 from points.extensions import db
-from points.models import AuditEvent, District, utcnow
+from points.models import AuditEvent, utcnow
 
 if TYPE_CHECKING:
     from points.auth import Principal
@@ -104,7 +104,12 @@ def changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[dict, 
     return {key: before.get(key) for key in keys}, {key: after.get(key) for key in keys}
 
 
-_PATH = select(District.path).where(District.id == bindparam("district_id"))
+def _path_of(district_id: int) -> str:
+    """A node's path, from the request's cache of nodes when it has it (a path never
+    changes)."""
+    from points.policy import district_info
+
+    return district_info(district_id).path
 
 
 def record(
@@ -124,11 +129,7 @@ def record(
     if not ledger.in_unit_of_work():
         raise RuntimeError("audit.record must run inside the change's unit of work")
     who = actor or current_actor()
-    path = (
-        db.session.execute(_PATH, {"district_id": district_id}).scalar_one_or_none()
-        if district_id is not None
-        else None
-    )
+    path = _path_of(district_id) if district_id is not None else None
     db.session.execute(
         insert(AuditEvent).values(
             at=utcnow(),

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from points import ledger
+from points import audit, ledger
 from points.errors import ConflictError, InvalidInputError, NotFoundError
 from points.extensions import db
 from points.models import ServiceRecord, utcnow
@@ -73,7 +73,15 @@ def approve(record_id: int, actor: str) -> RecordResult:
             pm, policy, record, volunteer, evaluation.awards, actor, count_minutes=True
         )
         _store_awards(record_id, list(evaluation.awards), state["posted"])
-        return get_record(record_id)
+        result = get_record(record_id)
+        audit.record(
+            "record.approve",
+            district_id=row.district_id,
+            target=("record", record_id),
+            before={"status": "pending"},
+            after={"status": "approved", "points": result.points},
+        )
+        return result
 
     result = ledger.atomic(work)
     _notify(pm, state["policy"], state["posted"])
@@ -92,10 +100,17 @@ def reject(record_id: int, actor: str, reason: str) -> RecordResult:
         raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
 
     def work() -> RecordResult:
-        _lock_pending(record_id, "rejected", actor, reason)
+        row = _lock_pending(record_id, "rejected", actor, reason)
         # A rejected check-in does not block a corrected one the same day.
         db.session.execute(
             update(ServiceRecord).where(ServiceRecord.id == record_id).values(dedupe_key=None)
+        )
+        audit.record(
+            "record.reject",
+            district_id=row.district_id,
+            target=("record", record_id),
+            before={"status": "pending"},
+            after={"status": "rejected", "reason": reason},
         )
         return get_record(record_id)
 
@@ -148,7 +163,14 @@ def mark_verified(record_id: int, actor: str) -> RecordResult:
                 skip=done_keys,
             )
             _store_awards(record_id, earlier + fresh, state["posted"])
-        return get_record(record_id)
+        result = get_record(record_id)
+        audit.record(
+            "record.verify",
+            district_id=row.district_id,
+            target=("record", record_id),
+            after={"verified": True, "points": result.points},
+        )
+        return result
 
     result = ledger.atomic(work)
     if state["policy"] is not None:
