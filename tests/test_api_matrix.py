@@ -487,6 +487,7 @@ CASES = [
     ),
     Case("list tokens", "GET", "tokens", STAFF_ANYWHERE),
     Case("read the audit log", "GET", "audit", STAFF_ANYWHERE),
+    Case("read today's summary", "GET", "today", STAFF_ANYWHERE),
 ]
 
 
@@ -553,6 +554,7 @@ OPERATION_OF = {
     ),
     "list tokens": "GET /api/v1/tokens",
     "read the audit log": "GET /api/v1/audit",
+    "read today's summary": "GET /api/v1/today",
 }
 
 # Changes that write no audit row, and why. Point movements a volunteer, a kiosk or a

@@ -228,3 +228,22 @@ def test_staff_sessions_are_revocable_tokens(api, world, app):
     api.patch(f"staff/{account['id']}", world.tokens["office_above"], {"status": "disabled"})
     with pytest.raises(AuthenticationError):
         auth.authenticate_token(signed.token)
+
+
+def test_today_counts_only_what_is_in_reach(api, world, app):
+    from datetime import datetime
+
+    from points import service
+
+    service.record_service(
+        world.volunteers["far"],
+        "patrol",
+        datetime.fromisoformat(world.started(60)),
+        300,
+        actor="office:test",
+    )
+    far = api.get("today", world.tokens["office_out"]).get_json()
+    near = api.get("today", world.tokens["office_in"]).get_json()
+    above = api.get("today", world.tokens["office_above"]).get_json()
+    assert (far["pending_records"], near["pending_records"], above["pending_records"]) == (1, 0, 1)
+    assert far["oldest_pending"] is not None and near["oldest_pending"] is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from points import directory, staff
+from points import directory, office, staff
 from points.api.body import Blueprint
 from points.api.common import ROW_ID, UtcDateTime, allow
 from points.auth import ROLES, current_principal, require_scope
@@ -146,3 +146,52 @@ class StaffPasswordReset(MethodView):
         principal = current_principal()
         require_scope(principal, staff.staff_info(staff_id).path, "this staff account")
         return {"password": staff.reset_password(staff_id, by=principal)}
+
+
+class LapsingSchema(Schema):
+    id = fields.Integer(required=True)
+    voucher_code = fields.String(required=True)
+    sku = fields.String(required=True)
+    points = fields.Integer(required=True)
+    volunteer_id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    provider = fields.String(required=True)
+    expires_at = UtcDateTime(required=True)
+
+
+class LockedSchema(Schema):
+    volunteer_id = fields.Integer(required=True)
+    name = fields.String(required=True)
+    district = fields.String(required=True, metadata={"description": "The node's name."})
+    locked_until = UtcDateTime(required=True)
+
+
+class TodaySchema(Schema):
+    pending_records = fields.Integer(required=True)
+    pending_gifts = fields.Integer(required=True)
+    oldest_pending = UtcDateTime(
+        required=True,
+        allow_none=True,
+        metadata={"description": "When the oldest waiting record came."},
+    )
+    lapsing = fields.List(
+        fields.Nested(LapsingSchema),
+        required=True,
+        metadata={"description": "Held vouchers lapsing within 3 days, soonest first (20)."},
+    )
+    lapsing_count = fields.Integer(required=True)
+    locked = fields.List(
+        fields.Nested(LockedSchema),
+        required=True,
+        metadata={"description": "Cards locked now (20)."},
+    )
+    locked_count = fields.Integer(required=True)
+
+
+@blp.route("/today")
+class Today(MethodView):
+    @allow("office", "auditor", who="admin (all), office and auditor (their node and below)")
+    @blp.response(200, TodaySchema)
+    def get(self):
+        """What waits for the office today: decisions, vouchers about to lapse, locked cards."""
+        return office.today(current_principal()).as_dict()
