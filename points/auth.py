@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flask import current_app, request
+from flask import current_app, has_request_context, request
 from sqlalchemy import and_, bindparam, case, or_, select, update
 from sqlalchemy.orm import aliased
 
@@ -111,7 +111,6 @@ def current_principal() -> Principal:
     if principal is None:
         principal = _authenticate(request.headers.get("Authorization", ""))
         request.environ["points.principal"] = principal
-        audit.acting_as(principal)
     return principal
 
 
@@ -191,10 +190,18 @@ def _authenticate(header: str) -> Principal:
 
 
 def authenticate_token(secret: str) -> Principal:
-    """Return who a token is (a bearer token, or one a page keeps in its cookie).
+    """Return who a token is (a bearer token, or one a page keeps in its cookie); in a
+    request, it is then who the audit log names as acting.
 
     Raises AuthenticationError.
     """
+    principal = _principal_of(secret)
+    if has_request_context():
+        audit.acting_as(principal)
+    return principal
+
+
+def _principal_of(secret: str) -> Principal:
     if not secret or len(secret) > 200:
         raise AuthenticationError("unknown token")
     row = db.session.execute(_TOKEN_QUERY, {"digest": token_digest(secret)}).one_or_none()

@@ -13,7 +13,6 @@ from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
-from points import audit
 from points.auth import Principal, authenticate_token
 from points.errors import AuthenticationError, PointsError
 from points.extensions import db
@@ -84,10 +83,7 @@ def session_principal(key: str, roles: tuple[str, ...]) -> Principal | None:
     except AuthenticationError:
         session.pop(key, None)
         return None
-    if principal.role not in roles:
-        return None
-    audit.acting_as(principal)
-    return principal
+    return principal if principal.role in roles else None
 
 
 def page_blueprint(name: str, import_name: str, url_prefix: str) -> Blueprint:
