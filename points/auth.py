@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app, has_request_context, request
-from sqlalchemy import and_, bindparam, case, or_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import aliased
 
-from points import audit, ledger
+from points import audit, ledger, lockout
 from points.directory import check_pin, token_digest
 from points.errors import (
     AccountClosedError,
@@ -344,41 +344,28 @@ def verify_card(principal: Principal | None, card_code: str, pin: str) -> CardHo
 
 def _count_attempt(volunteer_id: int, now: datetime) -> int | None:
     """Count one PIN attempt; return the count, or None while the card is locked."""
-    lapsed = and_(Volunteer.locked_until.is_not(None), Volunteer.locked_until <= now)
-    count = case((lapsed, 1), else_=Volunteer.failed_pins + 1)
-    return db.session.execute(
-        update(Volunteer)
-        .where(
-            Volunteer.id == volunteer_id,
-            or_(Volunteer.locked_until.is_(None), Volunteer.locked_until <= now),
-        )
-        .values(
-            failed_pins=count,
-            locked_until=case(
-                (count >= MAX_WRONG_PINS, now + timedelta(minutes=LOCK_MINUTES)),
-                (lapsed, None),
-                else_=Volunteer.locked_until,
-            ),
-        )
-        .returning(Volunteer.failed_pins)
-    ).scalar_one_or_none()
-
-
-def _clear_attempts(volunteer_id: int) -> None:
-    db.session.execute(
-        update(Volunteer)
-        .where(Volunteer.id == volunteer_id)
-        .values(failed_pins=0, locked_until=None)
+    return lockout.count_attempt(
+        Volunteer.failed_pins,
+        Volunteer.locked_until,
+        volunteer_id,
+        now,
+        limit=MAX_WRONG_PINS,
+        minutes=LOCK_MINUTES,
     )
 
 
+def _clear_attempts(volunteer_id: int) -> None:
+    lockout.clear(Volunteer.failed_pins, Volunteer.locked_until, volunteer_id)
+
+
 def _locked(volunteer_id: int, now: datetime) -> CardLockedError:
-    until = db.session.scalar(select(Volunteer.locked_until).where(Volunteer.id == volunteer_id))
-    seconds = max(1, math.ceil((until - now).total_seconds())) if until else LOCK_MINUTES * 60
+    seconds, until = lockout.locked_for(
+        Volunteer.locked_until, volunteer_id, now, minutes=LOCK_MINUTES
+    )
     return CardLockedError(
         f"too many wrong PINs: the card is locked for {math.ceil(seconds / 60)} minutes",
         retry_after=seconds,
-        until=until or now + timedelta(seconds=seconds),
+        until=until,
     )
 
 

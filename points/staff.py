@@ -23,11 +23,11 @@ from functools import cache
 from pathlib import Path
 
 from flask import current_app
-from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from points import audit, ledger
+from points import audit, ledger, lockout
 from points.auth import Principal
 from points.directory import district_by_code, token_digest
 from points.errors import (
@@ -406,30 +406,22 @@ def _dummy_hash() -> str:
 
 def _count_attempt(staff_id: int, now: datetime) -> int | None:
     """Count one attempt; return the count, or None while the account is locked."""
-    lapsed = and_(Staff.locked_until.is_not(None), Staff.locked_until <= now)
-    count = case((lapsed, 1), else_=Staff.failed_logins + 1)
-    return db.session.execute(
-        update(Staff)
-        .where(Staff.id == staff_id, or_(Staff.locked_until.is_(None), Staff.locked_until <= now))
-        .values(
-            failed_logins=count,
-            locked_until=case(
-                (count >= MAX_WRONG_PASSWORDS, now + timedelta(minutes=LOCK_MINUTES)),
-                (lapsed, None),
-                else_=Staff.locked_until,
-            ),
-        )
-        .returning(Staff.failed_logins)
-    ).scalar_one_or_none()
+    return lockout.count_attempt(
+        Staff.failed_logins,
+        Staff.locked_until,
+        staff_id,
+        now,
+        limit=MAX_WRONG_PASSWORDS,
+        minutes=LOCK_MINUTES,
+    )
 
 
 def _locked(staff_id: int, now: datetime) -> AccountLockedError:
-    until = db.session.scalar(select(Staff.locked_until).where(Staff.id == staff_id))
-    seconds = max(1, math.ceil((until - now).total_seconds())) if until else LOCK_MINUTES * 60
+    seconds, until = lockout.locked_for(Staff.locked_until, staff_id, now, minutes=LOCK_MINUTES)
     return AccountLockedError(
         f"too many wrong passwords: the account is locked for {math.ceil(seconds / 60)} minutes",
         retry_after=seconds,
-        until=until or now + timedelta(seconds=seconds),
+        until=until,
         errors={"password": ["Too many wrong passwords: the account is locked for now."]},
     )
 
