@@ -32,7 +32,7 @@ from marshmallow import ValidationError
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
-from points import ledger
+from points import audit, ledger
 from points.errors import ConflictError, InvalidInputError, NotFoundError
 from points.extensions import db
 from points.models import District, PolicyVersion, utcnow
@@ -596,6 +596,18 @@ def check_draft(
     return node, config, locked, when
 
 
+def _audited(row: PolicyVersion) -> dict[str, Any]:
+    """What the audit log keeps of a version: all of it but its author and times."""
+    return {
+        "version": row.version,
+        "config": row.config,
+        "locked": list(row.locked),
+        "enabled": row.enabled,
+        "effective_from": row.effective_from,
+        "comment": row.comment,
+    }
+
+
 def set_policy(
     district: int | str | DistrictInfo,
     plugin: str,
@@ -623,11 +635,13 @@ def set_policy(
     )
 
     def work() -> VersionInfo:
-        latest = db.session.scalar(
-            select(func.max(PolicyVersion.version)).where(
-                PolicyVersion.district_id == node.id, PolicyVersion.plugin == plugin
-            )
-        )
+        previous = db.session.execute(
+            select(PolicyVersion)
+            .where(PolicyVersion.district_id == node.id, PolicyVersion.plugin == plugin)
+            .order_by(PolicyVersion.version.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+        latest = previous.version if previous is not None else None
         row = PolicyVersion(
             district_id=node.id,
             plugin=plugin,
@@ -647,6 +661,13 @@ def set_policy(
             raise ConflictError(
                 f"another change to {plugin!r} at {node.code} came first; try again"
             ) from None
+        audit.record(
+            "policy.version",
+            district_id=node.id,
+            target=("policy", f"{node.code}/{plugin}"),
+            before=_audited(previous) if previous is not None else None,
+            after=_audited(row),
+        )
         return _version_info(row)
 
     try:
