@@ -61,6 +61,15 @@ class ConflictError(PointsError):
     slug = "conflict"
 
 
+class PreconditionFailedError(PointsError):
+    """Raised when If-Match names a version that is no longer the newest (someone else
+    changed it since it was read)."""
+
+    status = 412
+    title = "Changed since read"
+    slug = "precondition-failed"
+
+
 class AccountClosedError(ConflictError):
     """Raised when points would move in or out of a closed account or inactive volunteer."""
 

@@ -33,7 +33,12 @@ from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
 
 from points import audit, ledger
-from points.errors import ConflictError, InvalidInputError, NotFoundError
+from points.errors import (
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    PreconditionFailedError,
+)
 from points.extensions import db
 from points.models import District, PolicyVersion, utcnow
 from points.plugins import (
@@ -461,9 +466,14 @@ def _known_plugin(plugin: Any) -> None:
 
 
 def _flatten(messages: Any, prefix: str) -> dict[str, list[str]]:
+    """marshmallow's nested messages as dotted field names. A Dict field reports a bad
+    entry under "key" or "value"; the field is the entry itself (`items.shoes.cost`)."""
     if isinstance(messages, Mapping):
         flat: dict[str, list[str]] = {}
         for key, value in messages.items():
+            if key in ("key", "value") and set(messages) <= {"key", "value"} and prefix:
+                flat.update(_flatten(value, prefix))
+                continue
             flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
         return flat
     if isinstance(messages, list) and all(isinstance(m, str) for m in messages):
@@ -618,13 +628,16 @@ def set_policy(
     enabled: bool | None = None,
     effective_from: datetime | date | None = None,
     comment: str | None = None,
+    expected_version: int | None = None,
 ) -> VersionInfo:
     """Store a new version of `plugin`'s configuration at the node; return it.
 
     `config` holds only the keys set at this node; `locked` keys cannot be overridden
-    below it; `enabled` None inherits. Older versions stay readable. Raises
-    InvalidInputError (field errors, nothing stored), NotFoundError, ConflictError (a
-    concurrent change took the version number: try again).
+    below it; `enabled` None inherits. Older versions stay readable. `expected_version`
+    (0: none yet) must be the node's newest version number when given (an If-Match).
+    Raises InvalidInputError (field errors, nothing stored), NotFoundError,
+    PreconditionFailedError (not the newest any more), ConflictError (a concurrent change
+    took the version number: try again).
     """
     if not isinstance(author, str) or not author.strip():
         raise InvalidInputError("author is required", errors={"author": ["Must not be empty."]})
@@ -642,6 +655,12 @@ def set_policy(
             .limit(1)
         ).scalar_one_or_none()
         latest = previous.version if previous is not None else None
+        if expected_version is not None and (latest or 0) != expected_version:
+            raise PreconditionFailedError(
+                f"{plugin!r} at {node.code} is at version {latest or 0}, "
+                f"not {expected_version}: read it again",
+                errors={"version": [f"Now {latest or 0}."]},
+            )
         row = PolicyVersion(
             district_id=node.id,
             plugin=plugin,

@@ -125,6 +125,11 @@ def _pending_gift(world) -> int:
     return gift.request_id
 
 
+def _stars_version() -> int:
+    """A version of the stars policy set at xizhaosi: its number."""
+    return set_policy("xizhaosi", "stars", {}, author="office:test").version
+
+
 def _fresh_staff(world) -> int:
     from points import staff
 
@@ -400,6 +405,37 @@ CASES = [
         lambda w, p: {"config": {"levels_hours": [50, 200]}, "comment": "earlier stars"},
     ),
     Case(
+        "read what xizhaosi sets for stars",
+        "GET",
+        "districts/xizhaosi/policy/stars",
+        frozenset(READERS_IN),
+    ),
+    Case(
+        "patch the caps policy of xizhaosi",
+        "PATCH",
+        "districts/xizhaosi/policy/caps",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"config": {"per_kind": {"visit": {"day": 40}}}},
+    ),
+    Case(
+        "list the stars versions of xizhaosi",
+        "GET",
+        "districts/xizhaosi/policy/stars/versions",
+        frozenset(READERS_IN),
+    ),
+    Case(
+        "read a stars version of xizhaosi",
+        "GET",
+        lambda w: f"districts/xizhaosi/policy/stars/versions/{_stars_version()}",
+        frozenset(READERS_IN),
+    ),
+    Case(
+        "compare two stars versions of xizhaosi",
+        "GET",
+        lambda w: f"districts/xizhaosi/policy/stars/diff?from=0&to={_stars_version()}",
+        frozenset(READERS_IN),
+    ),
+    Case(
         "preview a steward draft for xizhaosi",
         "POST",
         "districts/xizhaosi/policy/steward/preview",
@@ -535,6 +571,13 @@ OPERATION_OF = {
     "preview a steward draft for xizhaosi": (
         "POST /api/v1/districts/{code}/policy/{plugin}/preview"
     ),
+    "read what xizhaosi sets for stars": "GET /api/v1/districts/{code}/policy/{plugin}",
+    "patch the caps policy of xizhaosi": "PATCH /api/v1/districts/{code}/policy/{plugin}",
+    "list the stars versions of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/versions",
+    "read a stars version of xizhaosi": (
+        "GET /api/v1/districts/{code}/policy/{plugin}/versions/{number}"
+    ),
+    "compare two stars versions of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/diff",
     "say who I am": "GET /api/v1/me",
     "list the district tree": "GET /api/v1/districts",
     "search volunteers of xizhaosi": "GET /api/v1/volunteers",

@@ -150,12 +150,16 @@ def read_body() -> None:
         g.points_body = core.missing
         return
     charset = request.mimetype_params.get("charset", "utf-8").lower()
-    if request.mimetype != "application/json" or charset not in ("utf-8", "utf8"):
+    if request.mimetype not in JSON_TYPES or charset not in ("utf-8", "utf8"):
         raise UnsupportedMediaTypeError(
             "send the body as JSON with Content-Type: application/json (UTF-8), "
             f"not {request.content_type!r}"
         )
     g.points_body = parse_body(raw)
+
+
+# A PATCH may say what its body is (a JSON merge patch); it is JSON all the same.
+JSON_TYPES = ("application/json", "application/merge-patch+json")
 
 
 def _needs_body(schema: Schema) -> bool:
@@ -167,7 +171,7 @@ class BodyParser(FlaskParser):
 
     def load_json(self, req, schema: Schema) -> Any:
         body = g.get("points_body", core.missing)
-        if body is core.missing and req.mimetype == "application/json" and _needs_body(schema):
+        if body is core.missing and req.mimetype in JSON_TYPES and _needs_body(schema):
             raise InvalidJsonError("The body is empty; this operation needs a JSON object.")
         return body
 

@@ -7,15 +7,17 @@ from datetime import date, datetime
 from typing import Any
 
 from apispec.ext.marshmallow.openapi import OpenAPIConverter
+from flask import request
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
-from points import policy
+from points import policy, policy_versions
 from points.api.body import Blueprint
 from points.api.common import Moment, UtcDateTime, allow, check_storable
 from points.api.districts import READERS, district_in_reach
 from points.auth import current_principal
+from points.errors import PreconditionFailedError
 from points.extensions import db
 from points.fields import StrictBoolean
 from points.models import District, PolicyVersion
@@ -129,6 +131,70 @@ class PolicyVersionSchema(Schema):
     comment = fields.String(required=True, allow_none=True)
     effective_from = UtcDateTime(required=True)
     created_at = UtcDateTime(required=True)
+
+
+class LayerSchema(Schema):
+    district = fields.String(required=True)
+    plugin = fields.String(required=True)
+    version = fields.Integer(
+        required=True,
+        metadata={"description": "The version in effect set at this node (0: none)."},
+    )
+    newest = fields.Integer(
+        required=True, metadata={"description": "The node's newest version (its ETag)."}
+    )
+    config = fields.Dict(required=True, metadata={"description": "Keys set at this node."})
+    locked = fields.List(fields.String(), required=True)
+    enabled = StrictBoolean(required=True, allow_none=True)
+    effective_from = UtcDateTime(required=True, allow_none=True)
+
+
+class PolicyPatchSchema(Schema):
+    config = fields.Dict(
+        keys=fields.String(),
+        load_default=dict,
+        metadata={"description": "A JSON merge patch (RFC 7396) of the node's keys."},
+    )
+    enabled = StrictBoolean(
+        allow_none=True, metadata={"description": "Left out: unchanged; null: inherited."}
+    )
+    locked = fields.List(
+        fields.String(validate=validate.Length(1, 200)),
+        load_default=None,
+        metadata={"description": "Left out: unchanged; else the node's locks."},
+    )
+    effective_from = DateOrDateTime(
+        load_default=None,
+        allow_none=True,
+        metadata={"type": "string", "description": "A date or time; default now."},
+    )
+    comment = fields.String(load_default=None, allow_none=True, validate=validate.Length(0, 1000))
+
+
+class VersionListSchema(Schema):
+    items = fields.List(fields.Nested(PolicyVersionSchema), required=True)
+
+
+class DiffQuerySchema(Schema):
+    older = fields.Integer(data_key="from", required=True, validate=validate.Range(0, 2**31 - 1))
+    newer = fields.Integer(data_key="to", required=True, validate=validate.Range(0, 2**31 - 1))
+
+
+class ChangeSchema(Schema):
+    key = fields.String(
+        required=True, metadata={"description": "config.<dotted key>, enabled or locked"}
+    )
+    change = fields.String(required=True, metadata={"description": "added, removed, changed"})
+    before = fields.Raw(required=True, allow_none=True)
+    after = fields.Raw(required=True, allow_none=True)
+
+
+class DiffSchema(Schema):
+    district = fields.String(required=True)
+    plugin = fields.String(required=True)
+    older = fields.Integer(data_key="from", required=True)
+    newer = fields.Integer(data_key="to", required=True)
+    changes = fields.List(fields.Nested(ChangeSchema), required=True)
 
 
 class PreviewRequestSchema(Schema):
@@ -255,13 +321,65 @@ class DistrictPolicy(MethodView):
         return {"district": district.code, "plugins": plugins}
 
 
+def _if_match() -> int | None:
+    """The version an If-Match header names ("3", W/"3"), or None without one."""
+    value = request.headers.get("If-Match")
+    if value is None:
+        return None
+    tag = value.strip().removeprefix("W/").strip('"')
+    if not tag.isdigit():
+        raise PreconditionFailedError(
+            "If-Match must be the ETag a read of this policy gave",
+            errors={"If-Match": ["Not an ETag of this policy."]},
+        )
+    return int(tag)
+
+
+def _etag(number: int) -> dict[str, str]:
+    return {"ETag": f'"{number}"'}
+
+
+def _version(stored: policy.VersionInfo, code: str) -> dict[str, Any]:
+    return {
+        **stored.as_dict(),
+        "district": code,
+        "locked": list(stored.locked),
+        "effective_from": stored.effective_from,
+        "created_at": stored.created_at,
+    }
+
+
 @blp.route(f"/districts/<string(maxlength=64):code>/policy/<{PLUGIN_NAME}:plugin>")
 class DistrictPluginPolicy(MethodView):
+    @allow("office", "auditor", who="offices and auditors whose node holds this one")
+    @blp.response(200, LayerSchema)
+    def get(self, code, plugin):
+        """Show what the node itself sets for the plugin (not what it inherits), with its
+        newest version as the ETag for a PUT or PATCH with If-Match."""
+        district = district_in_reach(current_principal(), code)
+        layer = policy_versions.own_layer(district.code, plugin)
+        shown = layer.version
+        return (
+            {
+                "district": district.code,
+                "plugin": plugin,
+                "version": shown.version if shown else 0,
+                "newest": layer.newest,
+                "config": layer.config,
+                "locked": layer.locked,
+                "enabled": layer.enabled,
+                "effective_from": shown.effective_from if shown else None,
+            },
+            200,
+            _etag(layer.newest),
+        )
+
     @allow("office", who="admin, an office whose node holds this one")
     @blp.arguments(PolicyWriteSchema)
     @blp.response(200, PolicyVersionSchema)
     def put(self, body, code, plugin):
-        """Store a new version of the plugin's configuration at the node (422: field errors)."""
+        """Store a new version of the plugin's configuration at the node (422: field
+        errors; 412: If-Match names a version that is no longer the newest)."""
         principal = current_principal()
         district = district_in_reach(principal, code)
         stored = policy.set_policy(
@@ -273,19 +391,75 @@ class DistrictPluginPolicy(MethodView):
             enabled=body["enabled"],
             effective_from=body["effective_from"],
             comment=body["comment"],
+            expected_version=_if_match(),
+        )
+        return _version(stored, district.code), 200, _etag(stored.version)
+
+    @allow("office", who="admin, an office whose node holds this one")
+    @blp.arguments(PolicyPatchSchema, content_type="application/merge-patch+json")
+    @blp.response(200, PolicyVersionSchema)
+    def patch(self, body, code, plugin):
+        """Change some keys of what the node sets, leaving the rest: `config` is a JSON
+        merge patch (RFC 7396; null removes a key, e.g. a catalog item). Stored as the
+        node's next version (422: field errors; 412: If-Match is stale)."""
+        principal = current_principal()
+        district = district_in_reach(principal, code)
+        stored = policy_versions.patch_policy(
+            district.code,
+            plugin,
+            body["config"],
+            author=principal.actor,
+            locked=body["locked"],
+            **({"enabled": body["enabled"]} if "enabled" in body else {}),
+            effective_from=body["effective_from"],
+            comment=body["comment"],
+            expected_version=_if_match(),
+        )
+        return _version(stored, district.code), 200, _etag(stored.version)
+
+
+@blp.route(f"/districts/<string(maxlength=64):code>/policy/<{PLUGIN_NAME}:plugin>/versions")
+class DistrictPluginVersions(MethodView):
+    @allow("office", "auditor", who="offices and auditors whose node holds this one")
+    @blp.response(200, VersionListSchema)
+    def get(self, code, plugin):
+        """Every version of the plugin's configuration set at the node, newest first."""
+        district = district_in_reach(current_principal(), code)
+        rows = policy_versions.versions(district.code, plugin)
+        return {"items": [_version(row, district.code) for row in rows]}
+
+
+@blp.route(
+    f"/districts/<string(maxlength=64):code>/policy/<{PLUGIN_NAME}:plugin>"
+    "/versions/<int(max=2147483647):number>"
+)
+class DistrictPluginVersion(MethodView):
+    @allow("office", "auditor", who="offices and auditors whose node holds this one")
+    @blp.response(200, PolicyVersionSchema)
+    def get(self, code, plugin, number):
+        """One version of the plugin's configuration at the node."""
+        district = district_in_reach(current_principal(), code)
+        return _version(policy_versions.get_version(district.code, plugin, number), district.code)
+
+
+@blp.route(f"/districts/<string(maxlength=64):code>/policy/<{PLUGIN_NAME}:plugin>/diff")
+class DistrictPluginDiff(MethodView):
+    @allow("office", "auditor", who="offices and auditors whose node holds this one")
+    @blp.arguments(DiffQuerySchema, location="query")
+    @blp.response(200, DiffSchema)
+    def get(self, query, code, plugin):
+        """The keys that differ between two versions at the node (`from=0`: nothing set),
+        with their values before and after."""
+        district = district_in_reach(current_principal(), code)
+        changes = policy_versions.diff_versions(
+            district.code, plugin, query["older"], query["newer"]
         )
         return {
-            "id": stored.id,
             "district": district.code,
-            "plugin": stored.plugin,
-            "version": stored.version,
-            "config": stored.config,
-            "locked": list(stored.locked),
-            "enabled": stored.enabled,
-            "author": stored.author,
-            "comment": stored.comment,
-            "effective_from": stored.effective_from,
-            "created_at": stored.created_at,
+            "plugin": plugin,
+            "older": query["older"],
+            "newer": query["newer"],
+            "changes": [change.as_dict() for change in changes],
         }
 
 
