@@ -13,6 +13,8 @@ from points.plugins import CatalogItem, Decision, hookimpl
 
 NAME = "catalog"
 SKU = validate.Regexp(r"^[a-z0-9][a-z0-9-]{0,63}$", error="Lower-case letters, digits and '-'.")
+NAME_LENGTH = validate.Length(min=1, max=200, error="Must not be empty; at most 200 characters.")
+AT_LEAST_ONE = validate.Range(min=1, error="Must be a whole number, 1 or more.")
 PERIOD_NAMES = {
     "month": ("每月", "a month"),
     "quarter": ("每季度", "a quarter"),
@@ -21,24 +23,35 @@ PERIOD_NAMES = {
 
 
 class NamesSchema(Schema):
-    zh = fields.String(data_key="zh-CN", required=True, validate=validate.Length(min=1, max=200))
-    en = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    zh = fields.String(data_key="zh-CN", required=True, validate=NAME_LENGTH)
+    en = fields.String(required=True, validate=NAME_LENGTH)
 
 
 class PerPersonSchema(Schema):
-    limit = fields.Integer(strict=True, required=True, validate=validate.Range(min=1))
+    limit = fields.Integer(strict=True, required=True, validate=AT_LEAST_ONE)
     period = fields.String(load_default="month", validate=validate.OneOf(list(PERIOD_NAMES)))
 
 
 class ItemSchema(Schema):
     names = fields.Nested(NamesSchema, required=True)
-    cost = fields.Integer(strict=True, required=True, validate=validate.Range(min=1, max=2**53))
+    cost = fields.Integer(
+        strict=True,
+        required=True,
+        validate=validate.Range(min=1, max=2**53, error="Must be a whole number, 1 or more."),
+    )
     provider = fields.String(required=True, validate=validate.Length(min=1, max=64))
     stock_per_month = fields.Integer(
-        strict=True, load_default=None, allow_none=True, validate=validate.Range(min=0)
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, error="Must be 0 or more."),
     )
     per_person = fields.Nested(PerPersonSchema, load_default=None, allow_none=True)
-    min_star = fields.Integer(strict=True, load_default=0, validate=validate.Range(min=0, max=20))
+    min_star = fields.Integer(
+        strict=True,
+        load_default=0,
+        validate=validate.Range(min=0, max=20, error="Must be from 0 to 20."),
+    )
     active_from = fields.Date(load_default=None, allow_none=True)
     active_until = fields.Date(load_default=None, allow_none=True)
 
@@ -46,7 +59,7 @@ class ItemSchema(Schema):
     def _dates(self, data, **_kwargs) -> None:
         start, end = data.get("active_from"), data.get("active_until")
         if start and end and end < start:
-            raise ValidationError("Must not be before active_from.", "active_until")
+            raise ValidationError("Must not be before the first day (active_from).", "active_until")
 
 
 class CatalogConfig(Schema):

@@ -102,15 +102,24 @@ def own_layer(district, plugin: str, as_of: datetime | None = None) -> Layer:
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """Apply an RFC 7396 JSON merge patch: objects merge key by key, null removes a key,
-    anything else (lists included) replaces."""
+    anything else (lists included) replaces.
+
+    One departure: an object that the patch's nulls leave empty is removed too. In a
+    node's layer an empty object is a value (it replaces what the nodes above set), so
+    clearing the last key a node set under `items.haircut` must leave the node setting
+    nothing there, not an empty item. An empty object the patch itself gives stays."""
     if not isinstance(patch, Mapping):
         return copy.deepcopy(patch)
     result = dict(target) if isinstance(target, Mapping) else {}
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
+            continue
+        merged = merge_patch(result.get(key), value)
+        if isinstance(merged, Mapping) and not merged and value:
+            result.pop(key, None)
         else:
-            result[key] = merge_patch(result.get(key), value)
+            result[key] = merged
     return result
 
 

@@ -249,7 +249,9 @@ def _redemption_decision(
 
 
 def catalog_for(district: int | str, volunteer: int | None = None) -> list[CatalogEntry]:
-    """Return the node's catalog; for a volunteer, each item's eligibility and reasons."""
+    """Return the node's catalog; for a volunteer, each item's eligibility and reasons,
+    without the items that have closed (an office retired them: listing them would only
+    show a refusal)."""
     if volunteer is None:
         policy = resolve_policy(district)
         return [CatalogEntry(item) for item in _items(policy)]
@@ -259,6 +261,8 @@ def catalog_for(district: int | str, volunteer: int | None = None) -> list[Catal
     available = ledger.balance(info.id).available
     entries = []
     for item in _items(policy):
+        if item.active_until is not None and item.active_until < usage.today:
+            continue
         decision = _redemption_decision(policy, info, item, usage)
         entries.append(
             CatalogEntry(item, decision.allowed, available >= item.cost, decision.reasons)

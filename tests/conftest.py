@@ -20,6 +20,9 @@ from points.app import create_app
 from points.config import database_url
 from points.extensions import db
 
+# Fixtures several modules share: the API's world of nodes and tokens, the console's staff.
+pytest_plugins = ("tests.api_fixtures", "tests.office_fixtures")
+
 PG_URL = os.environ.get("POINTS_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", "postgresql"]
 

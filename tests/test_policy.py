@@ -190,7 +190,7 @@ def test_resolution_is_cached_and_invalidated_on_change(tree):
                     }
                 }
             },
-            "config.items.cut.value.cost",
+            "config.items.cut.cost",
         ),
         ("stars", {"levels_hours": [300, 100]}, "config.levels_hours"),
         ("steward", {"checkin": {"duty_time": "8 o'clock"}}, "config.checkin.duty_time"),

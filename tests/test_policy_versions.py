@@ -48,7 +48,11 @@ def test_merge_patch_examples_of_the_rfc():
     assert merge_patch({"a": "b"}, {"a": None}) == {}
     assert merge_patch({"a": [{"b": "c"}]}, {"a": [1]}) == {"a": [1]}
     assert merge_patch({"e": None}, {"a": 1}) == {"e": None, "a": 1}
-    assert merge_patch({}, {"a": {"bb": {"ccc": None}}}) == {"a": {"bb": {}}}
+    # The RFC gives {"a": {"bb": {}}}; in a layer an empty object replaces what the nodes
+    # above set, so an object the patch's nulls empty goes too (see merge_patch).
+    assert merge_patch({}, {"a": {"bb": {"ccc": None}}}) == {}
+    assert merge_patch({"i": {"x": {"until": 1}}}, {"i": {"x": {"until": None}}}) == {}
+    assert merge_patch({"a": 1}, {"b": {}}) == {"a": 1, "b": {}}  # given empty: kept
 
 
 def _patch(api, token, body, etag=None, plugin="catalog", node="longtan"):

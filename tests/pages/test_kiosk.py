@@ -214,7 +214,10 @@ def test_kiosk_story_in_english(site, new_page):
     tap(page, volunteer.card_code)
     page.get_by_role("button", name="Next").click()
     page.wait_for_url("**/kiosk/pin")
+    # Typed on a keyboard into the focused field: wait for the focus, or keys are lost.
+    page.wait_for_selector("#pin:focus")
     page.keyboard.type(volunteer.pin)
+    assert page.input_value("#pin") == volunteer.pin
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/kiosk/catalog")
     assert "Points you can use" in page.inner_text("main")

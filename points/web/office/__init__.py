@@ -183,4 +183,11 @@ def home():
 
 
 # The screens: each module adds its routes to `bp`.
-from points.web.office import audit_log, providers, staff_pages, tokens, volunteers  # noqa: E402, F401
+from points.web.office import (  # noqa: E402, F401
+    audit_log,
+    catalog,
+    providers,
+    staff_pages,
+    tokens,
+    volunteers,
+)
