@@ -1,6 +1,6 @@
 """The office's story on /office, in chromium against gunicorn, by clicks: sign in, read
 Today, register a volunteer and print their card, reset a PIN and sign in as that
-volunteer on /me, add a provider, read the audit log of all of it. An auditor sees every
+volunteer on /me, add a provider and a catalog item and see it at the kiosk, read the audit log of all of it. An auditor sees every
 screen with no change control; an office of one community cannot reach its sibling.
 axe and the age-friendly sizes on every console page."""
 
@@ -11,7 +11,15 @@ import re
 import pytest
 
 from tests.e2e.server import seeding
-from tests.pages.conftest import OFFICE, PHONE, check_axe, check_sizes, screenshot
+from tests.pages.conftest import (
+    KIOSK_LANDSCAPE,
+    OFFICE,
+    PHONE,
+    check_axe,
+    check_sizes,
+    screenshot,
+)
+from tests.pages.test_kiosk import pair, scan, tap
 
 # PAGES.md: office PCs at 1366 px; body text at least 18 px, targets at least 48 px.
 MIN_FONT = 18
@@ -87,6 +95,28 @@ def test_office_story_by_clicks(site, new_page):
     assert "赵师傅修鞋配钥匙" in page.inner_text("main")
     look(page, f"office-providers-{site.backend}")
 
+    # Add a catalog item served by the new provider; the kiosk offers it at once.
+    page.get_by_role("link", name="兑换目录", exact=True).click()
+    look(page, f"office-catalog-{site.backend}")
+    page.fill("#sku", "key-copy")
+    page.fill("#name_zh", "配钥匙")
+    page.fill("#name_en", "key copying")
+    page.fill("#cost", "8")
+    page.select_option("#provider", "cobbler-zhao")
+    page.get_by_role("button", name="添加该项目").click()
+    page.wait_for_url(re.compile(r".*/office/catalog\?.*done=added"))
+    assert "配钥匙" in page.inner_text("main")
+    look(page, f"office-catalog-added-{site.backend}")
+    kiosk = new_page(KIOSK_LANDSCAPE)
+    pair(kiosk, site, "夕照寺社区服务站 office story")
+    kiosk.get_by_role("link", name="查积分 · 兑换奖励").click()
+    scan(kiosk, card)
+    kiosk.wait_for_url("**/kiosk/pin")
+    tap(kiosk, new_pin)
+    kiosk.get_by_role("button", name="登录").click()
+    kiosk.wait_for_url("**/kiosk/catalog")
+    assert "配钥匙" in kiosk.inner_text("main")
+
     # Tokens and kiosks, staff: a look, in English too.
     page.get_by_role("link", name="令牌和一体机").click()
     look(page, f"office-tokens-{site.backend}")
@@ -96,7 +126,13 @@ def test_office_story_by_clicks(site, new_page):
     # The audit log tells all of it, with the clerk as the actor.
     page.get_by_role("link", name="操作日志").click()
     log = page.inner_text("main")
-    for action in ("volunteer.register", "volunteer.pin_reset", "provider.create", "staff.sign_in"):
+    for action in (
+        "volunteer.register",
+        "volunteer.pin_reset",
+        "provider.create",
+        "policy.version",
+        "staff.sign_in",
+    ):
         assert action in log, action
     assert pin not in log and new_pin not in log
     look(page, f"office-audit-{site.backend}")
@@ -117,6 +153,8 @@ def test_office_auditor_sees_and_changes_nothing(site, new_page):
         "/office/volunteers",
         f"/office/volunteers/{volunteer.id}",
         "/office/providers",
+        "/office/catalog",
+        "/office/catalog/haircut",
         "/office/tokens",
         "/office/staff",
         "/office/audit",
