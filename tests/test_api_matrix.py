@@ -245,6 +245,18 @@ CASES = [
         frozenset(READERS_IN),
     ),
     Case(
+        "list pending records of xizhaosi",
+        "GET",
+        "service-records?district=xizhaosi&status=pending&kind=patrol",
+        frozenset(READERS_IN),
+    ),
+    Case(
+        "list records of longtan",
+        "GET",
+        "service-records?district=longtan",
+        frozenset({"admin", "office_above"}),
+    ),
+    Case(
         "list gift requests of longtan",
         "GET",
         "transfers/requests?district=longtan",
@@ -540,6 +552,8 @@ OPERATION_OF = {
     "transfer from self to peer": "POST /api/v1/transfers",
     "list gift requests of xizhaosi": "GET /api/v1/transfers/requests",
     "list gift requests of longtan": "GET /api/v1/transfers/requests",
+    "list pending records of xizhaosi": "GET /api/v1/service-records",
+    "list records of longtan": "GET /api/v1/service-records",
     "approve a gift request of self": "POST /api/v1/transfers/requests/{request_id}/approve",
     "reject a gift request of self": "POST /api/v1/transfers/requests/{request_id}/reject",
     "reverse an entry of self": "POST /api/v1/entries/{entry_id}/reverse",

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
+from sqlalchemy import select
 
 from points import service, volunteers
 from points.api import idempotency
 from points.api.body import Blueprint
-from points.api.common import ROW_ID, Id, Moment, allow
+from points.api.common import (
+    MAX_INT_ID,
+    ROW_ID,
+    Id,
+    Moment,
+    UtcDateTime,
+    allow,
+    decode_cursor,
+    encode_cursor,
+)
+from points.api.districts import district_in_reach
 from points.auth import current_principal, reach_volunteer, require_scope
 from points.errors import InvalidInputError
 from points.extensions import db
 from points.ledger import MAX_SERVICE_MINUTES
-from points.models import District
+from points.models import SERVICE_STATES, District
 
 blp = Blueprint(
     "service-records",
@@ -63,6 +74,38 @@ class ServiceRecordSchema(Schema):
     )
 
 
+class ServiceRecordsQuerySchema(Schema):
+    district = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 64),
+        metadata={"description": "A node: its records and those below. Default: the token's."},
+    )
+    status = fields.String(load_default=None, validate=validate.OneOf(SERVICE_STATES))
+    kind = fields.String(load_default=None, validate=validate.Length(1, 32))
+    volunteer_id = fields.Integer(load_default=None, validate=validate.Range(1, MAX_INT_ID))
+    cursor = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 200),
+        metadata={"description": "From next_cursor."},
+    )
+    limit = fields.Integer(load_default=50, validate=validate.Range(1, 200))
+
+
+class ServiceRecordRowSchema(ServiceRecordSchema):
+    district = fields.String(required=True, metadata={"description": "The record's node."})
+    started_at = UtcDateTime(required=True)
+    minutes = fields.Integer(required=True, allow_none=True)
+    verified = fields.Boolean(required=True)
+    decision_reason = fields.String(required=True, allow_none=True)
+
+
+class ServiceRecordPageSchema(Schema):
+    items = fields.List(fields.Nested(ServiceRecordRowSchema), required=True)
+    next_cursor = fields.String(
+        required=True, allow_none=True, metadata={"description": "null on the last page."}
+    )
+
+
 class DecisionSchema(Schema):
     id = fields.Integer(required=True)
     status = fields.String(required=True)
@@ -103,6 +146,49 @@ def _record_in_reach(principal, record_id: int) -> service.RecordResult:
 
 @blp.route("")
 class ServiceRecords(MethodView):
+    @allow("office", "auditor", who="admin, office and auditor of the node or above")
+    @blp.arguments(ServiceRecordsQuerySchema, location="query")
+    @blp.response(200, ServiceRecordPageSchema)
+    def get(self, query):
+        """List the service records of a node and below, newest first, by status, kind
+        or volunteer; page with the cursor."""
+        principal = current_principal()
+        if query["district"] is None:
+            node = db.session.get(District, principal.district_id)
+        else:
+            node = district_in_reach(principal, query["district"])
+        before = decode_cursor(query["cursor"]) if query["cursor"] is not None else None
+        found = service.records_of_node(
+            node.id,
+            status=query["status"],
+            kind=query["kind"],
+            volunteer_id=query["volunteer_id"],
+            before_id=before,
+            limit=query["limit"] + 1,
+        )
+        page = found[: query["limit"]]
+        codes = dict(
+            db.session.execute(
+                select(District.id, District.code).where(
+                    District.id.in_({record.district_id for record in page})
+                )
+            ).all()
+        )
+        return {
+            "items": [
+                {
+                    **describe_record(record),
+                    "district": codes[record.district_id],
+                    "started_at": record.started_at,
+                    "minutes": record.minutes,
+                    "verified": record.verified,
+                    "decision_reason": record.decision_reason,
+                }
+                for record in page
+            ],
+            "next_cursor": encode_cursor(page[-1].id) if len(found) > len(page) else None,
+        }
+
     @allow("office", "volunteer", replay=True, who="admin, the volunteer's office, self")
     @blp.doc(parameters=[idempotency.PARAMETER])
     @blp.arguments(ServiceRecordCreateSchema)

@@ -4,7 +4,9 @@ Public: record_service(volunteer_id, kind, started_at, minutes=None, details=Non
 actor, idempotency_key=None) -> RecordResult; approve(record_id, actor) -> RecordResult;
 reject(record_id, actor, reason) -> RecordResult; mark_verified(record_id, actor) ->
 RecordResult; get_record(record_id) -> RecordResult; pending_records(district, *,
-after_id=None, limit=50) -> list[RecordResult]; volunteer_info(volunteer_id, policy=None)
+after_id=None, limit=50) -> list[RecordResult] (oldest first); records_of_node(district,
+*, status, kind, volunteer_id, before_id, limit) -> list[RecordResult] (newest first);
+volunteer_info(volunteer_id, policy=None)
 -> VolunteerInfo; star_level(minutes, district=None) -> int; expiring_soon(volunteer_id,
 as_of=None) -> list[tuple[int, datetime]]; evaluate(pm, policy, record, volunteer,
 history) -> Evaluation (pure: used by approval and by preview alike);
@@ -39,6 +41,7 @@ from points.service.reading import (
     history_for,
     past_record,
     pending_records,
+    records_of_node,
     star_level,
     volunteer_info,
 )
@@ -68,6 +71,7 @@ __all__ = [
     "policy_zone",
     "preview_policy",
     "record_service",
+    "records_of_node",
     "reject",
     "star_level",
     "volunteer_info",

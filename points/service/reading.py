@@ -11,7 +11,16 @@ from sqlalchemy import bindparam, func, select
 from points.database import Prepared
 from points.errors import InvalidInputError, NotFoundError
 from points.extensions import db
-from points.models import Account, District, Entry, Lot, ServiceRecord, Volunteer, utcnow
+from points.models import (
+    SERVICE_STATES,
+    Account,
+    District,
+    Entry,
+    Lot,
+    ServiceRecord,
+    Volunteer,
+    utcnow,
+)
 from points.plugins import (
     DistrictInfo,
     History,
@@ -99,6 +108,42 @@ def pending_records(
     )
     if after_id is not None:
         query = query.where(ServiceRecord.id > after_id)
+    return [_record_result(row) for row in db.session.scalars(query)]
+
+
+def records_of_node(
+    district: int | str,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    volunteer_id: int | None = None,
+    before_id: int | None = None,
+    limit: int = 50,
+) -> list[RecordResult]:
+    """Return the service records of a node and below, newest first; `before_id` pages on.
+
+    Served by the index (district_id, status, id): the subtree's nodes, one status, ids
+    downwards."""
+    if status is not None and status not in SERVICE_STATES:
+        raise InvalidInputError(
+            f"unknown status {status!r}", errors={"status": [f"One of {SERVICE_STATES}."]}
+        )
+    node = district_info(district)
+    subtree = select(District.id).where(District.path.startswith(node.path, autoescape=True))
+    query = (
+        select(ServiceRecord)
+        .where(ServiceRecord.district_id.in_(subtree))
+        .order_by(ServiceRecord.id.desc())
+        .limit(max(1, min(limit, 501)))
+    )
+    if status is not None:
+        query = query.where(ServiceRecord.status == status)
+    if kind is not None:
+        query = query.where(ServiceRecord.kind == kind)
+    if volunteer_id is not None:
+        query = query.where(ServiceRecord.volunteer_id == volunteer_id)
+    if before_id is not None:
+        query = query.where(ServiceRecord.id < before_id)
     return [_record_result(row) for row in db.session.scalars(query)]
 
 
