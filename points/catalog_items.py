@@ -86,7 +86,7 @@ def items_at(principal: Principal, district: str) -> CatalogView:
     """The catalog in effect at a node in the principal's reach, open items first."""
     node = _reach(principal, district)
     config = resolve_policy(node).config(PLUGIN)
-    shown = show_policy(node)["plugins"][PLUGIN]["config"]["items"]
+    shown = _items_in_effect(node)
     codes = dict(db.session.execute(select(District.id, District.code)).all())
     today = _today(node)
     items = []
@@ -109,6 +109,11 @@ def items_at(principal: Principal, district: str) -> CatalogView:
         own_layer(node, PLUGIN).newest,
         items,
     )
+
+
+def _items_in_effect(node) -> dict[str, dict[str, Any]]:
+    """The node's catalog items as the plugin's schema writes them (what a PUT takes)."""
+    return show_policy(node)["plugins"][PLUGIN]["config"]["items"]
 
 
 def _locked_above(node) -> str | None:
@@ -185,7 +190,7 @@ def save_item(
     field errors, PreconditionFailedError when the catalog changed since
     `expected_version`, ForbiddenError. Returns None when nothing differed."""
     node = _reach(principal, district)
-    current = show_policy(node)["plugins"][PLUGIN]["config"]["items"].get(sku)
+    current = _items_in_effect(node).get(sku)
     if new and current is not None:
         raise InvalidInputError(
             f"there is already an item {sku!r}",
@@ -209,7 +214,7 @@ def retire_item(
     already held for it stay valid; the versions keep what it was."""
     node = _reach(principal, district)
     yesterday = (_today(node) - timedelta(days=1)).isoformat()
-    current = show_policy(node)["plugins"][PLUGIN]["config"]["items"].get(sku)
+    current = _items_in_effect(node).get(sku)
     if current is None:
         raise InvalidInputError(
             f"no item {sku!r} here", errors={f"config.items.{sku}": ["No such item here."]}

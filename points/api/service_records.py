@@ -154,12 +154,12 @@ class ServiceRecords(MethodView):
         or volunteer; page with the cursor."""
         principal = current_principal()
         if query["district"] is None:
-            node = db.session.get(District, principal.district_id)
+            district_id = principal.district_id
         else:
-            node = district_in_reach(principal, query["district"])
+            district_id = district_in_reach(principal, query["district"]).id
         before = decode_cursor(query["cursor"]) if query["cursor"] is not None else None
         found = service.records_of_node(
-            node.id,
+            district_id,
             status=query["status"],
             kind=query["kind"],
             volunteer_id=query["volunteer_id"],
