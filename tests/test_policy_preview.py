@@ -12,7 +12,7 @@ from points import errors, ledger
 from points.extensions import db
 from points.models import Base
 from points.policy import set_policy
-from points.service import approve, pending_records, preview_policy, record_service
+from points.service import approve, preview_policy, record_service, records_of_node
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 TODAY = datetime.now(BEIJING).date()
@@ -72,7 +72,7 @@ def test_preview_writes_nothing_and_matches_activation(period):
     # Activate the draft from the period's start, then approve the same records in order.
     set_policy("longtan", "steward", DRAFT, author="office:wang", effective_from=START)
     queued = sorted(
-        (r for r in pending_records("longtan") if START <= r.started_at < END),
+        records_of_node("longtan", status="pending", since=START, until=END, limit=500),
         key=lambda r: (r.started_at, r.id),
     )
     for record in queued:

@@ -16,8 +16,8 @@ from points.service import (
     approve,
     get_record,
     mark_verified,
-    pending_records,
     record_service,
+    records_of_node,
     reject,
 )
 from points.verify import verify
@@ -89,7 +89,7 @@ def test_queued_record_waits_then_approval_posts_and_counts_minutes_once(volunte
     assert record.status == "pending" and record.points == 0
     assert "waits for the office" in record.queue_reason
     assert ledger.balance(volunteer).balance == 0
-    assert [r.id for r in pending_records("longtan")] == [record.id]
+    assert [r.id for r in records_of_node("longtan", status="pending")] == [record.id]
     approved = approve(record.id, "office:wang")
     assert approved.status == "approved" and approved.points == 20
     assert ledger.balance(volunteer).balance == 20
@@ -100,7 +100,7 @@ def test_queued_record_waits_then_approval_posts_and_counts_minutes_once(volunte
         reject(record.id, "office:wang", "changed my mind")
     assert snapshot() == before
     assert db.session.get(Volunteer, volunteer).service_minutes == 240
-    assert pending_records("longtan") == []
+    assert records_of_node("longtan", status="pending") == []
     assert_ok()
 
 

@@ -145,3 +145,40 @@ def allow(
         return wrapper
 
     return decorator
+
+
+class DecideSchema(Schema):
+    """Many items decided at once (points.queue): each in its own unit of work."""
+
+    ids = fields.List(
+        Id(),
+        required=True,
+        validate=validate.Length(1, 200),
+        metadata={"description": "The items, at most 200."},
+    )
+    decision = fields.String(required=True)
+    reason = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(1, 500),
+        metadata={"description": "Required to reject."},
+    )
+
+
+class OutcomeSchema(Schema):
+    id = fields.Integer(required=True)
+    ok = fields.Boolean(required=True)
+    status = fields.String(
+        required=True, allow_none=True, metadata={"description": "The item's status after."}
+    )
+    points = fields.Integer(required=True, allow_none=True)
+    problem = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"description": "When not ok: the HTTP status one item alone would get."},
+    )
+    detail = fields.String(required=True, allow_none=True)
+
+
+class OutcomesSchema(Schema):
+    results = fields.List(fields.Nested(OutcomeSchema), required=True)

@@ -6,14 +6,16 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from points import service, volunteers
+from points import queue, service, volunteers
 from points.api import idempotency
 from points.api.body import Blueprint
 from points.api.common import (
     MAX_INT_ID,
     ROW_ID,
+    DecideSchema,
     Id,
     Moment,
+    OutcomesSchema,
     UtcDateTime,
     allow,
     decode_cursor,
@@ -83,6 +85,9 @@ class ServiceRecordsQuerySchema(Schema):
     status = fields.String(load_default=None, validate=validate.OneOf(SERVICE_STATES))
     kind = fields.String(load_default=None, validate=validate.Length(1, 32))
     volunteer_id = fields.Integer(load_default=None, validate=validate.Range(1, MAX_INT_ID))
+    since = Moment(load_default=None, metadata={"description": "Service started at or after."})
+    until = Moment(load_default=None, metadata={"description": "Service started before."})
+    order = fields.String(load_default="newest", validate=validate.OneOf(("newest", "oldest")))
     cursor = fields.String(
         load_default=None,
         validate=validate.Length(1, 200),
@@ -114,6 +119,17 @@ class DecisionSchema(Schema):
 
 class RejectSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(1, 500))
+
+
+class RecordDecideSchema(DecideSchema):
+    decision = fields.String(required=True, validate=validate.OneOf(queue.RECORD_DECISIONS))
+
+
+class VerifySchema(Schema):
+    id = fields.Integer(required=True)
+    status = fields.String(required=True)
+    points = fields.Integer(required=True)
+    verified = fields.Boolean(required=True)
 
 
 def describe_record(record: service.RecordResult) -> dict:
@@ -150,8 +166,8 @@ class ServiceRecords(MethodView):
     @blp.arguments(ServiceRecordsQuerySchema, location="query")
     @blp.response(200, ServiceRecordPageSchema)
     def get(self, query):
-        """List the service records of a node and below, newest first, by status, kind
-        or volunteer; page with the cursor."""
+        """List the service records of a node and below, newest or oldest first, by
+        status, kind, volunteer and when the service started; page with the cursor."""
         principal = current_principal()
         if query["district"] is None:
             district_id = principal.district_id
@@ -163,7 +179,10 @@ class ServiceRecords(MethodView):
             status=query["status"],
             kind=query["kind"],
             volunteer_id=query["volunteer_id"],
-            before_id=before,
+            since=query["since"],
+            until=query["until"],
+            oldest_first=query["order"] == "oldest",
+            after_id=before,
             limit=query["limit"] + 1,
         )
         page = found[: query["limit"]]
@@ -253,3 +272,36 @@ class ServiceRecordReject(MethodView):
         _record_in_reach(principal, record_id)
         record = service.reject(record_id, principal.actor, body["reason"])
         return {"id": record.id, "status": record.status, "points": record.points}
+
+
+@blp.route("/decide")
+class ServiceRecordsDecide(MethodView):
+    @allow("office", who="admin, the records' office")
+    @blp.arguments(RecordDecideSchema)
+    @blp.response(200, OutcomesSchema)
+    def post(self, body):
+        """Approve, reject (with a reason) or mark verified many records: each in its own
+        unit, so one that cannot be decided (409 decided already, 403 out of reach, 404)
+        says why in its result and leaves the others decided."""
+        outcomes = queue.decide_records(
+            current_principal(), body["ids"], body["decision"], body["reason"]
+        )
+        return {"results": [outcome.as_dict() for outcome in outcomes]}
+
+
+@blp.route(f"/<{ROW_ID}:record_id>/verify")
+class ServiceRecordVerify(MethodView):
+    @allow("office", who="admin, the record's office")
+    @blp.response(200, VerifySchema)
+    def post(self, record_id):
+        """Mark a record (a report) verified by the office; an approved one earns the
+        bonus verification adds (the steward plugin's verified bonus), once."""
+        principal = current_principal()
+        _record_in_reach(principal, record_id)
+        record = service.mark_verified(record_id, principal.actor)
+        return {
+            "id": record.id,
+            "status": record.status,
+            "points": record.points,
+            "verified": record.verified,
+        }

@@ -9,10 +9,20 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 
-from points import redemptions
+from points import queue, redemptions
 from points.api import idempotency
 from points.api.body import Blueprint
-from points.api.common import ROW_ID, Id, Points, UtcDateTime, allow, decode_cursor, encode_cursor
+from points.api.common import (
+    ROW_ID,
+    DecideSchema,
+    Id,
+    OutcomesSchema,
+    Points,
+    UtcDateTime,
+    allow,
+    decode_cursor,
+    encode_cursor,
+)
 from points.api.districts import district_in_reach
 from points.auth import current_principal, reach_volunteer, require_scope, volunteer_path
 from points.extensions import db
@@ -144,6 +154,10 @@ class TransferRejectSchema(Schema):
     reason = fields.String(required=True, validate=validate.Length(1, 500))
 
 
+class GiftDecideSchema(DecideSchema):
+    decision = fields.String(required=True, validate=validate.OneOf(queue.GIFT_DECISIONS))
+
+
 def describe_request(found: redemptions.TransferRequestInfo) -> dict:
     """Return a gift request as the API shows it."""
     return {
@@ -224,3 +238,17 @@ class TransferRequestReject(MethodView):
         _request_in_reach(principal, request_id)
         redemptions.reject_transfer(request_id, principal.actor, body["reason"])
         return describe_request(redemptions.get_transfer_request(request_id))
+
+
+@blp.route("/requests/decide")
+class TransferRequestsDecide(MethodView):
+    @allow("office", who="admin, the givers' office")
+    @blp.arguments(GiftDecideSchema)
+    @blp.response(200, OutcomesSchema)
+    def post(self, body):
+        """Approve or reject (with a reason) many pending gifts: each in its own unit, so
+        one that cannot be decided says why in its result and leaves the others decided."""
+        outcomes = queue.decide_gifts(
+            current_principal(), body["ids"], body["decision"], body["reason"]
+        )
+        return {"results": [outcome.as_dict() for outcome in outcomes]}

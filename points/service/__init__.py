@@ -3,10 +3,9 @@
 Public: record_service(volunteer_id, kind, started_at, minutes=None, details=None, *,
 actor, idempotency_key=None) -> RecordResult; approve(record_id, actor) -> RecordResult;
 reject(record_id, actor, reason) -> RecordResult; mark_verified(record_id, actor) ->
-RecordResult; get_record(record_id) -> RecordResult; pending_records(district, *,
-after_id=None, limit=50) -> list[RecordResult] (oldest first); records_of_node(district,
-*, status, kind, volunteer_id, before_id, limit) -> list[RecordResult] (newest first);
-volunteer_info(volunteer_id, policy=None)
+RecordResult; get_record(record_id) -> RecordResult; records_of_node(district, *,
+status, kind, volunteer_id, since, until, oldest_first, after_id, limit) ->
+list[RecordResult] (newest first unless oldest_first); volunteer_info(volunteer_id, policy=None)
 -> VolunteerInfo; star_level(minutes, district=None) -> int; expiring_soon(volunteer_id,
 as_of=None) -> list[tuple[int, datetime]]; evaluate(pm, policy, record, volunteer,
 history) -> Evaluation (pure: used by approval and by preview alike);
@@ -40,7 +39,6 @@ from points.service.reading import (
     get_record,
     history_for,
     past_record,
-    pending_records,
     records_of_node,
     star_level,
     volunteer_info,
@@ -67,7 +65,6 @@ __all__ = [
     "history_for",
     "mark_verified",
     "past_record",
-    "pending_records",
     "policy_zone",
     "preview_policy",
     "record_service",

@@ -92,48 +92,34 @@ def get_record(record_id: int, *, replayed: bool = False) -> RecordResult:
     return _record_result(row, entry_ids, replayed)
 
 
-def pending_records(
-    district: int | str, *, after_id: int | None = None, limit: int = 50
-) -> list[RecordResult]:
-    """Return the records waiting for the office in the node and below, oldest first."""
-    node = district_info(district)
-    from points.models import District
-
-    subtree = select(District.id).where(District.path.startswith(node.path))
-    query = (
-        select(ServiceRecord)
-        .where(ServiceRecord.district_id.in_(subtree), ServiceRecord.status == "pending")
-        .order_by(ServiceRecord.id)
-        .limit(max(1, min(limit, 500)))
-    )
-    if after_id is not None:
-        query = query.where(ServiceRecord.id > after_id)
-    return [_record_result(row) for row in db.session.scalars(query)]
-
-
 def records_of_node(
     district: int | str,
     *,
     status: str | None = None,
     kind: str | None = None,
     volunteer_id: int | None = None,
-    before_id: int | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    oldest_first: bool = False,
+    after_id: int | None = None,
     limit: int = 50,
 ) -> list[RecordResult]:
-    """Return the service records of a node and below, newest first; `before_id` pages on.
+    """Return the service records of a node and below, newest first (or oldest first).
 
-    Served by the index (district_id, status, id): the subtree's nodes, one status, ids
-    downwards."""
+    Filters: status, kind, volunteer, and the service's start in [since, until).
+    `after_id` is the last id of the previous page, in the order asked for. Served by the
+    index (district_id, status, id): the subtree's nodes, one status, ids in order."""
     if status is not None and status not in SERVICE_STATES:
         raise InvalidInputError(
             f"unknown status {status!r}", errors={"status": [f"One of {SERVICE_STATES}."]}
         )
     node = district_info(district)
     subtree = select(District.id).where(District.path.startswith(node.path, autoescape=True))
+    order = ServiceRecord.id.asc() if oldest_first else ServiceRecord.id.desc()
     query = (
         select(ServiceRecord)
         .where(ServiceRecord.district_id.in_(subtree))
-        .order_by(ServiceRecord.id.desc())
+        .order_by(order)
         .limit(max(1, min(limit, 501)))
     )
     if status is not None:
@@ -142,8 +128,14 @@ def records_of_node(
         query = query.where(ServiceRecord.kind == kind)
     if volunteer_id is not None:
         query = query.where(ServiceRecord.volunteer_id == volunteer_id)
-    if before_id is not None:
-        query = query.where(ServiceRecord.id < before_id)
+    if since is not None:
+        query = query.where(ServiceRecord.started_at >= since)
+    if until is not None:
+        query = query.where(ServiceRecord.started_at < until)
+    if after_id is not None:
+        query = query.where(
+            ServiceRecord.id > after_id if oldest_first else ServiceRecord.id < after_id
+        )
     return [_record_result(row) for row in db.session.scalars(query)]
 
 
