@@ -2,9 +2,9 @@
 
 One blueprint, one module a screen (PAGES.md): this module holds the sign-in, the
 password change and the Today page, and the decorator every console page uses;
-`volunteers`, `providers`, `tokens`, `staff_pages` and `audit_log` add their screens to
-the same blueprint. Auditors see every page of their reach without its change controls,
-and any change they post is refused (403).
+`queue`, `volunteers`, `providers`, `catalog`, `tokens`, `staff_pages` and `audit_log`
+add their screens to the same blueprint. Auditors see every page of their reach without
+its change controls, and any change they post is refused (403).
 """
 
 from __future__ import annotations
@@ -187,6 +187,7 @@ from points.web.office import (  # noqa: E402, F401
     audit_log,
     catalog,
     providers,
+    queue,
     staff_pages,
     tokens,
     volunteers,
