@@ -343,7 +343,13 @@ CASES = [
         "POST",
         "service-records/decide",
         frozenset(OFFICES_IN),
-        lambda w, p: {"ids": [_pending_record(w), _pending_record(w)], "decision": "approve"},
+        # Rejected, not approved: approvals fill self's monthly cap, and a record the cap
+        # clips to nothing is approved at once, so later cases would find none pending.
+        lambda w, p: {
+            "ids": [_pending_record(w), _pending_record(w)],
+            "decision": "reject",
+            "reason": "重复 / twice",
+        },
     ),
     Case(
         "verify a record of self",
