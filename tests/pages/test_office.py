@@ -1,5 +1,5 @@
 """The office's story on /office, in chromium against gunicorn, by clicks: sign in, read
-Today, register a volunteer and print their card, reset a PIN and sign in as that
+Today, decide the queue one by one and in bulk, register a volunteer and print their card, reset a PIN and sign in as that
 volunteer on /me, add a provider and a catalog item and see it at the kiosk, read the
 audit log of all of it. An auditor sees every screen with no change control; an office
 of one community cannot reach its sibling. axe and the age-friendly sizes on every
@@ -53,6 +53,29 @@ def test_office_story_by_clicks(site, new_page):
     sign_in(page, username, password)
     assert page.get_by_role("heading", name="今日").is_visible()
     look(page, f"office-today-{site.backend}")
+
+    # Decide the queue: one record by its own button, then two at once with a reason.
+    page.locator("dt:has-text('待审核的服务记录') + dd a").click()
+    page.wait_for_url("**/office/queue")
+    look(page, f"office-queue-{site.backend}")
+    chosen = page.locator("input[name=ids]")
+    assert chosen.count() >= 3
+    first, second, third = (chosen.nth(n).get_attribute("value") for n in range(3))
+    page.locator(f"button[name=row][value='approve:{first}']").click()
+    assert "已批准：1" in page.locator("[role=status]").inner_text()
+    page.check(f"#choose-{second}")
+    page.check(f"#choose-{third}")
+    page.get_by_role("button", name="驳回所选").click()
+    assert "原因" in page.locator(".error-summary").inner_text()  # a reason is needed
+    page.check(f"#choose-{second}")
+    page.check(f"#choose-{third}")
+    page.fill("#reason", "同一次巡查提交了两次")
+    page.get_by_role("button", name="驳回所选").click()
+    assert "已驳回：2" in page.locator("[role=status]").inner_text()
+    page.select_option("#status", "rejected")
+    page.get_by_role("button", name="显示", exact=True).click()
+    assert "同一次巡查提交了两次" in page.inner_text("main")
+    look(page, f"office-queue-rejected-{site.backend}")
 
     # Register a volunteer; the drawn PIN is shown once; print their card.
     page.get_by_role("link", name="志愿者", exact=True).click()
@@ -128,6 +151,8 @@ def test_office_story_by_clicks(site, new_page):
     page.get_by_role("link", name="操作日志").click()
     log = page.inner_text("main")
     for action in (
+        "record.approve",
+        "record.reject",
         "volunteer.register",
         "volunteer.pin_reset",
         "provider.create",
@@ -151,6 +176,8 @@ def test_office_auditor_sees_and_changes_nothing(site, new_page):
     volunteer = site.demo.volunteers[0]
     for path in (
         "/office",
+        "/office/queue",
+        "/office/queue?show=gifts",
         "/office/volunteers",
         f"/office/volunteers/{volunteer.id}",
         "/office/providers",

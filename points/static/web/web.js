@@ -8,6 +8,16 @@
     var form = event.target;
     if (form.dataset.sent === "1") { event.preventDefault(); return; }
     form.dataset.sent = "1";
+    // A disabled button is left out of what the form sends: the pressed one's name and
+    // value (which row, which decision) go along in a hidden field instead.
+    var pressed = event.submitter;
+    if (pressed && pressed.name) {
+      var kept = document.createElement("input");
+      kept.type = "hidden";
+      kept.name = pressed.name;
+      kept.value = pressed.value;
+      form.appendChild(kept);
+    }
     form.querySelectorAll("button[type=submit], button:not([type])").forEach(function (b) {
       b.disabled = true;
     });

@@ -21,7 +21,7 @@ from points import directory, queue, redemptions, roster, service
 from points.errors import ForbiddenError, InvalidInputError, NotFoundError
 from points.extensions import db
 from points.models import SERVICE_STATES, District, Volunteer
-from points.web.forms import activity_labels
+from points.web.forms import activity_labels, detail_fields
 from points.web.office import bp, staff_page
 from points.web.pages import field_errors, render_page
 
@@ -115,6 +115,27 @@ def _names(model, ids: set[int]) -> dict[int, str]:
     return dict(db.session.execute(select(model.id, model.name).where(model.id.in_(ids))).all())
 
 
+def _detail_lines(rows) -> dict[int, list[tuple[tuple[str, str], object]]]:
+    """Each record's details as (label in both languages, value), empty values left out."""
+    fields: dict[str, dict] = {}
+    lines = {}
+    for row in rows:
+        if row.kind not in fields:
+            try:
+                fields[row.kind] = {
+                    f.name: (f.label_zh, f.label_en) for f in detail_fields(row.kind)
+                }
+            except KeyError:  # a kind whose plugin is gone: its raw names
+                fields[row.kind] = {}
+        labels = fields[row.kind]
+        lines[row.id] = [
+            (labels.get(name, (name, name)), value)
+            for name, value in (row.details or {}).items()
+            if value not in (None, "")
+        ]
+    return lines
+
+
 def _records(filters: Filters) -> tuple[list, bool]:
     found = service.records_of_node(
         filters.district_id,
@@ -156,6 +177,7 @@ def _page(status: int = 200, errors: dict | None = None, reason: str = ""):
         more=more,
         people=_names(Volunteer, people),
         places=_names(District, {row.district_id for row in rows}),
+        details=_detail_lines(rows) if filters.show == "records" else {},
         kinds=activity_labels(),
         nodes=directory.tree(scope),
         outcome=session.pop(OUTCOME_KEY, None) if not errors else None,
