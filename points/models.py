@@ -646,6 +646,32 @@ class PolicyVersion(Base):
     )
 
 
+class PolicyDraft(Base):
+    """A node's draft of a plugin's next version: checked when saved, previewed against
+    past records, then activated as a version (and removed) or discarded. One per node
+    and plugin, shared by the node's staff. `base_version` is the node's newest version
+    when the draft began: activation is refused once someone else stored a newer one.
+    """
+
+    __tablename__ = "policy_drafts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    plugin: Mapped[str] = mapped_column(String(64))
+    config: Mapped[dict] = mapped_column(JSON)
+    locked: Mapped[list] = mapped_column(JSON)
+    enabled: Mapped[bool | None] = mapped_column()
+    base_version: Mapped[int] = mapped_column(Integer)
+    author: Mapped[str] = mapped_column(String(200))
+    comment: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("base_version >= 0", name="base_version"),
+        UniqueConstraint("district_id", "plugin"),
+    )
+
+
 class ServiceRecord(Base):
     """A volunteer's service (patrol, visit, ...): pending, then approved or rejected."""
 

@@ -125,6 +125,19 @@ def _pending_gift(world) -> int:
     return gift.request_id
 
 
+def _caps_draft(world) -> str:
+    """A saved draft of caps at xizhaosi that changes nothing (activating it stores an
+    empty layer): its address."""
+    from points.auth import Principal
+    from points.policy import district_info
+    from points.policy_drafts import save_draft
+
+    node = district_info("xizhaosi")
+    clerk = Principal(0, "office", node.id, node.path, name="test")
+    save_draft(clerk, "xizhaosi", "caps", {})
+    return "districts/xizhaosi/policy/caps/draft"
+
+
 def _stars_version() -> int:
     """A version of the stars policy set at xizhaosi: its number."""
     return set_policy("xizhaosi", "stars", {}, author="office:test").version
@@ -484,6 +497,29 @@ CASES = [
             "until": w.started(0),
         },
     ),
+    Case(
+        "save a caps draft for xizhaosi",
+        "PUT",
+        "districts/xizhaosi/policy/caps/draft",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"config": {"per_kind": {"log": {"day": 2}}}, "comment": "日志每天两次"},
+    ),
+    Case("read the caps draft of xizhaosi", "GET", _caps_draft, frozenset(READERS_IN)),
+    Case(
+        "preview the caps draft of xizhaosi",
+        "POST",
+        lambda w: _caps_draft(w) + "/preview",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"since": w.started(24 * 30), "until": w.started(0)},
+    ),
+    Case(
+        "activate the caps draft of xizhaosi",
+        "POST",
+        lambda w: _caps_draft(w) + "/activate",
+        frozenset(OFFICES_IN),
+        lambda w, p: {},
+    ),
+    Case("discard the caps draft of xizhaosi", "DELETE", _caps_draft, frozenset(OFFICES_IN)),
     Case("end the current session", "DELETE", "kiosk/sessions/current", frozenset({"session"})),
     Case("say who I am", "GET", "me", EVERYONE),
     Case("list the district tree", "GET", "districts", STAFF_ANYWHERE),
@@ -621,6 +657,15 @@ OPERATION_OF = {
         "GET /api/v1/districts/{code}/policy/{plugin}/versions/{number}"
     ),
     "compare two stars versions of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/diff",
+    "save a caps draft for xizhaosi": "PUT /api/v1/districts/{code}/policy/{plugin}/draft",
+    "read the caps draft of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/draft",
+    "preview the caps draft of xizhaosi": (
+        "POST /api/v1/districts/{code}/policy/{plugin}/draft/preview"
+    ),
+    "activate the caps draft of xizhaosi": (
+        "POST /api/v1/districts/{code}/policy/{plugin}/draft/activate"
+    ),
+    "discard the caps draft of xizhaosi": "DELETE /api/v1/districts/{code}/policy/{plugin}/draft",
     "say who I am": "GET /api/v1/me",
     "list the district tree": "GET /api/v1/districts",
     "search volunteers of xizhaosi": "GET /api/v1/volunteers",
@@ -658,6 +703,7 @@ AUDITED_BY_THE_LEDGER = {
     "DELETE /api/v1/kiosk/sessions/current",
     # A preview writes nothing.
     "POST /api/v1/districts/{code}/policy/{plugin}/preview",
+    "POST /api/v1/districts/{code}/policy/{plugin}/draft/preview",
 }
 
 

@@ -12,12 +12,12 @@ from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate
 from sqlalchemy import select
 
-from points import policy, policy_versions
+from points import policy, policy_drafts, policy_versions
 from points.api.body import Blueprint
 from points.api.common import Moment, UtcDateTime, allow, check_storable
 from points.api.districts import READERS, district_in_reach
 from points.auth import current_principal
-from points.errors import PreconditionFailedError
+from points.errors import NotFoundError, PreconditionFailedError
 from points.extensions import db
 from points.fields import StrictBoolean
 from points.models import District, PolicyVersion
@@ -482,17 +482,138 @@ class DistrictPluginPreview(MethodView):
             locked=body["locked"],
             enabled=body["enabled"],
         )
-        return {
-            "district": preview.district,
-            "plugin": preview.plugin,
-            "since": preview.start,
-            "until": preview.end,
-            "records": preview.records,
-            "current_total": preview.current_total,
-            "draft_total": preview.draft_total,
-            "actual_total": preview.actual_total,
-            "difference": preview.draft_total - preview.current_total,
-            "volunteers": [
-                {**row.__dict__, "difference": row.draft - row.current} for row in preview.rows
-            ],
-        }
+        return _preview(preview)
+
+
+def _preview(preview) -> dict[str, Any]:
+    """A preview as the API answers it."""
+    return {
+        "district": preview.district,
+        "plugin": preview.plugin,
+        "since": preview.start,
+        "until": preview.end,
+        "records": preview.records,
+        "current_total": preview.current_total,
+        "draft_total": preview.draft_total,
+        "actual_total": preview.actual_total,
+        "difference": preview.draft_total - preview.current_total,
+        "volunteers": [
+            {**row.__dict__, "difference": row.draft - row.current} for row in preview.rows
+        ],
+    }
+
+
+class DraftWriteSchema(Schema):
+    config = fields.Dict(keys=fields.String(), load_default=dict)
+    enabled = StrictBoolean(
+        load_default=None, allow_none=True, metadata={"description": "null: inherited."}
+    )
+    locked = fields.List(
+        fields.String(validate=validate.Length(1, 200)),
+        load_default=list,
+        metadata={"description": "Keys the nodes below may not change."},
+    )
+    comment = fields.String(load_default=None, allow_none=True, validate=validate.Length(0, 1000))
+
+
+class DraftSchema(Schema):
+    district = fields.String(required=True)
+    plugin = fields.String(required=True)
+    config = fields.Dict(required=True, metadata={"description": "Keys the node will set."})
+    locked = fields.List(fields.String(), required=True)
+    enabled = StrictBoolean(required=True, allow_none=True)
+    base_version = fields.Integer(
+        required=True, metadata={"description": "The node's newest version when it began."}
+    )
+    author = fields.String(required=True, allow_none=True)
+    comment = fields.String(required=True, allow_none=True)
+    updated_at = UtcDateTime(required=True, allow_none=True)
+
+
+class DraftPreviewSchema(Schema):
+    since = Moment(required=True)
+    until = Moment(required=True)
+
+
+class DraftActivateSchema(Schema):
+    effective_from = DateOrDateTime(
+        load_default=None,
+        allow_none=True,
+        metadata={"type": "string", "description": "A date or time, today or later; default now."},
+    )
+
+
+DRAFT = f"/districts/<string(maxlength=64):code>/policy/<{PLUGIN_NAME}:plugin>/draft"
+
+
+@blp.route(DRAFT)
+class DistrictPluginDraft(MethodView):
+    @allow("office", "auditor", who="offices and auditors whose node holds this one")
+    @blp.response(200, DraftSchema)
+    def get(self, code, plugin):
+        """The node's saved draft of the plugin's next version (404: none)."""
+        principal = current_principal()
+        district = district_in_reach(principal, code)
+        draft = policy_drafts.get_draft(principal, district.code, plugin)
+        if draft is None:
+            raise NotFoundError(f"no draft of {plugin!r} at {district.code}")
+        return draft.as_dict()
+
+    @allow("office", who="admin, an office whose node holds this one")
+    @blp.arguments(DraftWriteSchema)
+    @blp.response(200, DraftSchema)
+    def put(self, body, code, plugin):
+        """Save the node's draft: the whole layer it will set (config, locks, switch),
+        checked as a version would be (422: field errors), replacing an earlier draft."""
+        principal = current_principal()
+        district = district_in_reach(principal, code)
+        return policy_drafts.save_draft(
+            principal,
+            district.code,
+            plugin,
+            body["config"],
+            locked=body["locked"],
+            enabled=body["enabled"],
+            comment=body["comment"],
+        ).as_dict()
+
+    @allow("office", who="admin, an office whose node holds this one")
+    @blp.response(204)
+    def delete(self, code, plugin):
+        """Discard the node's draft (404: none)."""
+        principal = current_principal()
+        district = district_in_reach(principal, code)
+        policy_drafts.discard_draft(principal, district.code, plugin)
+
+
+@blp.route(DRAFT + "/preview")
+class DistrictPluginDraftPreview(MethodView):
+    @allow("office", who="admin, an office whose node holds this one")
+    @blp.arguments(DraftPreviewSchema)
+    @blp.response(200, PreviewSchema)
+    def post(self, body, code, plugin):
+        """Re-run the saved draft over the node's records in [since, until): per volunteer
+        and total, beside today's policy. Writes nothing."""
+        principal = current_principal()
+        district = district_in_reach(principal, code)
+        return _preview(
+            policy_drafts.preview_draft(
+                principal, district.code, plugin, body["since"], body["until"]
+            )
+        )
+
+
+@blp.route(DRAFT + "/activate")
+class DistrictPluginDraftActivate(MethodView):
+    @allow("office", who="admin, an office whose node holds this one")
+    @blp.arguments(DraftActivateSchema)
+    @blp.response(200, PolicyVersionSchema)
+    def post(self, body, code, plugin):
+        """Store the saved draft as the node's next version, now or from a date, and
+        remove the draft (412: a newer version was stored since the draft began)."""
+        principal = current_principal()
+        district = district_in_reach(principal, code)
+        stored = policy_drafts.activate_draft(
+            principal, district.code, plugin, body["effective_from"]
+        )
+        return _version(stored, district.code), 200, _etag(stored.version)

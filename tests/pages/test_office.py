@@ -1,9 +1,9 @@
 """The office's story on /office, in chromium against gunicorn, by clicks: sign in, read
-Today, decide the queue one by one and in bulk, register a volunteer and print their card, reset a PIN and sign in as that
-volunteer on /me, add a provider and a catalog item and see it at the kiosk, read the
-audit log of all of it. An auditor sees every screen with no change control; an office
-of one community cannot reach its sibling. axe and the age-friendly sizes on every
-console page."""
+Today, decide the queue one by one and in bulk, register a volunteer and print their
+card, reset a PIN and sign in as that volunteer on /me, add a provider and a catalog item
+and see it at the kiosk, read the audit log of all of it. An auditor sees every screen
+with no change control; an office of one community cannot reach its sibling. axe and the
+age-friendly sizes on every console page."""
 
 from __future__ import annotations
 
