@@ -186,6 +186,7 @@ def home():
 from points.web.office import (  # noqa: E402, F401
     audit_log,
     catalog,
+    policy,
     providers,
     queue,
     staff_pages,
