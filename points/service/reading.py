@@ -114,11 +114,21 @@ def records_of_node(
             f"unknown status {status!r}", errors={"status": [f"One of {SERVICE_STATES}."]}
         )
     node = district_info(district)
-    subtree = select(District.id).where(District.path.startswith(node.path, autoescape=True))
+    # The subtree's ids first, as values: a community's records are then one range of
+    # the index (district_id, status, id), read in order. Given as a subquery, PostgreSQL
+    # cannot tell that it is one node, and may walk the primary key backwards through
+    # every newer record of the other nodes to fill a page.
+    nodes = db.session.scalars(
+        select(District.id).where(District.path.startswith(node.path, autoescape=True))
+    ).all()
     order = ServiceRecord.id.asc() if oldest_first else ServiceRecord.id.desc()
     query = (
         select(ServiceRecord)
-        .where(ServiceRecord.district_id.in_(subtree))
+        .where(
+            ServiceRecord.district_id == nodes[0]
+            if len(nodes) == 1
+            else ServiceRecord.district_id.in_(nodes)
+        )
         .order_by(order)
         .limit(max(1, min(limit, 501)))
     )
