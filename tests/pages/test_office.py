@@ -1,13 +1,16 @@
 """The office's story on /office, in chromium against gunicorn, by clicks: sign in, read
 Today, decide the queue one by one and in bulk, register a volunteer and print their
 card, reset a PIN and sign in as that volunteer on /me, add a provider and a catalog item
-and see it at the kiosk, read the audit log of all of it. An auditor sees every screen
+and see it at the kiosk, edit a cap in the policy editor, preview, activate and see
+the next record capped, read the audit log of all of it. An auditor sees every screen
 with no change control; an office of one community cannot reach its sibling. axe and the
 age-friendly sizes on every console page."""
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -141,6 +144,33 @@ def test_office_story_by_clicks(site, new_page):
     kiosk.wait_for_url("**/kiosk/catalog")
     assert "配钥匙" in kiosk.inner_text("main")
 
+    # Edit a cap in the policy editor: at most 1 point a day at the street. Save it as a
+    # draft, preview it against the last month, activate it now; her next fix is capped.
+    page.get_by_role("link", name="积分规则", exact=True).click()
+    look(page, f"office-policy-{site.backend}")
+    page.get_by_role("link", name="积分上限", exact=True).click()
+    page.fill("#v__overall__day", "1")
+    page.fill("#comment", "试行：每天最多 1 分")
+    page.get_by_role("button", name="保存草稿").click()
+    assert "草稿已保存" in page.locator("[role=status]").inner_text()
+    page.get_by_role("button", name="预览", exact=True).click()
+    assert page.locator("[data-draft-total]").is_visible()
+    look(page, f"office-policy-preview-{site.backend}")
+    page.get_by_role("button", name="启用", exact=True).click()
+    page.wait_for_url(re.compile(r".*/office/policy/caps/versions.*done=activated"))
+    assert "config.overall.day" in page.locator("#diff").inner_text()
+    look(page, f"office-policy-history-{site.backend}")
+    phone.goto("/me/report")
+    phone.get_by_role("link", name="随手做").click()
+    phone.fill("#details-description", "修好了楼道的灯")
+    phone.fill("#minutes", "20")
+    # Service that starts after the change (the policy of its start applies): the next
+    # minute, within the five minutes ahead a record may start.
+    soon = datetime.now(ZoneInfo("Asia/Shanghai")) + timedelta(minutes=1)
+    phone.fill("#started_at", soon.strftime("%Y-%m-%dT%H:%M"))
+    phone.get_by_role("button", name="提交给街道").click()
+    assert "已记录：1 分" in phone.inner_text("main"), phone.inner_text("main")
+
     # Tokens and kiosks, staff: a look, in English too.
     page.get_by_role("link", name="令牌和一体机").click()
     look(page, f"office-tokens-{site.backend}")
@@ -157,6 +187,7 @@ def test_office_story_by_clicks(site, new_page):
         "volunteer.pin_reset",
         "provider.create",
         "policy.version",
+        "policy.draft_save",
         "staff.sign_in",
     ):
         assert action in log, action
@@ -183,6 +214,9 @@ def test_office_auditor_sees_and_changes_nothing(site, new_page):
         "/office/providers",
         "/office/catalog",
         "/office/catalog/haircut",
+        "/office/policy",
+        "/office/policy/caps",
+        "/office/policy/caps/versions",
         "/office/tokens",
         "/office/staff",
         "/office/audit",
