@@ -241,3 +241,7 @@ def test_office_of_a_community_cannot_reach_its_sibling(site, new_page):
     assert far.name not in page.inner_text("main")
     response = page.goto(f"/office/volunteers/{far.id}")
     assert response.status == 403
+    page.goto("/office/queue")
+    assert far.name not in page.inner_text("main")
+    assert page.goto("/office/queue?district=xizhaosi").status == 422
+    assert page.goto("/office/policy/caps?district=xizhaosi").status == 403
