@@ -520,6 +520,13 @@ CASES = [
         lambda w, p: {},
     ),
     Case("discard the caps draft of xizhaosi", "DELETE", _caps_draft, frozenset(OFFICES_IN)),
+    Case("export the records of xizhaosi", "GET", "exports/records?district=xizhaosi", READERS_IN),
+    Case(
+        "export the entries of longtan as xlsx",
+        "GET",
+        "exports/entries?district=longtan&format=xlsx",
+        frozenset({"admin", "office_above"}),
+    ),
     Case("end the current session", "DELETE", "kiosk/sessions/current", frozenset({"session"})),
     Case("say who I am", "GET", "me", EVERYONE),
     Case("list the district tree", "GET", "districts", STAFF_ANYWHERE),
@@ -657,6 +664,8 @@ OPERATION_OF = {
         "GET /api/v1/districts/{code}/policy/{plugin}/versions/{number}"
     ),
     "compare two stars versions of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/diff",
+    "export the records of xizhaosi": "GET /api/v1/exports/{dataset}",
+    "export the entries of longtan as xlsx": "GET /api/v1/exports/{dataset}",
     "save a caps draft for xizhaosi": "PUT /api/v1/districts/{code}/policy/{plugin}/draft",
     "read the caps draft of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/draft",
     "preview the caps draft of xizhaosi": (

@@ -56,6 +56,7 @@ def register_api(app: Flask) -> PointsApi:
         audit,
         districts,
         entries,
+        exports,
         health,
         kiosk,
         ledger,
@@ -106,6 +107,7 @@ def register_api(app: Flask) -> PointsApi:
         tokens,
         staff,
         audit,
+        exports,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())

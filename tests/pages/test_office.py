@@ -194,6 +194,16 @@ def test_office_story_by_clicks(site, new_page):
     assert pin not in log and new_pin not in log
     look(page, f"office-audit-{site.backend}")
 
+    # Export the service records as CSV: the file the browser saves has both headers.
+    page.get_by_role("link", name="导出", exact=True).click()
+    look(page, f"office-exports-{site.backend}")
+    page.get_by_label("服务记录").check()
+    page.get_by_label("CSV 文本").check()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="下载").click()
+    saved = download.value.path().read_text(encoding="utf-8-sig")
+    assert saved.startswith("记录号 / record,") and "同一次巡查提交了两次" in saved
+
     page.goto("/language/en?next=/office/volunteers")
     assert page.get_by_role("heading", name="Volunteers").is_visible()
     look(page, f"office-volunteers-en-{site.backend}")
@@ -217,6 +227,7 @@ def test_office_auditor_sees_and_changes_nothing(site, new_page):
         "/office/policy",
         "/office/policy/caps",
         "/office/policy/caps/versions",
+        "/office/exports",
         "/office/tokens",
         "/office/staff",
         "/office/audit",

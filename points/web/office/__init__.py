@@ -2,9 +2,10 @@
 
 One blueprint, one module a screen (PAGES.md): this module holds the sign-in, the
 password change and the Today page, and the decorator every console page uses;
-`queue`, `volunteers`, `providers`, `catalog`, `tokens`, `staff_pages` and `audit_log`
-add their screens to the same blueprint. Auditors see every page of their reach without
-its change controls, and any change they post is refused (403).
+`queue`, `volunteers`, `providers`, `catalog`, `policy`, `tokens`, `staff_pages`,
+`audit_log` and `exports` add their screens to the same blueprint. Auditors see every
+page of their reach without its change controls, and any change they post is refused
+(403).
 """
 
 from __future__ import annotations
@@ -82,6 +83,7 @@ NAV = (
     ("web_office.tokens", lazy_gettext("Tokens and kiosks")),
     ("web_office.staff", lazy_gettext("Staff")),
     ("web_office.audit", lazy_gettext("Audit log")),
+    ("web_office.exports", lazy_gettext("Exports")),
 )
 ROLE_NAMES = {
     "admin": lazy_gettext("administrator"),
@@ -186,6 +188,7 @@ def home():
 from points.web.office import (  # noqa: E402, F401
     audit_log,
     catalog,
+    exports,
     policy,
     providers,
     queue,
