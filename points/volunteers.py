@@ -92,6 +92,26 @@ def balance(volunteer_id: int) -> dict[str, Any]:
     }
 
 
+def balance_as_of(volunteer_id: int, moment: datetime) -> dict[str, Any]:
+    """A volunteer's points as `balance` shows them, as they stood at `moment` (by
+    effective time); `expiring` is left empty, as the past of a lot is not kept."""
+    from points import statements
+
+    then = statements.as_of(volunteer_id, moment)
+    volunteer = service.volunteer_info(volunteer_id)
+    return {
+        "volunteer_id": volunteer_id,
+        "balance": then.balance,
+        "held": then.held,
+        "available": then.available,
+        "service_minutes": then.service_minutes,
+        "star_level": service.star_level(then.service_minutes, volunteer.district_id),
+        # What was about to expire then is not kept (lots are updated in place): none.
+        "expiring": [],
+        "as_of": moment,
+    }
+
+
 def star_progress(volunteer: int | VolunteerInfo) -> StarProgress:
     """Return the volunteer's star level and the hours the next star needs, under the
     `stars` policy of their node (no next star when stars are off or at the top)."""
@@ -248,8 +268,27 @@ def entries(
     InvalidInputError.
     """
     account_id = ledger.balance(volunteer_id).account_id
+    statement = _line_query(account_id).order_by(Posting.id.desc()).limit(limit + 1)
+    if before is not None:
+        statement = statement.where(Posting.id < before)
+    if month is not None:
+        timezone = db.session.scalar(
+            select(District.timezone)
+            .join(Volunteer, Volunteer.district_id == District.id)
+            .where(Volunteer.id == volunteer_id)
+        )
+        start, end = month_range(month, timezone)
+        statement = statement.where(Entry.effective_at >= start, Entry.effective_at < end)
+    rows = db.session.execute(statement).all()
+    page = rows[:limit]
+    lines = _lines(page, account_id)
+    return lines, (page[-1].posting_id if len(rows) > len(page) else None)
+
+
+def _line_query(account_id: int):
+    """The postings of an account with what a history line says of each."""
     corrected = aliased(Entry, name="corrected")
-    statement = (
+    return (
         select(
             Posting.id.label("posting_id"),
             Posting.amount,
@@ -269,23 +308,12 @@ def entries(
         .join(Entry, Entry.id == Posting.entry_id)
         .outerjoin(corrected, corrected.id == Entry.reverses_id)
         .where(Posting.account_id == account_id)
-        .order_by(Posting.id.desc())
-        .limit(limit + 1)
     )
-    if before is not None:
-        statement = statement.where(Posting.id < before)
-    if month is not None:
-        timezone = db.session.scalar(
-            select(District.timezone)
-            .join(Volunteer, Volunteer.district_id == District.id)
-            .where(Volunteer.id == volunteer_id)
-        )
-        start, end = month_range(month, timezone)
-        statement = statement.where(Entry.effective_at >= start, Entry.effective_at < end)
-    rows = db.session.execute(statement).all()
-    page = rows[:limit]
-    others = _other_sides([row.id for row in page if row.kind == "transfer"], account_id)
-    lines = [
+
+
+def _lines(rows, account_id: int) -> list[dict[str, Any]]:
+    others = _other_sides([row.id for row in rows if row.kind == "transfer"], account_id)
+    return [
         {
             "id": row.id,
             "kind": row.kind,
@@ -305,9 +333,22 @@ def entries(
             "service_record_id": row.service_record_id,
             "other_side": others.get(row.id),
         }
-        for row in page
+        for row in rows
     ]
-    return lines, (page[-1].posting_id if len(rows) > len(page) else None)
+
+
+def lines_between(
+    volunteer_id: int, start: datetime, end: datetime, *, limit: int
+) -> list[dict[str, Any]]:
+    """The volunteer's history lines that took effect in [start, end), oldest first."""
+    account_id = ledger.balance(volunteer_id).account_id
+    statement = (
+        _line_query(account_id)
+        .where(Entry.effective_at >= start, Entry.effective_at < end)
+        .order_by(Entry.effective_at, Posting.id)
+        .limit(limit)
+    )
+    return _lines(db.session.execute(statement).all(), account_id)
 
 
 def _other_sides(entry_ids: list[int], account_id: int) -> dict[int, str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
@@ -198,3 +199,32 @@ def seed_scratch_ledger() -> tuple[int, int]:
     barber = create_provider("barber", "Barber", "street").id
     ledger.earn(volunteer, 10, actor="office", reason="巡查")
     return volunteer, barber
+
+
+@pytest.fixture(params=BACKENDS)
+def fresh_app(request, tmp_path):
+    """A function giving a new app on an empty database: one per hypothesis example."""
+    if request.param == "sqlite":
+        template = request.getfixturevalue("sqlite_template")
+    else:
+        pg_url = request.getfixturevalue("postgres_url")
+    counter = iter(range(10**6))
+
+    @contextmanager
+    def make():
+        if request.param == "sqlite":
+            path = tmp_path / f"example-{next(counter)}.sqlite"
+            shutil.copy(template, path)
+            url = f"sqlite:///{path}"
+        else:
+            _empty_postgres(pg_url)
+            url = pg_url
+        app = create_app(_config(url))
+        with app.app_context():
+            try:
+                yield app
+            finally:
+                db.session.remove()
+                db.engine.dispose()
+
+    return make

@@ -228,6 +228,15 @@ CASES = [
         frozenset(READERS_IN | {"volunteer_self", "session"}),
     ),
     Case(
+        "read the statement of self",
+        "GET",
+        lambda w: (
+            f"volunteers/{w.volunteers['self']}/statement"
+            "?since=2026-01-01T00:00:00%2B08:00&until=2027-01-01T00:00:00%2B08:00"
+        ),
+        frozenset(READERS_IN | {"volunteer_self", "session"}),
+    ),
+    Case(
         "read entries of self",
         "GET",
         lambda w: f"volunteers/{w.volunteers['self']}/entries",
@@ -616,6 +625,7 @@ OPERATION_OF = {
     "register volunteer in xizhaosi": "POST /api/v1/volunteers",
     "read profile of self": "GET /api/v1/volunteers/{volunteer_id}",
     "read balance of self": "GET /api/v1/volunteers/{volunteer_id}/balance",
+    "read the statement of self": "GET /api/v1/volunteers/{volunteer_id}/statement",
     "read entries of self": "GET /api/v1/volunteers/{volunteer_id}/entries",
     "read balance of far": "GET /api/v1/volunteers/{volunteer_id}/balance",
     "transfer from self to peer": "POST /api/v1/transfers",

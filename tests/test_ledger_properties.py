@@ -6,21 +6,15 @@ refused; after every step the ledger must agree, and at the end `verify` must pa
 
 from __future__ import annotations
 
-import shutil
 import uuid
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from points import errors, ledger
-from points.app import create_app
 from points.directory import create_district, create_provider, register_volunteer
-from points.extensions import db
 from points.verify import verify
-from tests.conftest import BACKENDS, _config, _empty_postgres
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 EXPIRIES = [None, BASE + timedelta(days=1), BASE + timedelta(days=2)]
@@ -38,35 +32,6 @@ operation = st.one_of(
     st.tuples(st.just("expire"), st.integers(1, 2)),
     st.tuples(st.just("reverse"), index),
 )
-
-
-@pytest.fixture(params=BACKENDS)
-def fresh_app(request, tmp_path):
-    """A function giving a new app on an empty database: one per hypothesis example."""
-    if request.param == "sqlite":
-        template = request.getfixturevalue("sqlite_template")
-    else:
-        pg_url = request.getfixturevalue("postgres_url")
-    counter = iter(range(10**6))
-
-    @contextmanager
-    def make():
-        if request.param == "sqlite":
-            path = tmp_path / f"example-{next(counter)}.sqlite"
-            shutil.copy(template, path)
-            url = f"sqlite:///{path}"
-        else:
-            _empty_postgres(pg_url)
-            url = pg_url
-        app = create_app(_config(url))
-        with app.app_context():
-            try:
-                yield app
-            finally:
-                db.session.remove()
-                db.engine.dispose()
-
-    return make
 
 
 class Model:

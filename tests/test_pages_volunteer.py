@@ -211,3 +211,17 @@ def test_pages_volunteer_api_changes_the_pin(api, world):
         f"volunteers/{me}/pin", token, {"old_pin": world.pins["self"], "new_pin": "583920"}
     )
     assert done.status_code == 204
+
+
+def test_pages_volunteer_statement_of_a_month(signed_in, world):
+    from points import ledger
+
+    ledger.earn(world.volunteers["self"], 12, actor="office:test", reason="走访 / visit")
+    page = signed_in.get("/me/statement")
+    assert page.status_code == 200
+    assert "月初积分" in page.text and "data-print" in page.text
+    assert "data-closing>1,012<" in page.text and "+12" in page.text
+    assert "data-opening>0<" in page.text
+    last_year = signed_in.get("/me/statement?month=2025-01")
+    assert "这个月积分没有变动" in last_year.text
+    assert signed_in.get("/me/statement?month=January").status_code == 422

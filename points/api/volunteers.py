@@ -10,10 +10,11 @@ from flask.views import MethodView
 from marshmallow import Schema, fields, validate
 from sqlalchemy import select
 
-from points import auth, directory, roster, volunteers
+from points import auth, directory, roster, statements, volunteers
 from points.api.body import Blueprint
 from points.api.common import (
     VOLUNTEER_ID,
+    Moment,
     UtcDateTime,
     allow,
     decode_cursor,
@@ -177,6 +178,7 @@ class BalanceSchema(Schema):
         required=True,
         metadata={"description": "Points expiring soon (the expiry policy's soon_days)."},
     )
+    as_of = UtcDateTime(required=True, allow_none=True, metadata={"description": "null: now."})
 
 
 class EntriesQuerySchema(Schema):
@@ -225,6 +227,37 @@ class VolunteerEntrySchema(Schema):
         required=True,
         allow_none=True,
         metadata={"description": "For a gift: the other volunteer's name, masked (王*英)."},
+    )
+
+
+class AsOfQuerySchema(Schema):
+    as_of = Moment(
+        load_default=None,
+        metadata={"description": "The points at this past instant (by effective time)."},
+    )
+
+
+class StatementQuerySchema(Schema):
+    since = Moment(required=True)
+    until = Moment(required=True)
+
+
+class StatementLineSchema(VolunteerEntrySchema):
+    balance_after = fields.Integer(required=True)
+
+
+class StatementSchema(Schema):
+    volunteer_id = fields.Integer(required=True)
+    since = UtcDateTime(required=True)
+    until = UtcDateTime(required=True)
+    opening = fields.Integer(required=True, metadata={"description": "Balance before since."})
+    earned = fields.Integer(required=True)
+    spent = fields.Integer(required=True)
+    closing = fields.Integer(required=True, metadata={"description": "Balance at until."})
+    lines = fields.List(
+        fields.Nested(StatementLineSchema),
+        required=True,
+        metadata={"description": "Oldest first, by effective time."},
     )
 
 
@@ -355,12 +388,45 @@ class VolunteerBalance(MethodView):
         "session",
         who=f"admin, office and auditor {IN_NODE}, self, a kiosk session of the volunteer",
     )
+    @blp.arguments(AsOfQuerySchema, location="query")
     @blp.response(200, BalanceSchema)
-    def get(self, volunteer_id):
-        """Show a volunteer's points: balance, held, available, service time, expiring."""
+    def get(self, query, volunteer_id):
+        """Show a volunteer's points: balance, held, available, service time, expiring;
+        with `as_of`, as they stood at that instant."""
         principal = current_principal()
         reach_volunteer(principal, volunteer_id)
-        return volunteers.balance(volunteer_id)
+        if query["as_of"] is None:
+            return {**volunteers.balance(volunteer_id), "as_of": None}
+        return volunteers.balance_as_of(volunteer_id, query["as_of"])
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/statement")
+class VolunteerStatement(MethodView):
+    @allow(
+        "office",
+        "auditor",
+        "volunteer",
+        "session",
+        who=f"admin, office and auditor {IN_NODE}, self, a kiosk session of the volunteer",
+    )
+    @blp.arguments(StatementQuerySchema, location="query")
+    @blp.response(200, StatementSchema)
+    def get(self, query, volunteer_id):
+        """A statement for [since, until): the opening balance, every line with the
+        balance after it, the closing balance."""
+        principal = current_principal()
+        reach_volunteer(principal, volunteer_id)
+        found = statements.statement(volunteer_id, query["since"], query["until"])
+        return {
+            "volunteer_id": volunteer_id,
+            "since": found.start,
+            "until": found.end,
+            "opening": found.opening,
+            "earned": found.earned,
+            "spent": found.spent,
+            "closing": found.closing,
+            "lines": found.lines,
+        }
 
 
 @blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/entries")

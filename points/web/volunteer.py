@@ -170,6 +170,17 @@ def history():
     )
 
 
+@bp.get("/statement")
+@signed_in
+def statement():
+    """A month's statement: the balance at its start, every line, the balance at its end;
+    printable."""
+    from points.web.statement import monthly
+
+    context = monthly(g.principal.volunteer_id, request.args.get("month"), g.profile.timezone)
+    return render_page("web/me/statement.html", 422 if context["errors"] else 200, **context)
+
+
 def _cursor(value: str | None) -> int | None:
     """A page cursor from the address bar: a positive id, or None (a bad one is ignored)."""
     if value and value.isdigit() and 0 < int(value) < 2**63:

@@ -228,6 +228,7 @@ def test_office_auditor_sees_and_changes_nothing(site, new_page):
         "/office/policy/caps",
         "/office/policy/caps/versions",
         "/office/exports",
+        f"/office/volunteers/{volunteer.id}/statement",
         "/office/tokens",
         "/office/staff",
         "/office/audit",

@@ -206,6 +206,7 @@ def test_volunteer_reaches_only_their_own_vouchers(site, new_page):
 PAGES = (
     "",
     "history",
+    "statement",
     "records",
     "catalog",
     "vouchers",

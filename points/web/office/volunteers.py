@@ -112,6 +112,23 @@ def volunteers_new():
     )
 
 
+@bp.get("/volunteers/<int:volunteer_id>/statement")
+@staff_page
+def volunteers_statement(volunteer_id: int):
+    """A volunteer's statement for a month, to print and hand over."""
+    from points.web.statement import monthly
+
+    reach_volunteer(g.principal, volunteer_id)
+    profile = volunteers.profile(volunteer_id)
+    context = monthly(volunteer_id, request.args.get("month"), profile.timezone)
+    return render_page(
+        "web/office/volunteers/statement.html",
+        422 if context["errors"] else 200,
+        profile=profile,
+        **context,
+    )
+
+
 @bp.get("/volunteers/<int:volunteer_id>")
 @staff_page
 def volunteers_show(volunteer_id: int):
