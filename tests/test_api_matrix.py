@@ -529,6 +529,13 @@ CASES = [
         lambda w, p: {},
     ),
     Case("discard the caps draft of xizhaosi", "DELETE", _caps_draft, frozenset(OFFICES_IN)),
+    Case(
+        "rank the volunteers of xizhaosi",
+        "GET",
+        "rankings?district=xizhaosi&since=2026-01-01T00:00:00%2B08:00"
+        "&until=2027-01-01T00:00:00%2B08:00",
+        READERS_IN,
+    ),
     Case("export the records of xizhaosi", "GET", "exports/records?district=xizhaosi", READERS_IN),
     Case(
         "export the entries of longtan as xlsx",
@@ -675,6 +682,7 @@ OPERATION_OF = {
     ),
     "compare two stars versions of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/diff",
     "export the records of xizhaosi": "GET /api/v1/exports/{dataset}",
+    "rank the volunteers of xizhaosi": "GET /api/v1/rankings",
     "export the entries of longtan as xlsx": "GET /api/v1/exports/{dataset}",
     "save a caps draft for xizhaosi": "PUT /api/v1/districts/{code}/policy/{plugin}/draft",
     "read the caps draft of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/draft",

@@ -136,7 +136,7 @@ def test_the_statement_pages_for_the_volunteer_and_the_office(client, accounts):
     page = client.get(f"/office/volunteers/{me}/statement?month={month}")
     assert page.status_code == 200
     assert "月初积分" in page.text and "月末积分" in page.text and "获得" in page.text
-    assert 'data-closing>1,000<' in page.text
+    assert "data-closing>1,000<" in page.text
     assert client.get(f"/office/volunteers/{me}/statement?month=2026-13").status_code == 422
     far = accounts.volunteers["far"]
     assert client.get(f"/office/volunteers/{far}/statement").status_code == 403

@@ -62,6 +62,7 @@ def register_api(app: Flask) -> PointsApi:
         ledger,
         policy,
         providers,
+        rankings,
         redemptions,
         service_records,
         staff,
@@ -108,6 +109,7 @@ def register_api(app: Flask) -> PointsApi:
         staff,
         audit,
         exports,
+        rankings,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())

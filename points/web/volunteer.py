@@ -177,7 +177,12 @@ def statement():
     printable."""
     from points.web.statement import monthly
 
-    context = monthly(g.principal.volunteer_id, request.args.get("month"), g.profile.timezone)
+    context = monthly(
+        g.principal.volunteer_id,
+        request.args.get("month"),
+        g.profile.timezone,
+        g.profile.district_code,
+    )
     return render_page("web/me/statement.html", 422 if context["errors"] else 200, **context)
 
 

@@ -194,6 +194,10 @@ def test_office_story_by_clicks(site, new_page):
     assert pin not in log and new_pin not in log
     look(page, f"office-audit-{site.backend}")
 
+    page.get_by_role("link", name="积分排名", exact=True).click()
+    assert page.locator("#ranking tbody tr").count() >= 1
+    look(page, f"office-rankings-{site.backend}")
+
     # Export the service records as CSV: the file the browser saves has both headers.
     page.get_by_role("link", name="导出", exact=True).click()
     look(page, f"office-exports-{site.backend}")
@@ -228,6 +232,7 @@ def test_office_auditor_sees_and_changes_nothing(site, new_page):
         "/office/policy/caps",
         "/office/policy/caps/versions",
         "/office/exports",
+        "/office/rankings",
         f"/office/volunteers/{volunteer.id}/statement",
         "/office/tokens",
         "/office/staff",

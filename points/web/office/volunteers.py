@@ -120,7 +120,9 @@ def volunteers_statement(volunteer_id: int):
 
     reach_volunteer(g.principal, volunteer_id)
     profile = volunteers.profile(volunteer_id)
-    context = monthly(volunteer_id, request.args.get("month"), profile.timezone)
+    context = monthly(
+        volunteer_id, request.args.get("month"), profile.timezone, profile.district_code
+    )
     return render_page(
         "web/office/volunteers/statement.html",
         422 if context["errors"] else 200,

@@ -1,0 +1,93 @@
+"""/office/rankings: a node's volunteers by service hours or points earned, this month,
+last month, this year or between two days; ties share a rank (points.rankings)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+from flask import g, request
+from flask_babel import gettext as _
+
+from points import directory, rankings
+from points.errors import ForbiddenError, NotFoundError
+from points.policy import district_info
+from points.web.office import bp, staff_page
+from points.web.pages import render_page
+
+SHOWN = 100
+PERIODS = ("month", "last_month", "year", "days")
+
+
+def _period(args, zone: ZoneInfo) -> tuple[date, date, dict[str, list[str]]]:
+    """The first and the day after the last day of the chosen period."""
+    today = datetime.now(zone).date()
+    period = args.get("period", "month")
+    first_of_month = today.replace(day=1)
+    if period == "last_month":
+        end = first_of_month
+        return (end - timedelta(days=1)).replace(day=1), end, {}
+    if period == "year":
+        return today.replace(month=1, day=1), today.replace(year=today.year + 1, month=1, day=1), {}
+    if period == "days":
+        errors = {}
+        try:
+            start = date.fromisoformat(args.get("since", ""))
+        except ValueError:
+            errors["since"] = [_("Enter a date.")]
+        try:
+            last = date.fromisoformat(args.get("until", ""))
+        except ValueError:
+            errors["until"] = [_("Enter a date.")]
+        if errors:
+            return first_of_month, today + timedelta(days=1), errors
+        if last < start:
+            return start, start, {"until": [_("The last day comes on or after the first.")]}
+        return start, last + timedelta(days=1), {}
+    next_month = (first_of_month + timedelta(days=32)).replace(day=1)
+    return first_of_month, next_month, {}
+
+
+@bp.get("/rankings", endpoint="rankings")
+@staff_page
+def rankings_page():
+    """The ranking of the chosen node, period and measure."""
+    args = request.args
+    errors: dict[str, list[str]] = {}
+    try:
+        node = district_info(args.get("district") or g.principal.district_id)
+        if not g.principal.covers(node.path):
+            raise ForbiddenError("out of reach")
+    except (NotFoundError, ForbiddenError):
+        node, errors = (
+            district_info(g.principal.district_id),
+            {"district": [_("Choose a node in your reach.")]},
+        )
+    zone = ZoneInfo(node.timezone)
+    start, end, period_errors = _period(args, zone)
+    errors.update(period_errors)
+    by = args.get("by") if args.get("by") in rankings.BY else "hours"
+    rows = []
+    if not errors:
+        rows = rankings.rank(
+            node.id,
+            by,
+            datetime.combine(start, time(), zone),
+            datetime.combine(end, time(), zone),
+            limit=SHOWN,
+        )
+    scope = None if g.principal.role == "admin" else g.principal.path
+    return render_page(
+        "web/office/rankings.html",
+        422 if errors else 200,
+        node=node,
+        rows=rows,
+        by=by,
+        period=args.get("period", "month") if args.get("period") in PERIODS else "month",
+        start=start,
+        last=end - timedelta(days=1),
+        nodes=directory.tree(scope),
+        errors=errors,
+        labels={"district": _("Node"), "since": _("From"), "until": _("To")},
+        shown=SHOWN,
+    )
