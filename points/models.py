@@ -12,7 +12,8 @@ and `held` (points reserved by pending holds) and may never go below zero: it is
 that concurrent writers lock with a conditional UPDATE. Every other kind (`issuance`,
 `provider`, `expired`, `clearing`) is unbounded and keeps no cached balance, so no
 writer ever waits on the district's issuance account: its balance is the sum of its
-postings, and its magnitude is the points outstanding.
+postings, and its magnitude is the points ever issued (what volunteers still hold is the
+sum of their accounts: redeemed and expired points sit in other accounts).
 
 Each credit to a volunteer creates a *lot* (amount, remaining, expires_at); debits
 consume lots soonest-expiry first and record a *lot use*. A *hold* reserves points for a

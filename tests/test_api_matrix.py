@@ -529,6 +529,7 @@ CASES = [
         lambda w, p: {},
     ),
     Case("discard the caps draft of xizhaosi", "DELETE", _caps_draft, frozenset(OFFICES_IN)),
+    Case("report on xizhaosi", "GET", "reports?district=xizhaosi&month=2026-11", READERS_IN),
     Case(
         "rank the volunteers of xizhaosi",
         "GET",
@@ -683,6 +684,7 @@ OPERATION_OF = {
     "compare two stars versions of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/diff",
     "export the records of xizhaosi": "GET /api/v1/exports/{dataset}",
     "rank the volunteers of xizhaosi": "GET /api/v1/rankings",
+    "report on xizhaosi": "GET /api/v1/reports",
     "export the entries of longtan as xlsx": "GET /api/v1/exports/{dataset}",
     "save a caps draft for xizhaosi": "PUT /api/v1/districts/{code}/policy/{plugin}/draft",
     "read the caps draft of xizhaosi": "GET /api/v1/districts/{code}/policy/{plugin}/draft",

@@ -64,6 +64,7 @@ def register_api(app: Flask) -> PointsApi:
         providers,
         rankings,
         redemptions,
+        reports,
         service_records,
         staff,
         tokens,
@@ -110,6 +111,7 @@ def register_api(app: Flask) -> PointsApi:
         audit,
         exports,
         rankings,
+        reports,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())

@@ -194,6 +194,20 @@ def test_office_story_by_clicks(site, new_page):
     assert pin not in log and new_pin not in log
     look(page, f"office-audit-{site.backend}")
 
+    # The month's report: the charts draw the numbers of the table beside them.
+    page.get_by_role("link", name="统计报表", exact=True).click()
+    assert page.locator("[data-figure=issued]").inner_text() != "0"
+    bars = page.locator("svg[data-series=issued] rect")
+    assert bars.count() == 12
+    for n in range(12):
+        month, value = (
+            bars.nth(n).get_attribute("data-month"),
+            bars.nth(n).get_attribute("data-value"),
+        )
+        cell = page.locator(f"#months td[data-series=issued][data-month='{month}']")
+        assert cell.inner_text() == value, month
+    look(page, f"office-reports-{site.backend}")
+
     page.get_by_role("link", name="积分排名", exact=True).click()
     assert page.locator("#ranking tbody tr").count() >= 1
     look(page, f"office-rankings-{site.backend}")
@@ -233,6 +247,7 @@ def test_office_auditor_sees_and_changes_nothing(site, new_page):
         "/office/policy/caps/versions",
         "/office/exports",
         "/office/rankings",
+        "/office/reports",
         f"/office/volunteers/{volunteer.id}/statement",
         "/office/tokens",
         "/office/staff",

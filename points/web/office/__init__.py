@@ -2,7 +2,7 @@
 
 One blueprint, one module a screen (PAGES.md): this module holds the sign-in, the
 password change and the Today page, and the decorator every console page uses;
-`queue`, `volunteers`, `providers`, `catalog`, `policy`, `rankings`, `tokens`,
+`queue`, `volunteers`, `providers`, `catalog`, `policy`, `reports`, `rankings`, `tokens`,
 `staff_pages`, `audit_log` and `exports` add their screens to the same blueprint.
 Auditors see every page of their reach without its change controls, and any change they
 post is refused (403).
@@ -80,6 +80,7 @@ NAV = (
     ("web_office.providers", lazy_gettext("Providers")),
     ("web_office.catalog", lazy_gettext("Catalog")),
     ("web_office.policy", lazy_gettext("Policy")),
+    ("web_office.reports", lazy_gettext("Reports")),
     ("web_office.rankings", lazy_gettext("Rankings")),
     ("web_office.tokens", lazy_gettext("Tokens and kiosks")),
     ("web_office.staff", lazy_gettext("Staff")),
@@ -194,6 +195,7 @@ from points.web.office import (  # noqa: E402, F401
     providers,
     queue,
     rankings,
+    reports,
     staff_pages,
     tokens,
     volunteers,

@@ -1,0 +1,147 @@
+"""Reports: on random histories a node's figures equal sums over what was posted, the
+outstanding points at the end equal the start plus every movement, and today's
+outstanding equals what the node's volunteers hold; over the API and on the console
+with charts of the same numbers as their table."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from points import errors, ledger, reports
+from points.directory import create_district, create_provider, register_volunteer
+from tests.office_fixtures import sign_in
+
+operation = st.one_of(
+    st.tuples(st.just("earn"), st.integers(0, 2), st.integers(1, 40), st.integers(0, 40)),
+    st.tuples(st.just("redeem"), st.integers(0, 2), st.integers(1, 20), st.just(0)),
+    st.tuples(st.just("give"), st.integers(0, 2), st.integers(1, 15), st.integers(0, 2)),
+    st.tuples(st.just("reverse"), st.integers(0, 99), st.just(0), st.just(0)),
+    st.tuples(st.just("expire"), st.integers(0, 2), st.integers(1, 10), st.just(0)),
+    st.tuples(st.just("serve"), st.integers(0, 2), st.integers(10, 240), st.just(0)),
+)
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    steps=st.lists(operation, min_size=1, max_size=25),
+    window=st.tuples(st.integers(0, 50), st.integers(1, 50)),
+)
+def test_reports_equal_sums_over_random_histories(fresh_app, steps, window):
+    with fresh_app():
+        create_district("city", "市", "city")
+        create_district("street", "街", "street", parent="city")
+        create_district("east", "东", "community", parent="street")
+        create_district("west", "西", "community", parent="street")
+        provider = create_provider("shop", "店", "city").id
+        people = [
+            register_volunteer("甲", "east", "204857").id,
+            register_volunteer("乙", "east", "204857").id,
+            register_volunteer("丙", "west", "204857").id,
+        ]
+        now = datetime.now(UTC)
+        earned: list[tuple[datetime, int, int]] = []  # (effective, volunteer, points)
+        posted: list[int] = []
+        for kind, who, amount, other in steps:
+            me = people[who % 3]
+            try:
+                if kind == "earn":
+                    when = now - timedelta(days=other, minutes=amount)
+                    entry = ledger.earn(me, amount, actor="t", reason="r", effective_at=when)
+                    earned.append((when, me, amount))
+                    posted.append(entry.id)
+                elif kind == "redeem":
+                    hold = ledger.hold(me, amount, provider_id=provider, actor="t", reason="r")
+                    posted.append(ledger.post_hold(hold.id, actor="t").id)
+                elif kind == "give":
+                    to = people[(who + 1 + other) % 3]
+                    posted.append(ledger.transfer(me, to, amount, actor="t", reason="r").id)
+                elif kind == "reverse" and posted:
+                    ledger.reverse(posted[who % len(posted)], actor="t", reason="r")
+                elif kind == "expire":
+                    earned.append((now - timedelta(days=60), me, amount))
+                    ledger.earn(
+                        me,
+                        amount,
+                        actor="t",
+                        reason="old",
+                        effective_at=now - timedelta(days=60),
+                        expires_at=now - timedelta(days=1),
+                    )
+                    ledger.expire_lots(now - timedelta(hours=1))
+                elif kind == "serve":
+                    ledger.add_service_minutes(me, amount, actor="t", reason="r")
+            except (
+                errors.InsufficientPointsError,
+                errors.AlreadyReversedError,
+                errors.InvalidInputError,
+            ):
+                continue
+        start = now - timedelta(days=window[0] + window[1])
+        end = now - timedelta(days=window[0]) + timedelta(minutes=5)
+        for node, members in (("street", people), ("east", people[:2]), ("west", people[2:])):
+            found = reports.report(node, start, end)
+            assert found.balances, found.as_dict()
+            # Corrections of awards are counted apart, as corrections.
+            assert found.issued == sum(p for w, v, p in earned if start <= w < end and v in members)
+            today = reports.report(node, start, now + timedelta(days=1))
+            assert today.outstanding_end == sum(ledger.balance(v).balance for v in members)
+        street = reports.report("street", start, end)
+        for figure in ("issued", "redeemed", "expired", "outstanding_end", "service_minutes"):
+            assert getattr(street, figure) == sum(
+                getattr(child, figure) for child in street.children
+            ), figure
+
+
+def test_issued_counts_awards_by_kind_and_rule(tree, volunteer, provider):
+    now = datetime.now(UTC)
+    ledger.earn(volunteer, 5, actor="t", reason="r", plugin="steward", rule="patrol-hours")
+    ledger.earn(volunteer, 20, actor="t", reason="campaign")
+    hold = ledger.hold(volunteer, 8, provider_id=provider, actor="t", reason="r")
+    ledger.post_hold(hold.id, actor="t")
+    found = reports.report("longtan", now - timedelta(hours=1), now + timedelta(hours=1))
+    assert found.issued == 25 and found.redeemed == 8 and found.outstanding_end == 17
+    assert found.issued_by_rule == {"steward/patrol-hours": 5, "other": 20}
+    assert found.issued_by_kind == {"other": 25}
+    assert [child.district for child in found.children] == ["xizhaosi", "zuoanmen"]
+    try:
+        reports.report("longtan", now, now)
+    except errors.InvalidInputError as error:
+        assert "until" in error.errors
+    else:
+        raise AssertionError("an empty period is refused")
+
+
+def test_the_api_and_the_console(api, world, client, accounts):
+    month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    office = world.tokens["office_above"]
+    answer = api.get(f"reports?district=longtan&month={month}", office)
+    assert answer.status_code == 200, answer.get_json()
+    body = answer.get_json()
+    assert body["issued"] == 2000 and body["outstanding_end"] == 2000
+    assert {child["district"] for child in body["children"]} == {"xizhaosi", "zuoanmen"}
+    since = quote((datetime.now(UTC) - timedelta(days=1)).isoformat())
+    until = quote((datetime.now(UTC) + timedelta(days=1)).isoformat())
+    assert api.get(f"reports?since={since}&until={until}", office).get_json()["issued"] == 2000
+    assert api.get("reports", office).status_code == 422
+    assert api.get(f"reports?month={month}&since={since}", office).status_code == 422
+    assert (
+        api.get(f"reports?district=zuoanmen&month={month}", world.tokens["office_in"]).status_code
+        == 403
+    )
+    assert api.get(f"reports?month={month}", world.tokens["kiosk_in"]).status_code == 403
+
+    assert sign_in(client, "longtan").status_code == 302
+    page = client.get("/office/reports")
+    assert page.status_code == 200
+    assert 'data-figure="issued">2,000<' in page.text
+    assert f'data-month="{month}" data-value="2000"' in page.text  # the chart's bar
+    assert client.get("/office/reports?month=2026-13").status_code == 422
