@@ -112,13 +112,14 @@ def _subtree(path: str):
 
 
 def _volunteer_postings(nodes):
-    """Postings to the volunteer accounts of the nodes, with their entries."""
+    """Postings to the volunteer accounts of the nodes, with their entries: read account
+    by account through the index (account_id, id), never the whole postings table."""
     return (
         select()
-        .select_from(Posting)
+        .select_from(Account)
+        .join(Posting, Posting.account_id == Account.id)
         .join(Entry, Entry.id == Posting.entry_id)
-        .join(Account, Account.id == Posting.account_id)
-        .where(Account.kind == "volunteer", Posting.district_id.in_(nodes))
+        .where(Account.kind == "volunteer", Account.district_id.in_(nodes))
     )
 
 
