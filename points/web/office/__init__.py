@@ -10,6 +10,7 @@ post is refused (403).
 
 from __future__ import annotations
 
+from datetime import datetime, time
 from functools import wraps
 from urllib.parse import urlencode
 
@@ -22,6 +23,7 @@ from points.errors import (
     AccountLockedError,
     ForbiddenError,
     InvalidInputError,
+    NotFoundError,
     WrongPasswordError,
 )
 from points.extensions import db
@@ -119,6 +121,26 @@ def page_url(**changes) -> str:
     arguments = {key: value for key, value in request.args.items() if key not in changes}
     arguments.update({key: value for key, value in changes.items() if value is not None})
     return request.path + ("?" + urlencode(arguments) if arguments else "")
+
+
+def node_in_reach(code: str | None):
+    """The node a page asks about (`code`, default the staff member's own) as a
+    DistrictInfo, or None when there is no such node or it lies outside their reach."""
+    from points.policy import district_info
+
+    try:
+        node = district_info(code or g.principal.district_id)
+    except NotFoundError:
+        return None
+    return node if g.principal.covers(node.path) else None
+
+
+def local_day(text: str, zone) -> datetime | None:
+    """A form's date ("2026-11-03") as the start of that day in `zone`, or None."""
+    try:
+        return datetime.combine(datetime.strptime(text, "%Y-%m-%d").date(), time(), zone)
+    except ValueError:
+        return None
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from flask import g, request
@@ -10,7 +10,7 @@ from flask_babel import gettext as _
 
 from points import audit, directory
 from points.errors import ForbiddenError, NotFoundError
-from points.web.office import bp, staff_page
+from points.web.office import bp, local_day, staff_page
 from points.web.pages import render_page
 
 PAGE_SIZE = 50
@@ -29,13 +29,6 @@ GROUPS = (
 )
 
 
-def _day(text: str, zone: ZoneInfo) -> datetime | None:
-    try:
-        return datetime.combine(datetime.strptime(text, "%Y-%m-%d").date(), time(), zone)
-    except ValueError:
-        return None
-
-
 @bp.get("/audit", endpoint="audit")
 @staff_page
 def audit_list():
@@ -43,8 +36,8 @@ def audit_list():
     args = request.args
     zone = ZoneInfo(g.page_timezone)
     errors: dict[str, list[str]] = {}
-    since = _day(args.get("since", ""), zone) if args.get("since") else None
-    until = _day(args.get("until", ""), zone) if args.get("until") else None
+    since = local_day(args.get("since", ""), zone) if args.get("since") else None
+    until = local_day(args.get("until", ""), zone) if args.get("until") else None
     if args.get("since") and since is None:
         errors["since"] = [_("Enter a date.")]
     if args.get("until") and until is None:

@@ -7,16 +7,14 @@ both languages, audited).
 
 from __future__ import annotations
 
-from datetime import datetime, time, timedelta
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from flask import g, request
 from flask_babel import gettext as _
 
 from points import directory, exports
-from points.errors import ForbiddenError, NotFoundError
-from points.policy import district_info
-from points.web.office import bp, staff_page
+from points.web.office import bp, local_day, node_in_reach, staff_page
 from points.web.pages import render_page
 
 # The datasets as the page names them.
@@ -27,13 +25,6 @@ TITLES = {
     "volunteers": ("志愿者名册", "volunteers"),
     "audit": ("操作日志", "audit log"),
 }
-
-
-def _day(text: str, zone: ZoneInfo) -> datetime | None:
-    try:
-        return datetime.combine(datetime.strptime(text, "%Y-%m-%d").date(), time(), zone)
-    except ValueError:
-        return None
 
 
 def _labels() -> dict[str, str]:
@@ -59,16 +50,12 @@ def exports_page():
         file_format = args.get("format", "csv")
         if file_format not in exports.FORMATS:
             errors["format"] = [_("Choose CSV or XLSX.")]
-        node = None
-        try:
-            node = district_info(args.get("district") or g.principal.district_id)
-            if not g.principal.covers(node.path):
-                raise ForbiddenError("out of reach")
-        except (NotFoundError, ForbiddenError):
+        node = node_in_reach(args.get("district"))
+        if node is None:
             errors["district"] = [_("Choose a node in your reach.")]
         zone = ZoneInfo(node.timezone if node else g.page_timezone)
-        since = _day(args.get("since", ""), zone) if args.get("since") else None
-        until = _day(args.get("until", ""), zone) if args.get("until") else None
+        since = local_day(args.get("since", ""), zone) if args.get("since") else None
+        until = local_day(args.get("until", ""), zone) if args.get("until") else None
         if args.get("since") and since is None:
             errors["since"] = [_("Enter a date.")]
         if args.get("until") and until is None:

@@ -10,7 +10,7 @@ Every change goes through points.policy_drafts, as the API's `.../draft` operati
 from __future__ import annotations
 
 from contextlib import suppress
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,7 @@ from points.plugins import config_schemas, plugin_manager
 from points.policy import district_info, resolve_policy, show_policy
 from points.web import policy_form
 from points.web.forms import PLUGIN_NAMES
-from points.web.office import bp, staff_page
+from points.web.office import bp, local_day, staff_page
 from points.web.pages import field_errors, render_page
 
 # The preview looks this many days back unless asked otherwise.
@@ -277,13 +277,6 @@ def policy_edit(plugin: str):
     )
 
 
-def _day(text: str, zone: ZoneInfo) -> datetime | None:
-    try:
-        return datetime.combine(datetime.strptime(text, "%Y-%m-%d").date(), time(), zone)
-    except ValueError:
-        return None
-
-
 @bp.post("/policy/<string(maxlength=64):plugin>/preview")
 @staff_page(change=True)
 def policy_preview(plugin: str):
@@ -291,8 +284,8 @@ def policy_preview(plugin: str):
     _plugin(plugin)
     node = _node()
     zone = ZoneInfo(node.timezone)
-    since = _day(request.form.get("since", ""), zone)
-    until = _day(request.form.get("until", ""), zone)
+    since = local_day(request.form.get("since", ""), zone)
+    until = local_day(request.form.get("until", ""), zone)
     errors: dict[str, list[str]] = {}
     if since is None:
         errors["since"] = [_("Enter a date.")]
@@ -328,7 +321,7 @@ def policy_activate(plugin: str):
     node = _node()
     when = None
     if request.form.get("when") == "later":
-        day = _day(request.form.get("effective_from", ""), ZoneInfo(node.timezone))
+        day = local_day(request.form.get("effective_from", ""), ZoneInfo(node.timezone))
         if day is None:
             return _edit_page(plugin, 422, errors={"effective_from": [_("Enter a date.")]})
         when = day.date()

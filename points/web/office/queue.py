@@ -10,7 +10,7 @@ decided meanwhile by a colleague is reported and the rest are decided.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from flask import g, redirect, request, session
@@ -18,11 +18,11 @@ from flask_babel import gettext as _
 from sqlalchemy import select
 
 from points import directory, queue, redemptions, roster, service
-from points.errors import ForbiddenError, InvalidInputError, NotFoundError
+from points.errors import ForbiddenError, InvalidInputError
 from points.extensions import db
 from points.models import SERVICE_STATES, District, Volunteer
 from points.web.forms import activity_labels, detail_fields
-from points.web.office import bp, staff_page
+from points.web.office import bp, local_day, node_in_reach, staff_page
 from points.web.pages import field_errors, render_page
 
 PAGE_SIZE = 50
@@ -45,14 +45,6 @@ def _labels() -> dict[str, str]:
     }
 
 
-def _day(text: str, zone: ZoneInfo) -> datetime | None:
-    try:
-        day = datetime.strptime(text, "%Y-%m-%d").date()
-    except ValueError:
-        return None
-    return datetime.combine(day, time(), zone).astimezone(UTC)
-
-
 def _whole_id(text: str) -> int | None:
     return int(text) if text.isdigit() and 0 < len(text) < 10 else None
 
@@ -66,20 +58,18 @@ class Filters:
         self.district = args.get("district") or ""
         self.district_id = principal.district_id
         if self.district:
-            try:
-                node = directory.district_by_code(self.district)
-                if not principal.covers(node.path):
-                    raise ForbiddenError("out of reach")
-                self.district_id = node.id
-            except (NotFoundError, ForbiddenError):
+            node = node_in_reach(self.district)
+            if node is None:
                 self.errors["district"] = [_("Choose a node in your reach.")]
+            else:
+                self.district_id = node.id
         kinds = activity_labels()
         self.kind = args.get("kind") if args.get("kind") in kinds else ""
         self.status = args.get("status") if args.get("status") in SERVICE_STATES else "pending"
         self.oldest = args.get("order") == "oldest"
         self.since_text, self.until_text = args.get("since", ""), args.get("until", "")
-        self.since = _day(self.since_text, zone) if self.since_text else None
-        self.until = _day(self.until_text, zone) if self.until_text else None
+        self.since = local_day(self.since_text, zone) if self.since_text else None
+        self.until = local_day(self.until_text, zone) if self.until_text else None
         if self.since_text and self.since is None:
             self.errors["since"] = [_("Enter a date.")]
         if self.until_text and self.until is None:

@@ -10,9 +10,7 @@ from flask import g, request
 from flask_babel import gettext as _
 
 from points import directory, rankings
-from points.errors import ForbiddenError, NotFoundError
-from points.policy import district_info
-from points.web.office import bp, staff_page
+from points.web.office import bp, node_in_reach, staff_page
 from points.web.pages import render_page
 
 SHOWN = 100
@@ -54,15 +52,9 @@ def rankings_page():
     """The ranking of the chosen node, period and measure."""
     args = request.args
     errors: dict[str, list[str]] = {}
-    try:
-        node = district_info(args.get("district") or g.principal.district_id)
-        if not g.principal.covers(node.path):
-            raise ForbiddenError("out of reach")
-    except (NotFoundError, ForbiddenError):
-        node, errors = (
-            district_info(g.principal.district_id),
-            {"district": [_("Choose a node in your reach.")]},
-        )
+    node = node_in_reach(args.get("district"))
+    if node is None:
+        node, errors = node_in_reach(None), {"district": [_("Choose a node in your reach.")]}
     zone = ZoneInfo(node.timezone)
     start, end, period_errors = _period(args, zone)
     errors.update(period_errors)

@@ -13,10 +13,8 @@ from flask import g, request
 from flask_babel import gettext as _
 
 from points import directory, reports
-from points.errors import ForbiddenError, NotFoundError
-from points.policy import district_info
 from points.web.forms import activity_labels
-from points.web.office import bp, staff_page
+from points.web.office import bp, node_in_reach, staff_page
 from points.web.pages import render_page
 from points.web.statement import MONTH
 
@@ -41,13 +39,9 @@ def reports_page():
     """The report of a month (default this one) or between two days, and 12 months."""
     args = request.args
     errors: dict[str, list[str]] = {}
-    try:
-        node = district_info(args.get("district") or g.principal.district_id)
-        if not g.principal.covers(node.path):
-            raise ForbiddenError("out of reach")
-    except (NotFoundError, ForbiddenError):
-        node = district_info(g.principal.district_id)
-        errors["district"] = [_("Choose a node in your reach.")]
+    node = node_in_reach(args.get("district"))
+    if node is None:
+        node, errors["district"] = node_in_reach(None), [_("Choose a node in your reach.")]
     zone = ZoneInfo(node.timezone)
     month = args.get("month") or datetime.now(zone).strftime("%Y-%m")
     since_text, until_text = args.get("since", ""), args.get("until", "")
