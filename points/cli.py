@@ -109,6 +109,15 @@ def verify_command() -> None:
         sys.exit(1)
 
 
+@ledger_cli.command("rollups")
+@with_appcontext
+def rollups_command() -> None:
+    """Write the ledger hours (the rollup reports read) again from the postings."""
+    from points import rollups
+
+    click.echo(f"rebuilt {rollups.rebuild()} ledger hours")
+
+
 @ledger_cli.command("seal")
 @with_appcontext
 def seal_command() -> None:

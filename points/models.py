@@ -48,6 +48,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Text,
     TypeDecorator,
@@ -460,6 +461,40 @@ class ServiceMinutes(Base):
         CheckConstraint(_in("kind", ("service", "correction")), name="kind"),
         CheckConstraint("minutes <> 0", name="non_zero"),
         CheckConstraint("kind = 'correction' OR minutes > 0", name="only_grows"),
+        # A node's service in a period (reports), without reading its earlier years.
+        Index("ix_service_minutes_district_id_created_at", "district_id", "created_at"),
+    )
+
+
+class LedgerHour(Base):
+    """What one node's volunteer accounts gained and lost in one hour (UTC), by entry
+    kind and by what the reports break it down by: the rollup that reports read instead
+    of every posting (points.rollups, migration 0013).
+
+    A trigger on postings keeps it in the same transaction as the postings it sums, on
+    every write path (step by step, one call on PostgreSQL, bulk). The detail columns
+    are set only where a report reads them: activity kind, plugin and rule for earns,
+    provider and item for redemptions; '' or 0 otherwise, so that the key is never NULL.
+    """
+
+    __tablename__ = "ledger_hours"
+
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    activity: Mapped[str] = mapped_column(String(32), primary_key=True)
+    plugin: Mapped[str] = mapped_column(String(64), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sku: Mapped[str] = mapped_column(String(64), primary_key=True)
+    # Concurrent units of one node write different rows (migration 0013); readers sum.
+    stripe: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    credits: Mapped[int] = mapped_column(BigInteger)
+    debits: Mapped[int] = mapped_column(BigInteger)
+    postings: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint("credits >= 0 AND debits >= 0 AND postings > 0", name="sums"),
     )
 
 

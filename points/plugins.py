@@ -475,6 +475,12 @@ def activity_kinds(pm: PointsPluginManager) -> dict[str, ActivityKind]:
     return pm.derived["kinds"]
 
 
+def activity_labels() -> dict[str, tuple[str, str]]:
+    """Each activity kind's label in zh-CN and English, by name."""
+    kinds = activity_kinds(plugin_manager())
+    return {name: (kind.label_zh, kind.label_en) for name, kind in kinds.items()}
+
+
 def _with(value: Any, **changes: Any) -> Any:
     from dataclasses import replace
 

@@ -15,9 +15,10 @@ below (or over its service minutes and volunteers), by the entries' effective ti
 So outstanding at the end is always outstanding at the start plus issued, less redeemed
 and expired, plus corrections and gifts in, less gifts out (`Report.balances`).
 
-Reports read the postings of the period, and the outstanding figures read every posting
-before the period: they are not rolled up yet, so a report's cost grows with the node's
-history (see docs/office.md).
+The ledger figures are read from the ledger's hourly rollup (points.rollups), never from
+every posting: a month's report costs the same in a node's first year and its tenth but
+for the sum of the rollup's earlier hours behind the outstanding figures. Service minutes
+and volunteers are read through their node's index for the period.
 """
 
 from __future__ import annotations
@@ -26,22 +27,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 
+from points import rollups
 from points.errors import InvalidInputError
 from points.extensions import db
-from points.models import (
-    Account,
-    District,
-    Entry,
-    Posting,
-    Provider,
-    Redemption,
-    ServiceMinutes,
-    ServiceRecord,
-    Volunteer,
-)
+from points.models import District, Provider, ServiceMinutes, Volunteer
 from points.policy import district_info
+from points.service import star_level
 from points.volunteers import month_range
 
 OTHER = "other"  # an award with no service record: a campaign, an import, a bonus
@@ -70,6 +63,8 @@ class Report:
     issued_by_kind: dict[str, int] = field(default_factory=dict)
     issued_by_rule: dict[str, int] = field(default_factory=dict)
     redeemed_by_item: list[dict[str, Any]] = field(default_factory=list)
+    # Volunteers registered by the end, per star level at the end (the node itself only).
+    star_levels: dict[int, int] = field(default_factory=dict)
     children: list[Report] = field(default_factory=list)
 
     @property
@@ -111,57 +106,30 @@ def _subtree(path: str):
     return select(District.id).where(District.path.startswith(path, autoescape=True))
 
 
-def _volunteer_postings(nodes):
-    """Postings to the volunteer accounts of the nodes, with their entries: read account
-    by account through the index (account_id, id), never the whole postings table."""
-    return (
-        select()
-        .select_from(Account)
-        .join(Posting, Posting.account_id == Account.id)
-        .join(Entry, Entry.id == Posting.entry_id)
-        .where(Account.kind == "volunteer", Account.district_id.in_(nodes))
-    )
-
-
-def _owed(nodes, before: datetime) -> int:
-    return int(
-        db.session.scalar(
-            _volunteer_postings(nodes)
-            .add_columns(func.coalesce(func.sum(Posting.amount), 0))
-            .where(Entry.effective_at < before)
-        )
-    )
-
-
-def _figures(report: Report, path: str) -> None:
+def _figures(
+    report: Report, path: str, outstanding_start: int | None = None
+) -> list[rollups.Movement]:
+    """Fill the report's totals for the node at `path`; return its movements. A known
+    `outstanding_start` (the previous month's end) spares the sum of the earlier hours."""
     nodes = _subtree(path)
     start, end = report.start, report.end
-    in_period = (Entry.effective_at >= start, Entry.effective_at < end)
-    by_kind = db.session.execute(
-        _volunteer_postings(nodes)
-        .add_columns(
-            Entry.kind,
-            func.sum(case((Posting.amount > 0, Posting.amount), else_=0)),
-            func.sum(case((Posting.amount < 0, -Posting.amount), else_=0)),
-            func.sum(Posting.amount),
-        )
-        .where(*in_period)
-        .group_by(Entry.kind)
-    ).all()
-    for kind, credits, debits, net in by_kind:
-        credits, debits, net = int(credits or 0), int(debits or 0), int(net or 0)
-        if kind == "earn":
-            report.issued = net
-        elif kind == "redeem":
-            report.redeemed = -net
-        elif kind == "expire":
-            report.expired = -net
-        elif kind == "reversal":
-            report.corrections = net
-        elif kind == "transfer":
-            report.gifts_in, report.gifts_out = credits, debits
-    report.outstanding_start = _owed(nodes, start)
-    report.outstanding_end = _owed(nodes, end)
+    moved = rollups.movements(nodes, start, end)
+    for move in moved:
+        if move.kind == "earn":
+            report.issued += move.net
+        elif move.kind == "redeem":
+            report.redeemed -= move.net
+        elif move.kind == "expire":
+            report.expired -= move.net
+        elif move.kind == "reversal":
+            report.corrections += move.net
+        elif move.kind == "transfer":
+            report.gifts_in += move.credits
+            report.gifts_out += move.debits
+    if outstanding_start is None:
+        outstanding_start = rollups.owed(nodes, start)
+    report.outstanding_start = outstanding_start
+    report.outstanding_end = report.outstanding_start + sum(move.net for move in moved)
     report.service_minutes, report.active_volunteers = (
         int(value or 0)
         for value in db.session.execute(
@@ -184,42 +152,67 @@ def _figures(report: Report, path: str) -> None:
             ).where(Volunteer.district_id.in_(nodes), Volunteer.created_at < end)
         ).one()
     )
+    return moved
 
 
-def _breakdowns(report: Report, path: str) -> None:
-    nodes = _subtree(path)
-    in_period = (Entry.effective_at >= report.start, Entry.effective_at < report.end)
-    kinds = db.session.execute(
-        _volunteer_postings(nodes)
-        .add_columns(ServiceRecord.kind, Entry.plugin, Entry.rule, func.sum(Posting.amount))
-        .outerjoin(ServiceRecord, ServiceRecord.id == Entry.service_record_id)
-        .where(Entry.kind == "earn", *in_period)
-        .group_by(ServiceRecord.kind, Entry.plugin, Entry.rule)
-    ).all()
-    for kind, plugin, rule, points in kinds:
-        kind = kind or OTHER
-        report.issued_by_kind[kind] = report.issued_by_kind.get(kind, 0) + int(points)
-        name = f"{plugin}/{rule}" if plugin else OTHER
-        report.issued_by_rule[name] = report.issued_by_rule.get(name, 0) + int(points)
-    items = db.session.execute(
-        _volunteer_postings(nodes)
-        .add_columns(
-            Provider.code,
-            Provider.name,
-            Redemption.sku,
-            func.count(func.distinct(Entry.id)),
-            -func.sum(Posting.amount),
+def _breakdowns(report: Report, moved: list[rollups.Movement]) -> None:
+    items: dict[int | str, dict[str, Any]] = {}
+    for move in moved:
+        if move.kind == "earn":
+            kind = move.activity or OTHER
+            report.issued_by_kind[kind] = report.issued_by_kind.get(kind, 0) + move.net
+            name = f"{move.plugin}/{move.rule}" if move.plugin else OTHER
+            report.issued_by_rule[name] = report.issued_by_rule.get(name, 0) + move.net
+        elif move.kind == "redeem" and move.provider_id:
+            item = items.setdefault((move.provider_id, move.sku), {"vouchers": 0, "points": 0})
+            item["vouchers"] += move.postings
+            item["points"] -= move.net
+    providers = {
+        provider_id: (code, name)
+        for provider_id, code, name in db.session.execute(
+            select(Provider.id, Provider.code, Provider.name).where(
+                Provider.id.in_({provider for provider, _ in items})
+            )
         )
-        .join(Redemption, Redemption.entry_id == Entry.id)
-        .join(Provider, Provider.id == Redemption.provider_id)
-        .where(Entry.kind == "redeem", *in_period)
-        .group_by(Provider.code, Provider.name, Redemption.sku)
-        .order_by(Provider.code, Redemption.sku)
-    ).all()
-    report.redeemed_by_item = [
-        {"provider": code, "provider_name": name, "sku": sku, "vouchers": n, "points": int(p)}
-        for code, name, sku, n, p in items
-    ]
+    }
+    report.redeemed_by_item = sorted(
+        (
+            {
+                "provider": providers[provider][0],
+                "provider_name": providers[provider][1],
+                "sku": sku,
+                **figures,
+            }
+            for (provider, sku), figures in items.items()
+        ),
+        key=lambda row: (row["provider"], row["sku"]),
+    )
+
+
+def _star_levels(report: Report, path: str) -> None:
+    """How many of the node's volunteers stood at each star level at the report's end:
+    their minutes now less what was credited since, under their own node's policy."""
+    nodes = _subtree(path)
+    since = dict(
+        db.session.execute(
+            select(ServiceMinutes.volunteer_id, func.sum(ServiceMinutes.minutes))
+            .where(ServiceMinutes.district_id.in_(nodes), ServiceMinutes.created_at >= report.end)
+            .group_by(ServiceMinutes.volunteer_id)
+        ).all()
+    )
+    levels: dict[tuple[int, int], int] = {}
+    counts: dict[int, int] = {}
+    for volunteer_id, district_id, minutes in db.session.execute(
+        select(Volunteer.id, Volunteer.district_id, Volunteer.service_minutes).where(
+            Volunteer.district_id.in_(nodes), Volunteer.created_at < report.end
+        )
+    ):
+        then = max(int(minutes) - int(since.get(volunteer_id, 0)), 0)
+        key = (district_id, then)
+        if key not in levels:
+            levels[key] = star_level(then, district_id)
+        counts[levels[key]] = counts.get(levels[key], 0) + 1
+    report.star_levels = dict(sorted(counts.items()))
 
 
 def report(district: int | str, start: datetime, end: datetime) -> Report:
@@ -229,8 +222,8 @@ def report(district: int | str, start: datetime, end: datetime) -> Report:
     _check(start, end)
     node = district_info(district)
     found = Report(node.code, node.name, start, end)
-    _figures(found, node.path)
-    _breakdowns(found, node.path)
+    _breakdowns(found, _figures(found, node.path))
+    _star_levels(found, node.path)
     children = db.session.execute(
         select(District.code, District.name, District.path)
         .where(District.parent_id == node.id)
@@ -270,11 +263,11 @@ def monthly(district: int | str, months: int, last: str) -> list[MonthRow]:
     for _ in range(months):
         names.append(f"{year:04d}-{number:02d}")
         year, number = (year - 1, 12) if number == 1 else (year, number - 1)
-    rows = []
+    rows: list[MonthRow] = []
     for name in reversed(names):
         start, end = month_range(name, node.timezone)
         figures = Report(node.code, node.name, start, end)
-        _figures(figures, node.path)
+        _figures(figures, node.path, rows[-1].outstanding if rows else None)
         rows.append(
             MonthRow(
                 name,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, or_, select, text
 
-from points import database, ledger
+from points import database, ledger, rollups
 from points.extensions import db
 from points.ledger.posting import lot_spending
 from points.models import (
@@ -364,6 +364,21 @@ def check_chains() -> list[Problem]:
     return problems
 
 
+def check_rollups() -> list[Problem]:
+    """The ledger hours (the rollup reports read) equal sums over the postings."""
+    differing = rollups.check()
+    if not differing:
+        return []
+    return [
+        Problem(
+            "rollups",
+            "ledger hours that differ from their postings "
+            "(key, stored, from postings); `points ledger rollups` rebuilds them",
+            tuple(differing[:SAMPLE]),
+        )
+    ]
+
+
 CHECKS: list[Callable[[], list[Problem]]] = [
     check_entries_balance,
     check_postings_in_entry_district,
@@ -376,6 +391,7 @@ CHECKS: list[Callable[[], list[Problem]]] = [
     check_idempotency_keys,
     check_entry_hashes,
     check_chains,
+    check_rollups,
 ]
 
 

@@ -11,9 +11,12 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
-from points import errors, ledger, reports
+from points import errors, ledger, reports, rollups
 from points.directory import create_district, create_provider, register_volunteer
+from points.extensions import db
+from points.models import Account, Entry, Posting
 from tests.office_fixtures import sign_in
 
 operation = st.one_of(
@@ -26,6 +29,24 @@ operation = st.one_of(
 )
 
 
+def _posted(members: list[int], start: datetime | None, end: datetime) -> dict[str, list[int]]:
+    """Credits and debits per entry kind on the members' accounts in [start, end), summed
+    here from the postings, apart from the rollup the reports read."""
+    query = (
+        select(Entry.kind, Posting.amount)
+        .join(Posting, Posting.entry_id == Entry.id)
+        .join(Account, Account.id == Posting.account_id)
+        .where(Account.volunteer_id.in_(members), Entry.effective_at < end)
+    )
+    if start is not None:
+        query = query.where(Entry.effective_at >= start)
+    sums: dict[str, list[int]] = {}
+    for kind, amount in db.session.execute(query):
+        pair = sums.setdefault(kind, [0, 0])
+        pair[0 if amount > 0 else 1] += abs(amount)
+    return sums
+
+
 @settings(
     max_examples=10,
     deadline=None,
@@ -34,8 +55,9 @@ operation = st.one_of(
 @given(
     steps=st.lists(operation, min_size=1, max_size=25),
     window=st.tuples(st.integers(0, 50), st.integers(1, 50)),
+    whole_hours=st.booleans(),
 )
-def test_reports_equal_sums_over_random_histories(fresh_app, steps, window):
+def test_reports_equal_sums_over_random_histories(fresh_app, steps, window, whole_hours):
     with fresh_app():
         create_district("city", "市", "city")
         create_district("street", "街", "street", parent="city")
@@ -87,9 +109,31 @@ def test_reports_equal_sums_over_random_histories(fresh_app, steps, window):
                 continue
         start = now - timedelta(days=window[0] + window[1])
         end = now - timedelta(days=window[0]) + timedelta(minutes=5)
+        if whole_hours:  # read from the rollup alone; otherwise its ends from the postings
+            start, end = (t.replace(minute=0, second=0, microsecond=0) for t in (start, end))
+        assert rollups.check() == []
         for node, members in (("street", people), ("east", people[:2]), ("west", people[2:])):
             found = reports.report(node, start, end)
             assert found.balances, found.as_dict()
+            moved = _posted(members, start, end)
+            credits, debits = (
+                {kind: pair[side] for kind, pair in moved.items()} for side in (0, 1)
+            )
+            assert found.redeemed == debits.get("redeem", 0) - credits.get("redeem", 0)
+            assert found.expired == debits.get("expire", 0) - credits.get("expire", 0)
+            assert found.corrections == credits.get("reversal", 0) - debits.get("reversal", 0)
+            assert (found.gifts_in, found.gifts_out) == (
+                credits.get("transfer", 0),
+                debits.get("transfer", 0),
+            )
+            before = sum(c - d for c, d in _posted(members, None, start).values())
+            assert found.outstanding_start == before
+            # Read forwards from the first hour, or backwards from what is held now.
+            nodes = reports._subtree(reports.district_info(node).path)
+            assert [rollups.owed(nodes, start, from_now=way) for way in (False, True)] == [
+                before,
+                before,
+            ]
             # Corrections of awards are counted apart, as corrections.
             assert found.issued == sum(p for w, v, p in earned if start <= w < end and v in members)
             today = reports.report(node, start, now + timedelta(days=1))
@@ -145,3 +189,54 @@ def test_the_api_and_the_console(api, world, client, accounts):
     assert 'data-figure="issued">2,000<' in page.text
     assert f'data-month="{month}" data-value="2000"' in page.text  # the chart's bar
     assert client.get("/office/reports?month=2026-13").status_code == 422
+
+
+def test_star_levels_count_volunteers_by_their_minutes_at_the_end(tree, volunteer, other_volunteer):
+    now = datetime.now(UTC)
+    for _ in range(5):  # 120 hours
+        ledger.add_service_minutes(volunteer, 1440, actor="t", reason="patrols")
+    found = reports.report("longtan", now - timedelta(days=1), now + timedelta(hours=1))
+    levels = found.star_levels
+    assert sum(levels.values()) == found.volunteers >= 2
+    assert max(levels) == 1  # 100 hours earn the first star by default
+    # Before the minutes were credited, everyone stood at the bottom.
+    earlier = reports.report("longtan", now - timedelta(days=2), now)
+    assert set(earlier.star_levels) == {0}
+
+
+def test_the_report_downloads_as_csv_and_xlsx(api, world, client, accounts):
+    import csv
+    import io
+
+    from openpyxl import load_workbook
+
+    month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+    office = world.tokens["office_above"]
+    answer = api.get(f"reports?district=longtan&month={month}&format=csv", office)
+    assert answer.status_code == 200 and answer.mimetype == "text/csv"
+    assert "attachment" in answer.headers["Content-Disposition"]
+    text = answer.get_data(as_text=True).lstrip("\ufeff")
+    lines = list(csv.reader(io.StringIO(text)))
+    assert lines[0] == ["概况 / Summary"]
+    figures = {row[0]: row[1] for row in lines if len(row) == 2}
+    assert figures["发放 / Issued"] == "2000"
+    assert figures["期末未兑积分 / Outstanding at the end"] == "2000"
+    assert ["按节点 / By node"] in lines and ["近 12 个月 / The last 12 months"] in lines
+    assert [month, "2000", "0", "0", "2000", "0.0"] in lines
+    answer = api.get(f"reports?district=longtan&month={month}&format=xlsx", office)
+    assert answer.status_code == 200
+    book = load_workbook(io.BytesIO(answer.get_data()), read_only=True)
+    assert book.sheetnames[:2] == ["Summary", "By node"]
+    summary = {row[0]: row[1] for row in book["Summary"].iter_rows(min_row=3, values_only=True)}
+    assert summary["发放 / Issued"] == 2000
+    assert api.get(f"reports?month={month}&format=pdf", office).status_code == 422
+    # The console's buttons give the same files.
+    assert sign_in(client, "longtan").status_code == 302
+    page = client.get(f"/office/reports?month={month}")
+    assert "format=xlsx" in page.text and 'data-series="issued_by_kind"' in page.text
+    download = client.get(f"/office/reports?month={month}&format=csv")
+    assert download.status_code == 200 and download.get_data() == answer_csv(api, month, office)
+
+
+def answer_csv(api, month, token) -> bytes:
+    return api.get(f"reports?district=longtan&month={month}&format=csv", token).get_data()

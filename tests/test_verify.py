@@ -79,7 +79,30 @@ def test_verify_catches_a_balanced_edit_through_the_hash(busy_ledger):
         "UPDATE lots SET amount = amount + 7, remaining = remaining + 7 "
         f"WHERE entry_id = {busy_ledger.id}"
     )
-    assert checks_failing() == {"hash"}
+    # The postings moved, so the volunteer's ledger hour differs too.
+    assert checks_failing() == {"hash", "rollups"}
+
+
+# The ledger hours summed over their stripes (a rebuild writes stripe 0 only).
+HOURS = (
+    "SELECT district_id, hour, kind, activity, plugin, rule, provider_id, sku, "
+    "sum(credits), sum(debits), sum(postings) AS postings FROM ledger_hours "
+    "GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8"
+)
+
+
+def test_verify_catches_a_wrong_rollup_and_the_command_rebuilds_it(busy_ledger, runner):
+    before = db.session.execute(text(HOURS)).all()
+    assert before and sum(row.postings for row in before) == 9  # volunteer postings
+    tamper("UPDATE ledger_hours SET credits = credits + 1 WHERE kind = 'earn'")
+    assert checks_failing() == {"rollups"}
+    result = runner.invoke(args=["ledger", "verify"])
+    assert result.exit_code == 1 and "ledger hours" in result.output
+    tamper("DELETE FROM ledger_hours WHERE kind = 'transfer'")
+    result = runner.invoke(args=["ledger", "rollups"])
+    assert result.exit_code == 0 and "rebuilt " in result.output and "ledger hours" in result.output
+    assert db.session.execute(text(HOURS)).all() == before
+    assert checks_failing() == set()
 
 
 def test_verify_catches_a_deleted_posting(busy_ledger):

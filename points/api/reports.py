@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask.views import MethodView
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from points import reports
+from points import report_files, reports
 from points.api.body import Blueprint
 from points.api.common import Moment, UtcDateTime, allow
 from points.api.districts import district_in_reach
@@ -33,6 +33,11 @@ class ReportQuerySchema(Schema):
     )
     since = Moment(load_default=None)
     until = Moment(load_default=None)
+    format = fields.String(
+        load_default="json",
+        validate=validate.OneOf(("json", "csv", "xlsx")),
+        metadata={"description": "json, or the report's tables as a csv or xlsx download."},
+    )
 
     @validates_schema
     def _one_period(self, data, **_kwargs):
@@ -76,6 +81,12 @@ class ReportFiguresSchema(Schema):
 
 
 class ReportSchema(ReportFiguresSchema):
+    star_levels = fields.Dict(
+        keys=fields.String(),
+        values=fields.Integer(),
+        required=True,
+        metadata={"description": "Volunteers registered by the end, per star level then."},
+    )
     children = fields.List(fields.Nested(ReportFiguresSchema), required=True)
 
 
@@ -84,6 +95,18 @@ class Reports(MethodView):
     @allow("office", "auditor", who="admin, offices and auditors of the node or above")
     @blp.arguments(ReportQuerySchema, location="query")
     @blp.response(200, ReportSchema)
+    @blp.alt_response(
+        200,
+        description="The tables one after another (format=csv).",
+        content_type="text/csv",
+        success=True,
+    )
+    @blp.alt_response(
+        200,
+        description="A sheet per table (format=xlsx).",
+        content_type="application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        success=True,
+    )
     def get(self, query):
         """A node's report for a month or [since, until): points issued (by activity kind
         and by rule), redeemed (by provider and item), expired, corrected, given in and
@@ -98,4 +121,7 @@ class Reports(MethodView):
             start, end = reports.month_bounds(query["month"], node.timezone)
         else:
             start, end = query["since"], query["until"]
-        return reports.report(node.id, start, end).as_dict()
+        found = reports.report(node.id, start, end)
+        if query["format"] == "json":
+            return found.as_dict()
+        return report_files.download(found, query["format"])

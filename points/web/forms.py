@@ -42,11 +42,6 @@ def activity_kinds_for_page() -> dict[str, ActivityKind]:
     return activity_kinds(plugin_manager())
 
 
-def activity_labels() -> dict[str, tuple[str, str]]:
-    """Each activity kind's label in zh-CN and English, by name."""
-    return {name: (k.label_zh, k.label_en) for name, k in activity_kinds_for_page().items()}
-
-
 def detail_fields(kind: str) -> list[DetailField]:
     """The fields of a kind's details schema, in order, as form fields.
 

@@ -22,10 +22,10 @@ from points.errors import (
     RefusedError,
     WrongPinError,
 )
+from points.plugins import activity_labels
 from points.web.forms import (
     PLUGIN_NAMES,
     activity_kinds_for_page,
-    activity_labels,
     detail_fields,
     qr_svg,
 )

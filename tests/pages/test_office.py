@@ -8,11 +8,13 @@ age-friendly sizes on every console page."""
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from openpyxl import load_workbook
 
 from tests.e2e.server import seeding
 from tests.pages.conftest import (
@@ -206,6 +208,19 @@ def test_office_story_by_clicks(site, new_page):
         )
         cell = page.locator(f"#months td[data-series=issued][data-month='{month}']")
         assert cell.inner_text() == value, month
+    kinds = page.locator("svg[data-series=issued_by_kind] rect")
+    assert kinds.count() >= 1
+    for n in range(kinds.count()):
+        kind, value = (kinds.nth(n).get_attribute(a) for a in ("data-kind", "data-value"))
+        assert page.locator(f"td[data-issued-kind='{kind}']").inner_text() == value, kind
+    with page.expect_download() as saved:
+        page.get_by_role("link", name="下载 XLSX").click()
+    assert saved.value.suggested_filename.endswith(".xlsx")
+    book = load_workbook(io.BytesIO(saved.value.path().read_bytes()), read_only=True)
+    summary = {row[0]: row[1] for row in book["Summary"].iter_rows(min_row=3, values_only=True)}
+    assert str(summary["发放 / Issued"]) == page.locator(
+        "[data-figure=issued]"
+    ).inner_text().replace(",", "")
     look(page, f"office-reports-{site.backend}")
 
     page.get_by_role("link", name="积分排名", exact=True).click()

@@ -21,7 +21,8 @@ from points import directory, queue, redemptions, roster, service
 from points.errors import ForbiddenError, InvalidInputError
 from points.extensions import db
 from points.models import SERVICE_STATES, District, Volunteer
-from points.web.forms import activity_labels, detail_fields
+from points.plugins import activity_labels
+from points.web.forms import detail_fields
 from points.web.office import bp, local_day, node_in_reach, staff_page
 from points.web.pages import field_errors, render_page
 

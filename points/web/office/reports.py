@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from flask import g, request
+from flask import g, request, url_for
 from flask_babel import gettext as _
 
-from points import directory, reports
-from points.web.forms import activity_labels
+from points import directory, report_files, reports
+from points.plugins import activity_labels
 from points.web.office import bp, node_in_reach, staff_page
 from points.web.pages import render_page
 from points.web.statement import MONTH
@@ -65,6 +65,8 @@ def reports_page():
         charted = month if MONTH.fullmatch(month) else datetime.now(zone).strftime("%Y-%m")
         months = reports.monthly(node.id, MONTHS_CHARTED, charted)
     scope = None if g.principal.role == "admin" else g.principal.path
+    if found is not None and args.get("format") in report_files.MIMETYPES:
+        return report_files.download(found, args["format"])
     return render_page(
         "web/office/reports.html",
         422 if errors else 200,
@@ -77,5 +79,8 @@ def reports_page():
         kinds=activity_labels(),
         nodes=directory.tree(scope),
         errors=errors,
+        download_url=lambda file_format: url_for(
+            "web_office.reports", **{**request.args.to_dict(), "format": file_format}
+        ),
         labels={"district": _("Node"), "month": _("Month"), "since": _("From"), "until": _("To")},
     )

@@ -14,8 +14,9 @@ from points import corrections, directory, roster, volunteers
 from points.auth import reach_volunteer, require_scope
 from points.cards import card_sheet
 from points.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
+from points.plugins import activity_labels
 from points.web.cards import public_url, render_sheet
-from points.web.forms import PLUGIN_NAMES, activity_labels
+from points.web.forms import PLUGIN_NAMES
 from points.web.office import bp, staff_page
 from points.web.pages import field_errors, render_page
 
