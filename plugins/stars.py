@@ -1,4 +1,5 @@
-"""Built-in `stars`: star levels (星级) from service hours, which only grow.
+"""Built-in `stars`: star levels (星级) from service hours, which only grow, and how long
+an honour list stays on public notice (公示) before the office may finalise it.
 
 Level n is reached at `levels_hours[n-1]` hours: by default 100, 300, 600, 1000, 1500.
 """
@@ -19,6 +20,13 @@ class StarsConfig(Schema):
         fields.Integer(strict=True, validate=validate.Range(min=1, max=1_000_000)),
         load_default=lambda: [100, 300, 600, 1000, 1500],
         validate=validate.Length(min=1, max=20),
+    )
+
+    notice_days = fields.Integer(
+        strict=True,
+        load_default=7,
+        validate=validate.Range(min=1, max=60),
+        metadata={"description": "Days an honour list stays on public notice (公示)."},
     )
 
     @validates("levels_hours")

@@ -809,3 +809,74 @@ class TransferRequest(Base):
         CheckConstraint("(status = 'pending') = (decided_at IS NULL)", name="decided"),
         Index("ix_transfer_requests_district_id_status_id", "district_id", "status", "id"),
     )
+
+
+HONOUR_STATES = ("notice", "final", "withdrawn")
+
+
+class Honour(Base):
+    """An honour list (荣誉榜) an office proposes from a ranking: published on a public
+    notice page (公示) for a notice period, open to objections, then finalised or withdrawn
+    (points.honours)."""
+
+    __tablename__ = "honours"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
+    title: Mapped[str] = mapped_column(String(200))
+    # The ranking it was drawn from: by hours or points, over [period_start, period_end).
+    ranked_by: Mapped[str] = mapped_column(String(16))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The public page's address: unguessable, so that notices are not listed by number.
+    public_code: Mapped[str] = mapped_column(String(32), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="notice")
+    notice_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    proposed_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(200))
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", HONOUR_STATES), name="status"),
+        CheckConstraint(_in("ranked_by", ("hours", "points")), name="ranked_by"),
+        CheckConstraint("(status = 'notice') = (decided_at IS NULL)", name="decided"),
+        CheckConstraint("period_end > period_start", name="period"),
+    )
+
+
+class HonourMember(Base):
+    """A volunteer on an honour list, with their place and figure at the proposal."""
+
+    __tablename__ = "honour_members"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    honour_id: Mapped[int] = mapped_column(ForeignKey("honours.id"))
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"), index=True)
+    place: Mapped[int] = mapped_column(Integer)
+    value: Mapped[int] = mapped_column(BigInteger)  # minutes, or points
+
+    __table_args__ = (
+        UniqueConstraint("honour_id", "volunteer_id"),
+        CheckConstraint("place >= 1", name="place"),
+    )
+
+
+class HonourObjection(Base):
+    """An objection anyone lodged on a public notice, and the office's answer."""
+
+    __tablename__ = "honour_objections"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    honour_id: Mapped[int] = mapped_column(ForeignKey("honours.id"), index=True)
+    text: Mapped[str] = mapped_column(Text)
+    # A keyed hash of where it came from (never the address itself): enough to see that
+    # many objections came from one place, nothing to find the person by.
+    source: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    answer: Mapped[str | None] = mapped_column(Text)
+    answered_by: Mapped[str | None] = mapped_column(String(200))
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint("(answer IS NULL) = (answered_at IS NULL)", name="answered"),)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from points import ledger, redemptions, service
+from points import honours, ledger, redemptions, service
 from points.directory import create_token
 from points.policy import set_policy
 
@@ -88,6 +88,34 @@ def _pending_record(world) -> int:
     )
     assert record.status == "pending"
     return record.id
+
+
+def _honour(world, *, ended: bool = False) -> int:
+    """A new honour list of xizhaosi on notice (or with its notice over), self on it."""
+    from sqlalchemy import update
+
+    from points.extensions import db
+    from points.models import Honour
+
+    _served(world)
+    now = datetime.now(UTC)
+    found = honours.propose("xizhaosi", "好邻居", "hours", now - timedelta(days=1), now, 3)
+    if ended:
+        db.session.execute(update(Honour).where(Honour.id == found.id).values(notice_until=now))
+        db.session.commit()
+    return found.id
+
+
+def _served(world) -> None:
+    ledger.add_service_minutes(world.volunteers["self"], 30, actor="office:test", reason="r")
+
+
+def _objection(world) -> int:
+    from points.extensions import db
+    from points.models import Honour
+
+    honour = db.session.get(Honour, _honour(world))
+    return honours.lodge_objection(honour.public_code, "请核实", f"10.1.{next(_unique)}.1")
 
 
 def _held_redemption(world) -> int:
@@ -622,6 +650,43 @@ CASES = [
     Case("list tokens", "GET", "tokens", STAFF_ANYWHERE),
     Case("read the audit log", "GET", "audit", STAFF_ANYWHERE),
     Case("read today's summary", "GET", "today", STAFF_ANYWHERE),
+    Case("list the honours of xizhaosi", "GET", "honours?district=xizhaosi", READERS_IN),
+    Case(
+        "propose an honour for xizhaosi",
+        "POST",
+        "honours",
+        frozenset(OFFICES_IN),
+        lambda w, p: (
+            _served(w),
+            {
+                "district": "xizhaosi",
+                "title": "十佳小巷管家",
+                "since": (datetime.now(UTC) - timedelta(days=1)).isoformat(),
+                "until": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+            },
+        )[1],
+    ),
+    Case("read an honour of xizhaosi", "GET", lambda w: f"honours/{_honour(w)}", READERS_IN),
+    Case(
+        "finalise an honour of xizhaosi",
+        "POST",
+        lambda w: f"honours/{_honour(w, ended=True)}/finalise",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
+        "withdraw an honour of xizhaosi",
+        "POST",
+        lambda w: f"honours/{_honour(w)}/withdraw",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"reason": "统计有误"},
+    ),
+    Case(
+        "answer an objection to an honour of xizhaosi",
+        "POST",
+        lambda w: f"honours/objections/{_objection(w)}/answer",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"answer": "已核实"},
+    ),
 ]
 
 
@@ -715,6 +780,14 @@ OPERATION_OF = {
     "list tokens": "GET /api/v1/tokens",
     "read the audit log": "GET /api/v1/audit",
     "read today's summary": "GET /api/v1/today",
+    "list the honours of xizhaosi": "GET /api/v1/honours",
+    "propose an honour for xizhaosi": "POST /api/v1/honours",
+    "read an honour of xizhaosi": "GET /api/v1/honours/{honour_id}",
+    "finalise an honour of xizhaosi": "POST /api/v1/honours/{honour_id}/finalise",
+    "withdraw an honour of xizhaosi": "POST /api/v1/honours/{honour_id}/withdraw",
+    "answer an objection to an honour of xizhaosi": (
+        "POST /api/v1/honours/objections/{objection_id}/answer"
+    ),
 }
 
 # Changes that write no audit row, and why. Point movements a volunteer, a kiosk or a
@@ -747,7 +820,9 @@ def test_api_matrix_covers_every_operation(api, app):
     assert set(OPERATION_OF) == {case.name for case in CASES}
     # Health is for everyone, token or not: test_api_health_needs_no_token.
     health = {"GET /api/v1/health", "GET /api/v1/health/live", "GET /api/v1/health/ready"}
-    assert documented - set(OPERATION_OF.values()) == health
+    # A public notice and its objections are for everyone too: tests/test_honours.py.
+    notices = {"GET /api/v1/notices/{code}", "POST /api/v1/notices/{code}/objections"}
+    assert documented - set(OPERATION_OF.values()) == health | notices
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

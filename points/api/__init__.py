@@ -58,6 +58,7 @@ def register_api(app: Flask) -> PointsApi:
         entries,
         exports,
         health,
+        honours,
         kiosk,
         ledger,
         policy,
@@ -112,6 +113,7 @@ def register_api(app: Flask) -> PointsApi:
         exports,
         rankings,
         reports,
+        honours,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())

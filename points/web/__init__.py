@@ -33,7 +33,7 @@ CONTENT_SECURITY_POLICY = (
 def register_web(app: Flask) -> None:
     """Attach the pages (/me, /kiosk, /provider, /office) with their sessions, CSRF and
     languages."""
-    from points.web import kiosk, office, provider, volunteer
+    from points.web import kiosk, notice, office, provider, volunteer
 
     # Forms are checked by hand in each page blueprint (protect_forms), never in the API,
     # whose clients send bearer tokens and no cookies.
@@ -52,7 +52,7 @@ def register_web(app: Flask) -> None:
     babel.init_app(app, locale_selector=select_locale, timezone_selector=select_timezone)
     install_filters(app)
 
-    for blueprint in (volunteer.bp, kiosk.bp, provider.bp, office.bp):
+    for blueprint in (volunteer.bp, kiosk.bp, provider.bp, office.bp, notice.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(_common())
     app.after_request(_page_headers)

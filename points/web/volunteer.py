@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from flask import g, redirect, request, session, url_for
 from flask_babel import gettext as _
 
-from points import auth, redemptions, service, volunteers
+from points import auth, honours, redemptions, service, volunteers
 from points.errors import (
     AccountClosedError,
     AuthenticationError,
@@ -142,6 +142,7 @@ def home():
     return render_page(
         "web/me/home.html",
         summary=volunteers.summary(g.principal.volunteer_id, expiring_days=EXPIRING_DAYS),
+        honours=honours.of_volunteer(g.principal.volunteer_id),
     )
 
 
@@ -167,6 +168,7 @@ def history():
         month=month or "",
         errors=errors,
         plugin_names=PLUGIN_NAMES,
+        honours=honours.of_volunteer(g.principal.volunteer_id),
     )
 
 

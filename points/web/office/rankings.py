@@ -48,9 +48,10 @@ def _period(args, zone: ZoneInfo) -> tuple[date, date, dict[str, list[str]]]:
 
 @bp.get("/rankings", endpoint="rankings")
 @staff_page
-def rankings_page():
-    """The ranking of the chosen node, period and measure."""
-    args = request.args
+def rankings_page(proposal_errors: dict | None = None, status: int = 200):
+    """The ranking of the chosen node, period and measure, and the form that proposes an
+    honour list from it (posted to honours_propose, which comes back here on an error)."""
+    args = request.args if request.method == "GET" else request.form
     errors: dict[str, list[str]] = {}
     node = node_in_reach(args.get("district"))
     if node is None:
@@ -71,7 +72,7 @@ def rankings_page():
     scope = None if g.principal.role == "admin" else g.principal.path
     return render_page(
         "web/office/rankings.html",
-        422 if errors else 200,
+        422 if errors else status,
         node=node,
         rows=rows,
         by=by,
@@ -82,4 +83,7 @@ def rankings_page():
         errors=errors,
         labels={"district": _("Node"), "since": _("From"), "until": _("To")},
         shown=SHOWN,
+        proposal_errors=proposal_errors or {},
+        proposal=args,
+        honour_labels={"title": _("Title"), "size": _("Places on the list")},
     )
