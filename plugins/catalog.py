@@ -2,7 +2,8 @@
 
 Each item: names in zh-CN and en, cost in points, provider code, stock per month (for
 the node that configured the item and everything below it), a per-person limit per
-month, quarter or year, a minimum star level, and active dates (local, inclusive).
+month, quarter or year, a minimum star level, active dates (local, inclusive), and the
+price the office pays the provider per voucher, in fen (0.01 yuan), for settlement.
 """
 
 from __future__ import annotations
@@ -54,6 +55,13 @@ class ItemSchema(Schema):
     )
     active_from = fields.Date(load_default=None, allow_none=True)
     active_until = fields.Date(load_default=None, allow_none=True)
+    unit_price_fen = fields.Integer(
+        strict=True,
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0, max=10**9, error="Must be 0 or more."),
+        metadata={"description": "What the office pays the provider a voucher, in fen."},
+    )
 
     @validates_schema
     def _dates(self, data, **_kwargs) -> None:
@@ -94,6 +102,7 @@ def register_catalog_items(district, config):
                 min_star=item["min_star"],
                 active_from=item["active_from"],
                 active_until=item["active_until"],
+                unit_price_fen=item["unit_price_fen"],
             )
         )
     return items

@@ -40,6 +40,7 @@ ITEM_KEYS = (
     "min_star",
     "active_from",
     "active_until",
+    "unit_price_fen",
 )
 
 

@@ -77,6 +77,7 @@ CATALOG = {
         "names": {"zh-CN": "理发一次", "en": "One haircut"},
         "cost": 30,
         "provider": "barber-wang",
+        "unit_price_fen": 1500,
         "stock_per_month": 30,
         "per_person": {"limit": 1, "period": "month"},
     },
@@ -84,6 +85,7 @@ CATALOG = {
         "names": {"zh-CN": "小家电维修", "en": "Small appliance repair"},
         "cost": 60,
         "provider": "repair-li",
+        "unit_price_fen": 3000,
         "stock_per_month": 10,
         "per_person": {"limit": 1, "period": "quarter"},
     },
@@ -91,6 +93,7 @@ CATALOG = {
         "names": {"zh-CN": "老年餐桌一餐", "en": "A meal at the seniors' canteen"},
         "cost": 15,
         "provider": "canteen-longtan",
+        "unit_price_fen": 800,
         "stock_per_month": 200,
     },
     "home-cleaning": {

@@ -63,8 +63,8 @@ BIG_ID = BigInteger().with_variant(Integer, "sqlite")
 # Points are integers with at most 53 bits, so that they survive JSON and JavaScript.
 MAX_POINTS = 2**53
 
-ACCOUNT_KINDS = ("volunteer", "issuance", "provider", "expired", "clearing")
-ENTRY_KINDS = ("earn", "redeem", "transfer", "expire", "reversal")
+ACCOUNT_KINDS = ("volunteer", "issuance", "provider", "expired", "clearing", "settled")
+ENTRY_KINDS = ("earn", "redeem", "transfer", "expire", "reversal", "settle")
 HOLD_STATES = ("pending", "posted", "voided", "timed_out")
 TOKEN_ROLES = ("admin", "office", "auditor", "kiosk", "volunteer", "provider")
 STAFF_ROLES = ("admin", "office", "auditor")
@@ -238,15 +238,15 @@ class Account(Base):
             name="non_negative",
         ),
         Index("ix_accounts_district_kind", "district_id", "kind"),
-        # One issuance, expired and clearing account per node; one account per provider
-        # and node.
+        # One issuance, expired, clearing and settled account per node; one account per
+        # provider and node.
         Index(
             "uq_accounts_district_system_kind",
             "district_id",
             "kind",
             unique=True,
-            sqlite_where=text("kind IN ('issuance', 'expired', 'clearing')"),
-            postgresql_where=text("kind IN ('issuance', 'expired', 'clearing')"),
+            sqlite_where=text("kind IN ('issuance', 'expired', 'clearing', 'settled')"),
+            postgresql_where=text("kind IN ('issuance', 'expired', 'clearing', 'settled')"),
         ),
         UniqueConstraint("provider_id", "district_id"),
         # What the ledger's keys that name their district refer to (see Posting).
@@ -769,6 +769,10 @@ class Redemption(Base):
     resolved_by: Mapped[str | None] = mapped_column(String(200))
     resolution: Mapped[str | None] = mapped_column(Text)
     entry_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("entries.id"))
+    # The catalog item's price in fen (0.01 yuan) when it was redeemed, if it had one.
+    unit_price_fen: Mapped[int | None] = mapped_column(BigInteger)
+    # The settlement that paid the provider for it (points.settlements); none is paid twice.
+    settlement_id: Mapped[int | None] = mapped_column(ForeignKey("settlements.id"), index=True)
 
     __table_args__ = (
         CheckConstraint(_in("status", REDEMPTION_STATES), name="status"),
@@ -779,6 +783,14 @@ class Redemption(Base):
             "pool_district_id",
             "sku",
             "created_at",
+        ),
+        # A provider's fulfilled vouchers not yet settled, by when they were fulfilled.
+        Index(
+            "ix_redemptions_provider_id_resolved_at",
+            "provider_id",
+            "resolved_at",
+            sqlite_where=text("status = 'fulfilled' AND settlement_id IS NULL"),
+            postgresql_where=text("status = 'fulfilled' AND settlement_id IS NULL"),
         ),
     )
 
@@ -880,3 +892,32 @@ class HonourObjection(Base):
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (CheckConstraint("(answer IS NULL) = (answered_at IS NULL)", name="answered"),)
+
+
+class Settlement(Base):
+    """The street office paid a provider for its fulfilled vouchers of a period at a node
+    (points.settlements): their points moved out of the provider's accounts into the
+    nodes' settled accounts by `settle` entries, and each voucher names this row."""
+
+    __tablename__ = "settlements"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    provider_id: Mapped[int] = mapped_column(ForeignKey("providers.id"))
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    vouchers: Mapped[int] = mapped_column(Integer)
+    points: Mapped[int] = mapped_column(BigInteger)
+    # The money owed for the vouchers whose item had a price; `unpriced` had none.
+    amount_fen: Mapped[int] = mapped_column(BigInteger)
+    unpriced: Mapped[int] = mapped_column(Integer)
+    settled_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("period_end > period_start", name="period"),
+        CheckConstraint(
+            "vouchers > 0 AND points > 0 AND amount_fen >= 0 AND unpriced >= 0", name="sums"
+        ),
+        Index("ix_settlements_provider_id_id", "provider_id", "id"),
+    )

@@ -134,6 +134,8 @@ class CatalogItem:
     min_star: int = 0
     active_from: date | None = None
     active_until: date | None = None
+    # What the office pays the provider a voucher, in fen (0.01 yuan); None: no price.
+    unit_price_fen: int | None = None
     plugin: str = ""
 
 

@@ -367,6 +367,7 @@ def create_redemption(
             sku=item.sku,
             provider_id=provider,
             points=item.cost,
+            unit_price_fen=item.unit_price_fen,
             hold_id=held.id,
             voucher_code=_voucher(),
             status="held",

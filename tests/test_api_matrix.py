@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import count
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -116,6 +117,18 @@ def _objection(world) -> int:
 
     honour = db.session.get(Honour, _honour(world))
     return honours.lodge_objection(honour.public_code, "请核实", f"10.1.{next(_unique)}.1")
+
+
+def _settling(world) -> dict:
+    """A fresh fulfilled haircut of self, and the period that holds it."""
+    made = redemptions.create_redemption(world.volunteers["self"], "haircut", actor="office:test")
+    redemptions.fulfil_redemption(made.id, actor="provider:test")
+    now = datetime.now(UTC)
+    return {
+        "district": "xizhaosi",
+        "since": (now - timedelta(days=1)).isoformat(),
+        "until": (now + timedelta(hours=1)).isoformat(),
+    }
 
 
 def _held_redemption(world) -> int:
@@ -650,6 +663,22 @@ CASES = [
     Case("list tokens", "GET", "tokens", STAFF_ANYWHERE),
     Case("read the audit log", "GET", "audit", STAFF_ANYWHERE),
     Case("read today's summary", "GET", "today", STAFF_ANYWHERE),
+    Case(
+        "read barber-wang's statement at xizhaosi",
+        "GET",
+        lambda w: (
+            "providers/barber-wang/statement?district=xizhaosi&month="
+            + datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+        ),
+        READERS_IN,
+    ),
+    Case(
+        "settle barber-wang at xizhaosi",
+        "POST",
+        "providers/barber-wang/settlements",
+        frozenset(OFFICES_IN),
+        lambda w, p: _settling(w),
+    ),
     Case("list the honours of xizhaosi", "GET", "honours?district=xizhaosi", READERS_IN),
     Case(
         "propose an honour for xizhaosi",
@@ -780,6 +809,8 @@ OPERATION_OF = {
     "list tokens": "GET /api/v1/tokens",
     "read the audit log": "GET /api/v1/audit",
     "read today's summary": "GET /api/v1/today",
+    "read barber-wang's statement at xizhaosi": "GET /api/v1/providers/{code}/statement",
+    "settle barber-wang at xizhaosi": "POST /api/v1/providers/{code}/settlements",
     "list the honours of xizhaosi": "GET /api/v1/honours",
     "propose an honour for xizhaosi": "POST /api/v1/honours",
     "read an honour of xizhaosi": "GET /api/v1/honours/{honour_id}",

@@ -104,7 +104,7 @@ def test_enumerations_are_one_constant_and_still_refuse_other_values(app, postgr
     ).all()
     assert dict(definitions) == {
         "ck_entries_kind": "CHECK (((kind)::text = ANY "
-        "('{earn,redeem,transfer,expire,reversal}'::text[])))",
+        "('{earn,redeem,transfer,expire,reversal,settle}'::text[])))",
         "ck_holds_status": "CHECK (((status)::text = ANY "
         "('{pending,posted,voided,timed_out}'::text[])))",
     }

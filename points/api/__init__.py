@@ -67,6 +67,7 @@ def register_api(app: Flask) -> PointsApi:
         redemptions,
         reports,
         service_records,
+        settlements,
         staff,
         tokens,
         transfers,
@@ -114,6 +115,7 @@ def register_api(app: Flask) -> PointsApi:
         rankings,
         reports,
         honours,
+        settlements,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import request
 from flask.views import MethodView
-from marshmallow import Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from points import honours, rankings
 from points.api.body import Blueprint
@@ -147,7 +147,8 @@ def _shown(found: honours.HonourView) -> dict:
 @blp.route("/honours")
 class Honours(MethodView):
     @allow("office", "auditor", who="admin, offices and auditors of the node or above")
-    @blp.arguments(HonourListQuerySchema, location="query")
+    # A misspelt filter is an error, not a silently wider list.
+    @blp.arguments(HonourListQuerySchema, location="query", unknown=RAISE)
     @blp.response(200, HonourListSchema)
     def get(self, query):
         """The honour lists of a node and below, newest first."""

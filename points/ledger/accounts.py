@@ -205,8 +205,9 @@ def _accounts_by_id(account_ids: Iterable[int]) -> dict[int, _AccountRow]:
 
 
 def open_district_accounts(district_id: int) -> None:
-    """Open the issuance, expired and clearing accounts of a district node (idempotent)."""
-    for kind in ("issuance", "expired", "clearing"):
+    """Open the issuance, expired, clearing and settled accounts of a district node
+    (idempotent)."""
+    for kind in ("issuance", "expired", "clearing", "settled"):
         db.session.execute(
             _dialect_insert(Account)
             .values(district_id=district_id, kind=kind, held=0, status="open", created_at=utcnow())

@@ -45,6 +45,7 @@ from points.ledger.units import (
     PostedEntry,
     _check_text,
     _check_time,
+    _dialect_insert,
     _end_read,
     atomic,
     check_points,
@@ -623,6 +624,44 @@ def _expire_account(account_id: int, as_of: datetime, actor: str) -> PostedEntry
     )
 
 
+# -- settlement --------------------------------------------------------------------------
+
+
+def settle(provider_account_id: int, points: int, *, actor: str, reason: str) -> PostedEntry:
+    """Move `points` out of a provider's account into its node's `settled` account: the
+    office paid the provider for them (points.settlements decides how many). Joins the
+    caller's unit of work. Raises NotFoundError, InvalidInputError."""
+    check_points(points)
+    _check_text(actor, "actor")
+    _check_text(reason, "reason")
+
+    def work() -> PostedEntry:
+        account = _accounts_by_id([provider_account_id]).get(provider_account_id)
+        if account is None or account.kind != "provider":
+            raise NotFoundError(f"no provider account {provider_account_id}")
+        settled = _settled_account(account.district_id)
+        return _post(
+            account.district_id,
+            "settle",
+            [(account, -points), (settled, points)],
+            actor=actor,
+            reason=reason,
+        )
+
+    return atomic(work)
+
+
+def _settled_account(district_id: int) -> _AccountRow:
+    """The node's settled account, opened on first use (nodes older than migration 0015
+    have none)."""
+    db.session.execute(
+        _dialect_insert(Account)
+        .values(district_id=district_id, kind="settled", held=0, status="open", created_at=utcnow())
+        .on_conflict_do_nothing()
+    )
+    return _system_account(district_id, "settled")
+
+
 # -- corrections -------------------------------------------------------------------------
 
 
@@ -677,6 +716,9 @@ def _entry_for_reversal(entry_id: Any):
         raise NotFoundError(f"no entry {entry_id}")
     if entry.kind == "reversal":
         raise AlreadyReversedError(f"entry {entry_id} is a reversal; it cannot be reversed")
+    if entry.kind == "settle":
+        # Its vouchers name their settlement: paid money is not unpaid by a ledger entry.
+        raise ConflictError(f"entry {entry_id} settles a provider; it cannot be reversed")
     if db.session.scalar(select(Entry.id).where(Entry.reverses_id == entry_id)) is not None:
         raise AlreadyReversedError(f"entry {entry_id} was already reversed")
     return entry

@@ -93,3 +93,25 @@ def test_honour_from_ranking_to_notice_to_the_stewards_page(site, new_page):
     me.wait_for_url(re.compile(r".*/me/?$"))
     assert "十佳小巷管家 2026" in me.locator("#honours").inner_text()
     look(me, f"me-honours-{site.backend}")
+
+
+@pytest.mark.slow
+def test_settling_a_provider_by_clicks(site, new_page):
+    office = new_page(OFFICE)
+    username, password = site.demo.staff["office"]
+    sign_in(office, username, password)
+    office.goto("/office/providers")
+    barber = office.locator("tr", has_text="王师傅便民理发")
+    barber.get_by_role("link", name="本月结算单").click()
+    office.wait_for_url(re.compile(r".*/office/providers/[a-z0-9-]+/statement$"))
+    to_settle = int(office.locator("[data-figure=to_settle]").inner_text())
+    rows = office.locator("#vouchers tbody tr")
+    look(office, f"office-settlement-{site.backend}")
+    assert to_settle >= 1 and rows.count() == to_settle  # the demo's haircuts this month
+    office.get_by_role("button", name="结算", exact=True).click()
+    office.wait_for_url(re.compile(r".*settled=\d+"))
+    assert office.locator("[data-figure=to_settle]").inner_text() == "0"
+    assert office.locator("#settlements tbody tr").count() == 1
+    # The demo's haircut costs the office 15 yuan a voucher.
+    assert office.locator("[data-figure=amount]").inner_text() == f"{15 * to_settle}.00"
+    look(office, f"office-settlement-done-{site.backend}")

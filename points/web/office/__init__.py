@@ -220,6 +220,7 @@ from points.web.office import (  # noqa: E402, F401
     queue,
     rankings,
     reports,
+    settlements,
     staff_pages,
     tokens,
     volunteers,

@@ -8,12 +8,13 @@ when someone else changed it meanwhile, the save is refused rather than undoing 
 
 from __future__ import annotations
 
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from flask import g, redirect, request, url_for
 from flask_babel import gettext as _
 
-from points import catalog_items, directory
+from points import catalog_items, directory, settlements
 from points.catalog_items import parse_date
 from points.errors import ForbiddenError, InvalidInputError, PreconditionFailedError
 from points.web.office import bp, staff_page
@@ -34,6 +35,7 @@ def _labels() -> dict[str, str]:
         "min_star": _("Lowest star level"),
         "active_from": _("First day"),
         "active_until": _("Last day"),
+        "unit_price": _("Unit price (yuan)"),
     }
 
 
@@ -45,6 +47,7 @@ _FORM_FIELD = {
     "per_person.limit": "per_person_limit",
     "per_person.period": "per_person_limit",
     "per_person": "per_person_limit",
+    "unit_price_fen": "unit_price",
 }
 
 
@@ -76,6 +79,19 @@ def _number(value: str) -> Any:
         return value
 
 
+def _fen(value: str) -> Any:
+    """A price typed in yuan ("15", "15.5", "15.50") as whole fen, None when empty, or the
+    text as typed when it is not one (the schema then says it is not a number)."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    try:
+        fen = Decimal(value) * 100
+    except InvalidOperation:
+        return value
+    return int(fen) if fen == fen.to_integral_value() else value
+
+
 def _item(form) -> dict[str, Any]:
     """The item a form describes, as the catalog plugin's schema reads it."""
     limit = _number(form.get("per_person_limit", ""))
@@ -90,6 +106,7 @@ def _item(form) -> dict[str, Any]:
         "min_star": _number(form.get("min_star", "")) or 0,
         "active_from": parse_date(form.get("active_from", "")),
         "active_until": parse_date(form.get("active_until", "")),
+        "unit_price_fen": _fen(form.get("unit_price", "")),
     }
 
 
@@ -106,6 +123,9 @@ def _form_of(values: dict[str, Any]) -> dict[str, Any]:
         "min_star": values.get("min_star") or 0,
         "active_from": values.get("active_from"),
         "active_until": values.get("active_until"),
+        "unit_price": ""
+        if values.get("unit_price_fen") is None
+        else settlements.money(values["unit_price_fen"]),
     }
 
 

@@ -1,0 +1,170 @@
+"""Provider settlement (points.settlements): a provider's statement for a period at a
+node, as JSON, CSV or XLSX, and settling it."""
+
+from __future__ import annotations
+
+from zoneinfo import ZoneInfo
+
+from flask import Response
+from flask.views import MethodView
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from points import reports, settlements
+from points.api.body import Blueprint
+from points.api.common import Moment, UtcDateTime, allow
+from points.api.districts import district_in_reach
+from points.auth import current_principal
+from points.policy import district_info
+from points.report_files import MIMETYPES, csv_bytes, xlsx_bytes
+
+blp = Blueprint(
+    "settlements",
+    __name__,
+    url_prefix="/api/v1/providers",
+    description="What the office owes a provider for fulfilled vouchers, and settling it.",
+)
+
+
+class PeriodSchema(Schema):
+    district = fields.String(
+        load_default=None,
+        validate=validate.Length(1, 64),
+        metadata={"description": "This node and below. Default: the token's."},
+    )
+    month = fields.String(
+        load_default=None,
+        validate=validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$"),
+        metadata={"description": "A month (YYYY-MM) in the node's time zone."},
+    )
+    since = Moment(load_default=None)
+    until = Moment(load_default=None)
+
+    @validates_schema
+    def _one_period(self, data, **_kwargs):
+        if data.get("month") is None and (data.get("since") is None or data.get("until") is None):
+            raise ValidationError("Give a month, or since and until.", field_name="month")
+        if data.get("month") is not None and (data.get("since") or data.get("until")):
+            raise ValidationError("A month, or since and until: not both.", field_name="month")
+        if data.get("since") and data.get("until") and data["until"] <= data["since"]:
+            raise ValidationError("After since.", field_name="until")
+
+
+class StatementQuerySchema(PeriodSchema):
+    format = fields.String(
+        load_default="json",
+        validate=validate.OneOf(("json", "csv", "xlsx")),
+        metadata={"description": "json, or the statement as a csv or xlsx download."},
+    )
+
+
+class SettledVoucherSchema(Schema):
+    redemption_id = fields.Integer(required=True)
+    voucher_code = fields.String(required=True)
+    sku = fields.String(required=True)
+    points = fields.Integer(required=True)
+    unit_price_fen = fields.Integer(allow_none=True)
+    fulfilled_at = UtcDateTime(required=True)
+    district_name = fields.String(required=True)
+    settlement_id = fields.Integer(allow_none=True)
+
+
+class SettlementSchema(Schema):
+    id = fields.Integer(required=True)
+    provider = fields.String(required=True)
+    district = fields.String(required=True)
+    period_start = UtcDateTime(required=True)
+    period_end = UtcDateTime(required=True)
+    vouchers = fields.Integer(required=True)
+    points = fields.Integer(required=True)
+    amount_fen = fields.Integer(required=True, metadata={"description": "Money, in fen."})
+    unpriced = fields.Integer(required=True, metadata={"description": "Vouchers without a price."})
+    settled_by = fields.String(required=True)
+    created_at = UtcDateTime(required=True)
+
+
+class UnsettledSchema(Schema):
+    vouchers = fields.Integer(required=True)
+    points = fields.Integer(required=True)
+    amount_fen = fields.Integer(required=True)
+
+
+class ProviderStatementSchema(Schema):
+    provider = fields.String(required=True)
+    provider_name = fields.String(required=True)
+    district = fields.String(required=True)
+    district_name = fields.String(required=True)
+    start = UtcDateTime(required=True)
+    end = UtcDateTime(required=True)
+    vouchers = fields.Integer(required=True)
+    points = fields.Integer(required=True)
+    amount_fen = fields.Integer(required=True)
+    unpriced = fields.Integer(required=True)
+    to_settle = fields.Nested(UnsettledSchema, required=True)
+    unpaid_points = fields.Integer(
+        required=True,
+        metadata={"description": "Points of fulfilled vouchers not yet settled, any period."},
+    )
+    lines = fields.List(fields.Nested(SettledVoucherSchema), required=True)
+    settlements = fields.List(fields.Nested(SettlementSchema), required=True)
+
+
+def _node_and_period(query):
+    principal = current_principal()
+    if query["district"] is None:
+        node = district_info(principal.district_id)
+    else:
+        node = district_info(district_in_reach(principal, query["district"]).id)
+    if query["month"] is not None:
+        start, end = reports.month_bounds(query["month"], node.timezone)
+    else:
+        start, end = query["since"], query["until"]
+    return node, start, end
+
+
+@blp.route("/<string(maxlength=64):code>/statement")
+class ProviderStatement(MethodView):
+    @allow("office", "auditor", who="admin, offices and auditors of the node or above")
+    @blp.arguments(StatementQuerySchema, location="query")
+    @blp.response(200, ProviderStatementSchema)
+    @blp.alt_response(200, description="CSV (format=csv).", content_type="text/csv", success=True)
+    @blp.alt_response(
+        200,
+        description="XLSX (format=xlsx).",
+        content_type=MIMETYPES["xlsx"],
+        success=True,
+    )
+    def get(self, query, code):
+        """The provider's vouchers fulfilled at the node and below in a period (by when
+        they were fulfilled): each with its points, unit price and settlement; totals,
+        the money owed where items carry a price, and the node's settlements."""
+        node, start, end = _node_and_period(query)
+        found = settlements.statement(code, node.id, start, end)
+        if query["format"] == "json":
+            return found.as_dict()
+        tables = settlements.tables(found, ZoneInfo(node.timezone))
+        body = csv_bytes(tables) if query["format"] == "csv" else xlsx_bytes(tables)
+        name = f"settlement-{code}-{node.code}-{start.astimezone(ZoneInfo(node.timezone)):%Y%m%d}"
+        return Response(
+            body,
+            mimetype=MIMETYPES[query["format"]],
+            headers={
+                "Content-Disposition": f'attachment; filename="{name}.{query["format"]}"',
+                "Cache-Control": "no-store",
+            },
+        )
+
+
+@blp.route("/<string(maxlength=64):code>/settlements")
+class ProviderSettlements(MethodView):
+    @allow("office", who="admin, or an office of the node or above")
+    @blp.arguments(PeriodSchema)
+    @blp.response(201, SettlementSchema)
+    @blp.alt_response(200, schema=SettlementSchema, description="Settled before: nothing left.")
+    def post(self, body, code):
+        """Settle the provider's fulfilled, unpaid vouchers of the period at the node and
+        below: their points move out of the provider's accounts into the nodes' settled
+        accounts. Asked again, it answers the earlier settlement (200); 409 when the
+        period has nothing to settle and was never settled."""
+        node, start, end = _node_and_period(body)
+        made, created = settlements.settle(code, node.id, start, end)
+        return made.__dict__, 201 if created else 200
