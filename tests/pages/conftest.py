@@ -68,7 +68,12 @@ def site(request, tmp_path_factory, browser) -> Iterator[Site]:
     if request.param == "postgresql" and not os.environ.get("POINTS_TEST_DATABASE_URL"):
         pytest.skip("PostgreSQL not configured: set POINTS_TEST_DATABASE_URL")
     directory = tmp_path_factory.mktemp("site")
-    environment = {**site_environment(), **getattr(request.module, "SITE_ENVIRONMENT", {})}
+    environment = {
+        **site_environment(),
+        # Counts of this server alone: the instance folder's would outlive the run.
+        "POINTS_RATELIMIT_STORAGE_URL": f"sqlite:///{directory / 'ratelimit.sqlite'}",
+        **getattr(request.module, "SITE_ENVIRONMENT", {}),
+    }
     with prepared_database(request.param, directory, "points_pages") as url:
         with seeding(url):
             demo = load_demo(echo=lambda _text: None)

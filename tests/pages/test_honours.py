@@ -54,6 +54,7 @@ def test_honour_from_ranking_to_notice_to_the_stewards_page(site, new_page):
     look(phone, f"public-notice-{site.backend}")
     phone.fill("#text", "第二名上个月有两周不在社区，请核实。")
     phone.get_by_role("button", name="提交").click()
+    phone.wait_for_url(re.compile(r".*sent=1$"))
     assert phone.get_by_role("status").is_visible()
     phone.goto("/honours/")
     assert "十佳小巷管家 2026" in phone.inner_text("main")
@@ -85,6 +86,9 @@ def test_honour_from_ranking_to_notice_to_the_stewards_page(site, new_page):
     office.get_by_role("button", name="确定名单").click()
     assert office.locator("#status").inner_text() == "已确定"
     look(office, f"office-honour-final-{site.backend}")
+    office.get_by_role("link", name="荣誉表彰", exact=True).first.click()
+    assert "十佳小巷管家 2026" in office.locator("#honours").inner_text()
+    look(office, f"office-honours-{site.backend}")
 
     # The steward sees the honour on their home page.
     steward = next(v for v in site.demo.volunteers if v.id == first)
