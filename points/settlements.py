@@ -22,7 +22,7 @@ in a settled period is settled by the next settlement of that period.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -186,9 +186,12 @@ def _view(row: Settlement, provider: str, district: str) -> SettlementView:
     )
 
 
-def statement(provider: str, district: int | str, start: datetime, end: datetime) -> Statement:
+def statement(
+    provider: str, district: int | str, start: datetime, end: datetime, *, masked: bool = False
+) -> Statement:
     """The provider's fulfilled vouchers at the node and below in [start, end), settled
-    or not, with the node's settlements of the provider. Raises NotFoundError,
+    or not, with the node's settlements of the provider; `masked` (an auditor's) shows
+    each voucher code's last four characters only, as exports do. Raises NotFoundError,
     InvalidInputError."""
     _check(start, end)
     found = _provider(provider)
@@ -197,6 +200,10 @@ def statement(provider: str, district: int | str, start: datetime, end: datetime
     result.lines = [
         Line(*row) for row in db.session.execute(_fulfilled(found.id, node.path, start, end))
     ]
+    if masked:
+        result.lines = [
+            replace(line, voucher_code="*" * 6 + line.voucher_code[-4:]) for line in result.lines
+        ]
     result.unpaid_points = int(
         db.session.scalar(
             select(func.coalesce(func.sum(_provider_balance()), 0)).where(

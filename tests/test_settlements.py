@@ -155,6 +155,13 @@ def test_the_api_statement_downloads_and_settling(api, world):
     again = api.post("providers/barber-wang/settlements", office, period)
     assert again.status_code == 200 and again.get_json()["id"] == first.get_json()["id"]
     assert api.post("providers/nobody/settlements", office, period).status_code == 404
+    auditor = api.get(f"providers/barber-wang/statement?{query}", world.tokens["auditor_in"])
+    assert auditor.status_code == 403  # an auditor of xizhaosi does not reach longtan
+    seen = api.get(
+        f"providers/barber-wang/statement?{query.replace('longtan', 'xizhaosi')}",
+        world.tokens["auditor_in"],
+    ).get_json()
+    assert seen["lines"][0]["voucher_code"] == "******" + code[-4:]
     bad = api.post("providers/barber-wang/settlements", office, {"district": "longtan"})
     assert bad.status_code == 422 and "month" in bad.get_json()["errors"]
 
@@ -195,7 +202,8 @@ def test_the_console_statement_and_settle_button(app, client, world):
     g.pop("csrf_token", None)
     auditor = app.test_client()
     assert sign_in(auditor, "shenji").status_code == 302
-    assert auditor.get("/office/providers/barber-wang/statement").status_code == 200
+    seen = auditor.get("/office/providers/barber-wang/statement?district=longtan")
+    assert seen.status_code == 200 and code not in seen.text and code[-4:] in seen.text
     refused = post(
         auditor,
         "/office/providers/barber-wang/settle",

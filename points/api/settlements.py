@@ -136,9 +136,11 @@ class ProviderStatement(MethodView):
     def get(self, query, code):
         """The provider's vouchers fulfilled at the node and below in a period (by when
         they were fulfilled): each with its points, unit price and settlement; totals,
-        the money owed where items carry a price, and the node's settlements."""
+        the money owed where items carry a price, and the node's settlements. Auditors
+        see each voucher code's last four characters only."""
         node, start, end = _node_and_period(query)
-        found = settlements.statement(code, node.id, start, end)
+        masked = current_principal().role == "auditor"
+        found = settlements.statement(code, node.id, start, end, masked=masked)
         if query["format"] == "json":
             return found.as_dict()
         tables = settlements.tables(found, ZoneInfo(node.timezone))
