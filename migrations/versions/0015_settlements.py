@@ -168,6 +168,11 @@ def upgrade():
 
 
 def downgrade():
+    bind = op.get_bind()
+    if bind.exec_driver_sql("SELECT count(*) FROM entries WHERE kind = 'settle'").scalar():
+        raise RuntimeError("settle entries exist: below 0015 the ledger could not hold them")
+    # Opened with every node, and empty without settle entries.
+    op.execute("DELETE FROM accounts WHERE kind = 'settled'")
     op.drop_index(op.f("ix_redemptions_settlement_id"), table_name="redemptions")
     op.drop_index("ix_redemptions_provider_id_resolved_at", table_name="redemptions")
     if op.get_bind().dialect.name == "postgresql":
@@ -176,7 +181,6 @@ def downgrade():
         )
     # SQLite rebuilds the table, which its name in postings' trigger (0013) forbids while
     # the trigger stands: set the trigger aside meanwhile.
-    bind = op.get_bind()
     trigger = None
     if bind.dialect.name == "sqlite":
         trigger = bind.exec_driver_sql(
