@@ -8,7 +8,7 @@ plugin and rule of an earn; provider and item of a redemption), what the node's 
 accounts gained (credits) and lost (debits). A trigger on postings (migration 0013)
 keeps it in the same transaction as the postings it sums, on every write path; `check`
 compares the table with a sum over the postings (`points ledger verify`) and `rebuild`
-writes it again from them (`points ledger rollups rebuild`).
+writes it again from them (`points ledger rollups`).
 
 A period whose ends are whole hours (every month of a whole-hour time zone) is read from
 the rollup alone, so its cost grows with the hours of history, not the postings. An end
@@ -19,7 +19,7 @@ postings: fine for an occasional period, not for a dashboard).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import and_, case, func, literal, select, text
 
@@ -97,7 +97,8 @@ def _ceil_hour(moment: datetime) -> datetime:
 
 
 def _floor_hour(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
+    # In UTC, as the rollup's hours are: a local hour of a +05:30 zone is not one of them.
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def _rolled(nodes, start: datetime | None, end: datetime):

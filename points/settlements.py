@@ -5,6 +5,8 @@ Public: statement(provider, district, start, end) -> Statement;
 settle(provider, district, start, end) -> tuple[SettlementView, bool];
 tables(statement) -> list[Table] (for CSV and XLSX).
 
+A voucher whose redeem entry was reversed (the volunteer got the points back) is owed
+nothing and never settled; a settled voucher's entry cannot be reversed (points.ledger).
 A voucher counts in the period it was fulfilled (the redemption's `resolved_at`, which
 is its redeem entry's effective time), at the node of the volunteer who redeemed it, so
 a street's statement covers its communities. The money is the sum of the vouchers' unit
@@ -25,12 +27,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 
 from points import audit, ledger
 from points.errors import ConflictError, InvalidInputError, NotFoundError
 from points.extensions import db
-from points.models import Account, District, Hold, Posting, Provider, Redemption, Settlement
+from points.models import (
+    Account,
+    District,
+    Entry,
+    Hold,
+    Posting,
+    Provider,
+    Redemption,
+    Settlement,
+)
 from points.policy import district_info
 from points.report_files import Table
 
@@ -142,6 +153,12 @@ def _provider(code: str) -> Provider:
     return found
 
 
+def _refunded():
+    """The redemption's redeem entry was reversed: the volunteer has the points back, so
+    the provider is owed nothing for it."""
+    return exists(select(Entry.id).where(Entry.reverses_id == Redemption.entry_id))
+
+
 def _subtree(path: str):
     return select(District.id).where(District.path.startswith(path, autoescape=True))
 
@@ -162,6 +179,7 @@ def _fulfilled(provider_id: int, path: str, start: datetime, end: datetime):
         .where(
             Redemption.provider_id == provider_id,
             Redemption.status == "fulfilled",
+            ~_refunded(),
             Redemption.district_id.in_(_subtree(path)),
             Redemption.resolved_at >= start,
             Redemption.resolved_at < end,
@@ -246,8 +264,11 @@ def settle(
     actor = audit.current_actor().actor
 
     def work() -> tuple[int, bool]:
-        # One settling of a provider at a time: each voucher is claimed once.
-        db.session.execute(select(Provider.id).where(Provider.id == found.id).with_for_update())
+        # One settling of a provider at a time: each voucher is claimed once. NO KEY: new
+        # redemptions naming the provider need not wait for it.
+        db.session.execute(
+            select(Provider.id).where(Provider.id == found.id).with_for_update(key_share=True)
+        )
         claimed = db.session.execute(
             select(Redemption.id, Redemption.points, Redemption.unit_price_fen, Hold.destination_id)
             .join(Hold, Hold.id == Redemption.hold_id)
@@ -255,6 +276,7 @@ def settle(
                 Redemption.provider_id == found.id,
                 Redemption.status == "fulfilled",
                 Redemption.settlement_id.is_(None),
+                ~_refunded(),
                 Redemption.district_id.in_(_subtree(node.path)),
                 Redemption.resolved_at >= start,
                 Redemption.resolved_at < end,

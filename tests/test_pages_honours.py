@@ -128,3 +128,33 @@ def test_another_communitys_office_and_auditors_cannot_decide(app, client, accou
     )
     assert refused.status_code == 403
     assert honours.get(found.id).status == "notice"
+
+
+def test_text_no_database_stores_is_refused_on_every_form(app, client, accounts):
+    world = accounts
+    ledger.add_service_minutes(world.volunteers["self"], 60, actor="t", reason="patrol")
+    now = datetime.now(UTC)
+    found = honours.propose("xizhaosi", "好邻居", "hours", now - timedelta(days=1), now, 3)
+    code = found.public_code
+    public = _new_client(app)
+    page = public.get(f"/honours/{code}")
+    refused = public.post(f"/honours/{code}", data={"csrf_token": csrf(page), "text": "a\x00b"})
+    assert refused.status_code == 422 and not honours.get(found.id).objections
+    assert public.get(f"/honours/{code}?x=%00").status_code == 422
+    g.pop("csrf_token", None)
+    assert sign_in(client, "longtan").status_code == 302
+    priced = post(
+        client,
+        "/office/catalog",
+        {
+            "district": "longtan",
+            "sku": "tea",
+            "name_zh": "茶",
+            "name_en": "tea",
+            "cost": "5",
+            "provider": "barber-wang",
+            "unit_price": "Infinity",
+        },
+        page="/office/catalog",
+    )
+    assert priced.status_code == 422

@@ -240,3 +240,23 @@ def test_the_report_downloads_as_csv_and_xlsx(api, world, client, accounts):
 
 def answer_csv(api, month, token) -> bytes:
     return api.get(f"reports?district=longtan&month={month}&format=csv", token).get_data()
+
+
+def test_a_month_in_a_half_hour_zone_is_read_from_utc_hours(app):
+    """Kolkata's midnight is 18:30 UTC: the month's ends fall inside the rollup's hours."""
+    create_district("city", "市", "city", timezone="Asia/Kolkata")
+    create_district("ward", "区", "community", parent="city", timezone="Asia/Kolkata")
+    me = register_volunteer("甲", "ward", "204857").id
+    zone = ZoneInfo("Asia/Kolkata")
+    for day, points in ((datetime(2026, 1, 1, 0, 10), 10), (datetime(2026, 2, 1, 0, 10), 7)):
+        ledger.earn(me, points, actor="t", reason="r", effective_at=day.replace(tzinfo=zone))
+    # And one a quarter of an hour before January's end, in the same UTC hour as Feb's start.
+    ledger.earn(
+        me, 5, actor="t", reason="r", effective_at=datetime(2026, 1, 31, 23, 45, tzinfo=zone)
+    )
+    january = reports.report("ward", *reports.month_bounds("2026-01", "Asia/Kolkata"))
+    february = reports.report("ward", *reports.month_bounds("2026-02", "Asia/Kolkata"))
+    assert (january.outstanding_start, january.issued, january.outstanding_end) == (0, 15, 15)
+    assert (february.outstanding_start, february.issued, february.outstanding_end) == (15, 7, 22)
+    months = reports.monthly("ward", 2, "2026-02")
+    assert [(m.issued, m.outstanding) for m in months] == [(15, 15), (7, 22)]

@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 
 from points import errors, ledger, redemptions, settlements
 from points.extensions import db
-from points.models import Account, AuditEvent, Posting
+from points.models import Account, AuditEvent, Posting, Redemption
 from points.policy import set_policy
 from points.verify import verify
 from tests.api_fixtures import CATALOG
@@ -211,3 +211,23 @@ def test_the_console_statement_and_settle_button(app, client, world):
         page="/office/providers/barber-wang/statement",
     )
     assert refused.status_code == 403
+
+
+def test_a_refunded_voucher_is_not_owed_and_a_settled_one_is_not_refunded(world):
+    me = world.volunteers["self"]
+    made = redemptions.create_redemption(me, "haircut", actor="kiosk:test")
+    done = redemptions.fulfil_redemption(made.id, actor="provider:test")
+    entry = db.session.scalar(select(Redemption.entry_id).where(Redemption.id == done.id))
+    ledger.reverse(entry, actor="office:test", reason="haircut not given after all")
+    start, end = _period()
+    assert settlements.statement("barber-wang", "longtan", start, end).vouchers == 0
+    with pytest.raises(errors.ConflictError):
+        settlements.settle("barber-wang", "longtan", start, end)
+    _fulfilled(me)
+    settlements.settle("barber-wang", "longtan", start, end)
+    settled_entry = db.session.scalar(
+        select(Redemption.entry_id).where(Redemption.settlement_id.is_not(None))
+    )
+    with pytest.raises(errors.ConflictError):
+        ledger.reverse(settled_entry, actor="office:test", reason="too late")
+    assert _balance("provider") == 0 and verify().ok

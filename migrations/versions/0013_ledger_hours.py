@@ -105,6 +105,9 @@ def upgrade():
         )
     dialect = op.get_bind().dialect.name
     hour = HOUR[dialect]
+    if dialect == "postgresql":
+        # No posting may commit between the fill and the trigger: it would be in neither.
+        op.execute("LOCK TABLE postings IN SHARE ROW EXCLUSIVE MODE")
     op.execute(f"INSERT INTO ledger_hours ({COLUMNS}) {_select(hour, '0', '')}")
     add = (
         "credits = ledger_hours.credits + excluded.credits, "

@@ -8,9 +8,9 @@
   gain `settlement_id` (the settlement that paid them, so that none is paid twice) and
   `unit_price_fen` (the catalog item's price when it was redeemed, if it had one).
 
-Widening the two kind enumerations: on PostgreSQL the entries CHECK is replaced (added
-NOT VALID, then validated without blocking writes) and the accounts shape trigger's
-function is replaced; SQLite cannot alter a constraint and cannot rebuild a table that
+Widening the two kind enumerations: on PostgreSQL the entries CHECK is replaced (the
+table is locked while the new one reads every row: about a second a million entries)
+and the accounts shape trigger's function is replaced; SQLite cannot alter a constraint and cannot rebuild a table that
 others reference, so the table's stored definition is edited in place, as SQLite's own
 documentation describes for loosening a CHECK constraint (no row can break the wider
 list), and the schema version is bumped so that every connection reads it again.
@@ -89,9 +89,8 @@ def _kinds(entry_kinds, account_kinds, system_kinds) -> None:
         op.execute("ALTER TABLE entries DROP CONSTRAINT ck_entries_kind")
         op.execute(
             "ALTER TABLE entries ADD CONSTRAINT ck_entries_kind CHECK "
-            f"(kind::text = ANY ('{{{','.join(entry_kinds)}}}'::text[])) NOT VALID"
+            f"(kind::text = ANY ('{{{','.join(entry_kinds)}}}'::text[]))"
         )
-        op.execute("ALTER TABLE entries VALIDATE CONSTRAINT ck_entries_kind")
         op.execute(SHAPE_FUNCTION.replace("{KINDS}", "{" + ",".join(account_kinds) + "}"))
     else:
         old_entries = OLD_ENTRY_KINDS if entry_kinds == NEW_ENTRY_KINDS else NEW_ENTRY_KINDS

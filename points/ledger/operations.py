@@ -59,6 +59,7 @@ from points.models import (
     Hold,
     Lot,
     Posting,
+    Redemption,
     ServiceMinutes,
     Volunteer,
     utcnow,
@@ -719,6 +720,10 @@ def _entry_for_reversal(entry_id: Any):
     if entry.kind == "settle":
         # Its vouchers name their settlement: paid money is not unpaid by a ledger entry.
         raise ConflictError(f"entry {entry_id} settles a provider; it cannot be reversed")
+    if entry.kind == "redeem" and db.session.scalar(
+        select(Redemption.settlement_id).where(Redemption.entry_id == entry_id)
+    ):
+        raise ConflictError(f"entry {entry_id} pays a settled voucher; it cannot be reversed")
     if db.session.scalar(select(Entry.id).where(Entry.reverses_id == entry_id)) is not None:
         raise AlreadyReversedError(f"entry {entry_id} was already reversed")
     return entry

@@ -14,7 +14,7 @@ from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 from points.auth import Principal, authenticate_token
-from points.errors import AuthenticationError, PointsError
+from points.errors import AuthenticationError, InvalidInputError, PointsError
 from points.extensions import db
 
 # A form's idempotency key: made when the form was shown, sent back hidden.
@@ -108,11 +108,22 @@ def forget_cached_locale() -> None:
 
 
 def protect_forms() -> None:
-    """Refuse a form post without the session's CSRF token (400, as a page)."""
+    """Refuse a form post without the session's CSRF token (400, as a page), and any
+    request whose query or form holds text no database stores (NUL, a lone surrogate:
+    422, as a page), as the API's body check does for JSON."""
+    from points.api.body import UNSTORABLE, unstorable
+
+    values = [*request.args.values()]
     if request.method not in ("GET", "HEAD", "OPTIONS"):
         from points.web import csrf
 
         csrf.protect()
+        values += request.form.values()
+    if any(unstorable(value) for value in values):
+        raise InvalidInputError(
+            _("Some of the text holds characters that cannot be saved. Please type it again."),
+            errors={"form": UNSTORABLE},
+        )
 
 
 def page_error_handlers(blueprint: Blueprint) -> None:

@@ -8,7 +8,7 @@ when someone else changed it meanwhile, the save is refused rather than undoing 
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from flask import g, redirect, request, url_for
@@ -87,9 +87,10 @@ def _fen(value: str) -> Any:
         return None
     try:
         fen = Decimal(value) * 100
-    except InvalidOperation:
+        whole = fen.is_finite() and fen == fen.to_integral_value()
+    except ArithmeticError:  # InvalidOperation, Overflow
         return value
-    return int(fen) if fen == fen.to_integral_value() else value
+    return int(fen) if whole else value
 
 
 def _item(form) -> dict[str, Any]:
