@@ -10,6 +10,7 @@ from flask import Flask, current_app, request
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from points import config as defaults
 from points.api import register_api
@@ -57,6 +58,10 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
         app.config["SQLALCHEMY_ENGINE_OPTIONS"]["connect_args"] = connect_args
     app.json.ensure_ascii = False
 
+    hops = int(app.config["PROXY_HOPS"])
+    if hops > 0:
+        # Trust that many proxies' X-Forwarded-For and -Proto, and no more (config.py).
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)

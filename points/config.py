@@ -108,3 +108,9 @@ SESSION_REFRESH_EACH_REQUEST = False
 # codes open <PUBLIC_URL>/me/sign-in?card=...) and in provider links. Unset: the address
 # a request came to, and for the command line http://127.0.0.1:5000.
 PUBLIC_URL = None
+
+# Reverse proxies in front of the service that set X-Forwarded-For and -Proto (nginx: 1).
+# 0 (the default) trusts no header: the client's address is the TCP peer's. Behind a
+# proxy, set it, or every request seems to come from the proxy: one address for the
+# objection limit of the public notices, for kiosk logs, for /metrics' allow list.
+PROXY_HOPS = 0
