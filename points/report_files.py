@@ -2,7 +2,8 @@
 a blank line between them, or XLSX, a sheet per table.
 
 Public: tables(report, months, kinds) -> list[Table]; csv_bytes(tables) -> bytes;
-xlsx_bytes(tables) -> bytes; download(report, format) -> Response.
+xlsx_bytes(tables) -> bytes; download(report, format) -> Response;
+attachment(tables, format, name) -> Response.
 
 The same figures as the page and `GET /api/v1/reports`, headers in both languages, times
 in the node's zone. A report is a few hundred cells at most, so both are built in memory.
@@ -216,18 +217,18 @@ def download(report: Report, file_format: str) -> Response:
     zone = ZoneInfo(_zone_of(report))
     last = (report.end - timedelta(microseconds=1)).astimezone(zone).strftime("%Y-%m")
     found = tables(report, monthly(report.district, 12, last), activity_labels())
+    first = report.start.astimezone(zone)
+    return attachment(found, file_format, f"report-{report.district}-{first:%Y%m%d}")
+
+
+def attachment(found: list[Table], file_format: str, name: str) -> Response:
+    """Tables as a CSV or XLSX download named `name` (without its extension)."""
     body = csv_bytes(found) if file_format == "csv" else xlsx_bytes(found)
     return Response(
         body,
         mimetype=MIMETYPES[file_format],
         headers={
-            "Content-Disposition": f'attachment; filename="{filename(report, file_format)}"',
+            "Content-Disposition": f'attachment; filename="{name}.{file_format}"',
             "Cache-Control": "no-store",
         },
     )
-
-
-def filename(report: Report, extension: str) -> str:
-    zone = ZoneInfo(_zone_of(report))
-    first = report.start.astimezone(zone).strftime("%Y%m%d")
-    return f"report-{report.district}-{first}.{extension}"

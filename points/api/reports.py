@@ -20,7 +20,9 @@ blp = Blueprint(
 )
 
 
-class ReportQuerySchema(Schema):
+class NodePeriodSchema(Schema):
+    """A node (default the token's) and a month in its zone, or [since, until)."""
+
     district = fields.String(
         load_default=None,
         validate=validate.Length(1, 64),
@@ -33,11 +35,6 @@ class ReportQuerySchema(Schema):
     )
     since = Moment(load_default=None)
     until = Moment(load_default=None)
-    format = fields.String(
-        load_default="json",
-        validate=validate.OneOf(("json", "csv", "xlsx")),
-        metadata={"description": "json, or the report's tables as a csv or xlsx download."},
-    )
 
     @validates_schema
     def _one_period(self, data, **_kwargs):
@@ -45,6 +42,29 @@ class ReportQuerySchema(Schema):
             raise ValidationError("Give a month, or since and until.", field_name="month")
         if data.get("month") is not None and (data.get("since") or data.get("until")):
             raise ValidationError("A month, or since and until: not both.", field_name="month")
+        if data.get("since") and data.get("until") and data["until"] <= data["since"]:
+            raise ValidationError("After since.", field_name="until")
+
+
+def node_and_period(query: dict):
+    """The node a NodePeriodSchema names (in the token's reach: else 403) as a
+    DistrictInfo, and its period as (start, end)."""
+    principal = current_principal()
+    if query["district"] is None:
+        node = district_info(principal.district_id)
+    else:
+        node = district_info(district_in_reach(principal, query["district"]).id)
+    if query["month"] is not None:
+        return node, *reports.month_bounds(query["month"], node.timezone)
+    return node, query["since"], query["until"]
+
+
+class ReportQuerySchema(NodePeriodSchema):
+    format = fields.String(
+        load_default="json",
+        validate=validate.OneOf(("json", "csv", "xlsx")),
+        metadata={"description": "json, or the report's tables as a csv or xlsx download."},
+    )
 
 
 class ItemSchema(Schema):
@@ -112,15 +132,7 @@ class Reports(MethodView):
         and by rule), redeemed (by provider and item), expired, corrected, given in and
         out, outstanding at the start and the end, service hours, active and new
         volunteers; with the same figures for each child node."""
-        principal = current_principal()
-        if query["district"] is None:
-            node = district_info(principal.district_id)
-        else:
-            node = district_info(district_in_reach(principal, query["district"]).id)
-        if query["month"] is not None:
-            start, end = reports.month_bounds(query["month"], node.timezone)
-        else:
-            start, end = query["since"], query["until"]
+        node, start, end = node_and_period(query)
         found = reports.report(node.id, start, end)
         if query["format"] == "json":
             return found.as_dict()

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 from zoneinfo import ZoneInfo
 
-from flask import Response
 from flask.views import MethodView
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import Schema, fields, validate
 
-from points import reports, settlements
+from points import settlements
 from points.api.body import Blueprint
-from points.api.common import Moment, UtcDateTime, allow
-from points.api.districts import district_in_reach
+from points.api.common import UtcDateTime, allow
+from points.api.reports import NodePeriodSchema, node_and_period
 from points.auth import current_principal
-from points.policy import district_info
-from points.report_files import MIMETYPES, csv_bytes, xlsx_bytes
+from points.report_files import MIMETYPES, attachment
 
 blp = Blueprint(
     "settlements",
@@ -25,31 +23,7 @@ blp = Blueprint(
 )
 
 
-class PeriodSchema(Schema):
-    district = fields.String(
-        load_default=None,
-        validate=validate.Length(1, 64),
-        metadata={"description": "This node and below. Default: the token's."},
-    )
-    month = fields.String(
-        load_default=None,
-        validate=validate.Regexp(r"^\d{4}-(0[1-9]|1[0-2])$"),
-        metadata={"description": "A month (YYYY-MM) in the node's time zone."},
-    )
-    since = Moment(load_default=None)
-    until = Moment(load_default=None)
-
-    @validates_schema
-    def _one_period(self, data, **_kwargs):
-        if data.get("month") is None and (data.get("since") is None or data.get("until") is None):
-            raise ValidationError("Give a month, or since and until.", field_name="month")
-        if data.get("month") is not None and (data.get("since") or data.get("until")):
-            raise ValidationError("A month, or since and until: not both.", field_name="month")
-        if data.get("since") and data.get("until") and data["until"] <= data["since"]:
-            raise ValidationError("After since.", field_name="until")
-
-
-class StatementQuerySchema(PeriodSchema):
+class StatementQuerySchema(NodePeriodSchema):
     format = fields.String(
         load_default="json",
         validate=validate.OneOf(("json", "csv", "xlsx")),
@@ -108,19 +82,6 @@ class ProviderStatementSchema(Schema):
     settlements = fields.List(fields.Nested(SettlementSchema), required=True)
 
 
-def _node_and_period(query):
-    principal = current_principal()
-    if query["district"] is None:
-        node = district_info(principal.district_id)
-    else:
-        node = district_info(district_in_reach(principal, query["district"]).id)
-    if query["month"] is not None:
-        start, end = reports.month_bounds(query["month"], node.timezone)
-    else:
-        start, end = query["since"], query["until"]
-    return node, start, end
-
-
 @blp.route("/<string(maxlength=64):code>/statement")
 class ProviderStatement(MethodView):
     @allow("office", "auditor", who="admin, offices and auditors of the node or above")
@@ -138,28 +99,20 @@ class ProviderStatement(MethodView):
         they were fulfilled): each with its points, unit price and settlement; totals,
         the money owed where items carry a price, and the node's settlements. Auditors
         see each voucher code's last four characters only."""
-        node, start, end = _node_and_period(query)
+        node, start, end = node_and_period(query)
         masked = current_principal().role == "auditor"
         found = settlements.statement(code, node.id, start, end, masked=masked)
         if query["format"] == "json":
             return found.as_dict()
-        tables = settlements.tables(found, ZoneInfo(node.timezone))
-        body = csv_bytes(tables) if query["format"] == "csv" else xlsx_bytes(tables)
-        name = f"settlement-{code}-{node.code}-{start.astimezone(ZoneInfo(node.timezone)):%Y%m%d}"
-        return Response(
-            body,
-            mimetype=MIMETYPES[query["format"]],
-            headers={
-                "Content-Disposition": f'attachment; filename="{name}.{query["format"]}"',
-                "Cache-Control": "no-store",
-            },
-        )
+        zone = ZoneInfo(node.timezone)
+        name = f"settlement-{code}-{node.code}-{start.astimezone(zone):%Y%m%d}"
+        return attachment(settlements.tables(found, zone), query["format"], name)
 
 
 @blp.route("/<string(maxlength=64):code>/settlements")
 class ProviderSettlements(MethodView):
     @allow("office", who="admin, or an office of the node or above")
-    @blp.arguments(PeriodSchema)
+    @blp.arguments(NodePeriodSchema)
     @blp.response(201, SettlementSchema)
     @blp.alt_response(200, schema=SettlementSchema, description="Settled before: nothing left.")
     def post(self, body, code):
@@ -167,6 +120,6 @@ class ProviderSettlements(MethodView):
         below: their points move out of the provider's accounts into the nodes' settled
         accounts. Asked again, it answers the earlier settlement (200); 409 when the
         period has nothing to settle and was never settled."""
-        node, start, end = _node_and_period(body)
+        node, start, end = node_and_period(body)
         made, created = settlements.settle(code, node.id, start, end)
         return made.__dict__, 201 if created else 200

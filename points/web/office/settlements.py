@@ -7,12 +7,12 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask import Response, g, redirect, request, url_for
+from flask import g, redirect, request, url_for
 from flask_babel import gettext as _
 
 from points import directory, reports, settlements
 from points.errors import ConflictError
-from points.report_files import MIMETYPES, csv_bytes, xlsx_bytes
+from points.report_files import MIMETYPES, attachment
 from points.web.office import bp, node_in_reach, staff_page
 from points.web.pages import render_page
 from points.web.statement import MONTH
@@ -67,16 +67,7 @@ def providers_statement(code: str):
         start, end = reports.month_bounds(month, node.timezone)
         found = settlements.statement(code, node.id, start, end, masked=_masked())
         tables = settlements.tables(found, ZoneInfo(node.timezone))
-        body = csv_bytes(tables) if file_format == "csv" else xlsx_bytes(tables)
-        name = f"settlement-{code}-{node.code}-{month}.{file_format}"
-        return Response(
-            body,
-            mimetype=MIMETYPES[file_format],
-            headers={
-                "Content-Disposition": f'attachment; filename="{name}"',
-                "Cache-Control": "no-store",
-            },
-        )
+        return attachment(tables, file_format, f"settlement-{code}-{node.code}-{month}")
     return _page(code, node, month, errors, 422 if errors else 200, request.args.get("settled"))
 
 
