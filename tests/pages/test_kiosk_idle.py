@@ -21,7 +21,11 @@ def test_kiosk_idle_person_is_signed_out_after_a_countdown(site, new_page):
     page.get_by_role("link", name="查积分 · 兑换奖励").click()
     scan(page, volunteer.card_code)
     page.wait_for_url("**/kiosk/pin")
+    # Typed on a keyboard into the focused field: wait for the focus, or keys are lost
+    # and the PIN screen idles out instead.
+    page.wait_for_selector("#pin:focus")
     page.keyboard.type(volunteer.pin)
+    assert page.input_value("#pin") == volunteer.pin
     page.keyboard.press("Enter")
     page.wait_for_url("**/kiosk/catalog")
 
