@@ -47,6 +47,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     SmallInteger,
     String,
@@ -166,9 +167,15 @@ class Volunteer(Base):
     # Cached sum of service_minutes rows: only grows, except by an audited correction.
     service_minutes: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The paper roster's reference (a 积分存折's number), unique in the node (imports).
+    external_id: Mapped[str | None] = mapped_column(String(64))
+    # Until the first PIN is chosen: the hash of the one-time activation code printed on
+    # the card sheet of an imported roster (pin_hash is then unusable).
+    activation_hash: Mapped[str | None] = mapped_column(String(200))
 
     __table_args__ = (
         CheckConstraint(_in("status", ("active", "suspended", "closed")), name="status"),
+        Index("uq_volunteers_district_external_id", "district_id", "external_id", unique=True),
         CheckConstraint("service_minutes >= 0", name="service_minutes"),
         CheckConstraint("failed_pins >= 0", name="failed_pins"),
         # One person, one registration per node: a phone number is not shared there.
@@ -920,4 +927,106 @@ class Settlement(Base):
             "vouchers > 0 AND points > 0 AND amount_fen >= 0 AND unpriced >= 0", name="sums"
         ),
         Index("ix_settlements_provider_id_id", "provider_id", "id"),
+    )
+
+
+IMPORT_KINDS = ("records", "balances", "roster")
+IMPORT_STATES = ("running", "done", "failed")
+
+
+class ImportFile(Base):
+    """An uploaded import file, kept by its content's hash so that the page's preview and
+    the run it confirms read the same bytes (points.imports)."""
+
+    __tablename__ = "import_files"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    uploaded_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImportRun(Base):
+    """One import of a file into a node, dry or real, with its counts as it goes."""
+
+    __tablename__ = "import_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    file_name: Mapped[str] = mapped_column(String(255))
+    file_sha256: Mapped[str] = mapped_column(String(64))
+    # The column and value mapping the run read the file with.
+    mapping: Mapped[dict] = mapped_column(JSON)
+    dry_run: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    rows_total: Mapped[int] = mapped_column(Integer, default=0)
+    rows_done: Mapped[int] = mapped_column(Integer, default=0)
+    posted: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    refused: Mapped[int] = mapped_column(Integer, default=0)
+    points: Mapped[int] = mapped_column(BigInteger, default=0)
+    minutes: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_by: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Moved on as the run goes: a running run not heard of for long has died.
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", IMPORT_KINDS), name="kind"),
+        CheckConstraint(_in("status", IMPORT_STATES), name="status"),
+    )
+
+
+class ImportProblem(Base):
+    """A row an import refused: its line in the file, why, and the row as read."""
+
+    __tablename__ = "import_problems"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("import_runs.id"))
+    line: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str] = mapped_column(Text)
+    row: Mapped[dict] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_import_problems_run_id_line", "run_id", "line"),)
+
+
+class ImportKey(Base):
+    """A row an import posted, by its key (the node and reference column, or the file's
+    hash and line): written with what it posted, so that no row is posted twice."""
+
+    __tablename__ = "import_keys"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("import_runs.id"), index=True)
+    line: Mapped[int] = mapped_column(Integer)
+    volunteer_id: Mapped[int | None] = mapped_column(ForeignKey("volunteers.id"))
+    service_record_id: Mapped[int | None] = mapped_column(BIG_ID)
+    entry_id: Mapped[int | None] = mapped_column(BIG_ID)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ImportMapping(Base):
+    """How a node's paper files name things: columns (our field -> their header) and
+    values (our field -> their value -> ours), one per node and import kind."""
+
+    __tablename__ = "import_mappings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    columns: Mapped[dict] = mapped_column(JSON)
+    values: Mapped[dict] = mapped_column(JSON)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(_in("kind", IMPORT_KINDS), name="kind"),
+        UniqueConstraint("district_id", "kind"),
     )
