@@ -195,6 +195,9 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(provider_cli)
     app.cli.add_command(cards_cli)
     app.cli.add_command(staff_cli)
+    from points.imports.cli import import_cli
+
+    app.cli.add_command(import_cli)
     register_plugin_commands(app)
 
 

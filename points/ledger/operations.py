@@ -776,10 +776,12 @@ def add_service_minutes(
     actor: str,
     reason: str,
     service_record_id: int | None = None,
+    counted_at: datetime | None = None,
 ) -> int:
     """Credit approved service time; return the volunteer's new total of minutes.
 
-    Service minutes only grow: spending points never lowers them. Raises
+    Service minutes only grow: spending points never lowers them. `counted_at` (default
+    now) is when reports count them: an imported paper record's service date. Raises
     InvalidInputError, NotFoundError, ConflictError (record already counted).
     """
     if (
@@ -791,8 +793,11 @@ def add_service_minutes(
             f"minutes must be a whole number from 1 to {MAX_SERVICE_MINUTES}",
             errors={"minutes": [f"Must be from 1 to {MAX_SERVICE_MINUTES}."]},
         )
+    _check_time(counted_at, "counted_at")
     return atomic(
-        lambda: _move_minutes(volunteer_id, minutes, "service", actor, reason, service_record_id)
+        lambda: _move_minutes(
+            volunteer_id, minutes, "service", actor, reason, service_record_id, counted_at
+        )
     )
 
 
@@ -862,7 +867,9 @@ _MOVE_MINUTES_PG = text(
 )
 
 
-def _move_minutes(volunteer_id, minutes, kind, actor, reason, service_record_id) -> int:
+def _move_minutes(
+    volunteer_id, minutes, kind, actor, reason, service_record_id, counted_at=None
+) -> int:
     _check_text(actor, "actor")
     _check_text(reason, "reason")
     if isinstance(volunteer_id, bool) or not isinstance(volunteer_id, int):
@@ -876,7 +883,7 @@ def _move_minutes(volunteer_id, minutes, kind, actor, reason, service_record_id)
         "actor": actor,
         "reason": reason,
         "service_record_id": service_record_id,
-        "created_at": utcnow(),
+        "created_at": counted_at or utcnow(),
     }
     try:
         if db.engine.dialect.name == "postgresql":

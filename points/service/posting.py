@@ -25,22 +25,27 @@ def _post(
     *,
     count_minutes: bool,
     skip: frozenset[tuple[str, str]] = frozenset(),
+    effective_at: datetime | None = None,
 ) -> list:
     """Post one earn entry per award with points, except the `skip` (plugin, rule) keys,
-    inside the caller's unit; count the record's minutes once. Return the entries."""
+    inside the caller's unit; count the record's minutes once. Return the entries.
+
+    `effective_at` (default now) dates the entries, their lots' expiry and the minutes:
+    a paper record imported today is dated its service."""
     posted = [
         ledger.earn(
             volunteer.id,
             earn.points,
             actor=actor,
             reason=earn.reason,
+            effective_at=effective_at,
             expires_at=earn.expires_at,
             plugin=earn.plugin,
             rule=earn.rule,
             config_version=earn.config_version,
             service_record_id=record.id,
         )
-        for earn in _earns(pm, policy, record, volunteer, awards, utcnow(), skip)
+        for earn in _earns(pm, policy, record, volunteer, awards, effective_at or utcnow(), skip)
     ]
     if count_minutes and record.minutes:
         ledger.add_service_minutes(
@@ -49,6 +54,7 @@ def _post(
             actor=actor,
             reason=_minutes_reason(record),
             service_record_id=record.id,
+            counted_at=effective_at,
         )
     return posted
 

@@ -1,0 +1,278 @@
+"""Paper records imported per second, against the same records submitted one by one.
+
+Both are measured in the same run, on databases prepared alike (every built-in plugin,
+a policy at three levels, as bench/service.py): a CSV of `--rows` service records of a
+year (patrols, visits and check-ins of `--volunteers` stewards, in random order) goes
+through `points import records` (the import's code path: staging, service order,
+`record_past_service` a volunteer at a time), and the first `--one-by-one` of the same
+records through `service.record_service`, one call each in its own app context (as one
+per request). The ratio of the two rates is the figure (target >= 5).
+
+The peak RSS of an import of 10,000 and of `--rows` rows is measured in child processes
+(each imports into a fresh database), to show it stays flat as the file grows.
+
+    python bench/import.py                          # SQLite in a temporary folder
+    python bench/import.py --pg postgresql://postgres@127.0.0.1/bench_import
+    python bench/import.py --rows 20000 --one-by-one 1000
+
+Prints the rates, the ratio, an estimate for a year of a 2,000-steward district (1.4
+million records), the peak RSS, then checks every ledger invariant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flask_migrate import upgrade
+from sqlalchemy import create_engine, make_url, text
+
+from points.app import create_app
+from points.config import database_url
+from points.directory import create_district, register_volunteer
+from points.extensions import db
+from points.policy import set_policy
+from points.service import record_service
+from points.verify import verify
+
+TARGET = 5.0
+DISTRICT_YEAR = 1_400_000
+LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def make_app(url: str):
+    return create_app(
+        {"DATABASE_URL": url, "SECRET_KEY": "bench", "PIN_HASH_METHOD": "pbkdf2:sha256:1000"}
+    )
+
+
+def prepare(app, volunteers: int) -> list[str]:
+    """The tree, the policies, and the stewards; return their card codes."""
+    with app.app_context():
+        upgrade()
+        create_district("bench-city", "北京市", "city")
+        create_district("bench-district", "东城区", "district", parent="bench-city")
+        create_district("bench-street", "龙潭街道", "street", parent="bench-district")
+        create_district("bench-community", "夕照寺社区", "community", parent="bench-street")
+        set_policy(
+            "bench-city",
+            "stars",
+            {},
+            author="bench",
+            effective_from=LONG_AGO,
+            locked=["levels_hours"],
+        )
+        set_policy(
+            "bench-district",
+            "caps",
+            {"overall": {"day": 200}},
+            author="bench",
+            effective_from=LONG_AGO,
+        )
+        set_policy(
+            "bench-street",
+            "steward",
+            {"patrol": {"points_per_hour": 5}},
+            author="bench",
+            effective_from=LONG_AGO,
+        )
+        cards = [
+            register_volunteer(f"志愿者{i}", "bench-community", f"{100000 + i}").card_code
+            for i in range(volunteers)
+        ]
+        db.session.remove()
+        return cards
+
+
+def write_csv(path: Path, cards: list[str], rows: int, seed: int = 7) -> None:
+    """A year of paper records in random order: patrols, visits and daily check-ins."""
+    rng = random.Random(seed)
+    start = datetime.now(UTC) - timedelta(days=370)
+    with path.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["volunteer", "kind", "date", "minutes", "details.households"])
+        lines = []
+        for n in range(rows):
+            card = cards[n % len(cards)]
+            # Each steward's n-th record on its own day and minute: no two check-ins of
+            # one steward share a day.
+            k = n // len(cards)
+            when = start + timedelta(days=k % 365, minutes=(k // 365) * 7 + 1)
+            stamp = when.strftime("%Y-%m-%d %H:%M")
+            choice = n % 3 if k < 365 else n % 2
+            if choice == 0:
+                lines.append([card, "patrol", stamp, rng.choice([30, 60, 90, 120]), ""])
+            elif choice == 1:
+                lines.append([card, "visit", stamp, rng.choice([20, 40]), rng.randint(1, 6)])
+            else:
+                lines.append([card, "checkin", when.strftime("%Y-%m-%d"), "", ""])
+        rng.shuffle(lines)
+        writer.writerows(lines)
+
+
+def import_file(app, path: Path) -> tuple[float, int]:
+    """Import the CSV as `points import records` does; return (rows/s, rows posted)."""
+    from points import imports
+    from points.policy import district_info
+
+    with app.app_context():
+        node = district_info("bench-street")
+
+        def opener():
+            return path.open("rb")
+
+        started = time.perf_counter()
+        run_id = imports.start_run(
+            node,
+            "records",
+            path.name,
+            opener,
+            imports.ColumnMapping("records"),
+            actor="bench",
+            dry_run=False,
+        )
+        run = imports.execute_run(run_id, node, opener)
+        elapsed = time.perf_counter() - started
+        assert run.refused == 0, imports.problems_of(run_id, limit=5)[0].reason
+        return run.rows_total / elapsed, run.posted
+
+
+def one_by_one(app, path: Path, count: int) -> float:
+    """The first `count` rows of the CSV through record_service, one call each."""
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import select
+
+    from points.models import Volunteer
+
+    zone = ZoneInfo("Asia/Shanghai")
+    with path.open(encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))[:count]
+    with app.app_context():
+        ids = dict(db.session.execute(select(Volunteer.card_code, Volunteer.id)).all())
+    calls = []
+    for row in rows:
+        text_ = row["date"]
+        when = (
+            datetime.strptime(text_, "%Y-%m-%d %H:%M")
+            if " " in text_
+            else datetime.strptime(text_, "%Y-%m-%d").replace(hour=12)
+        ).replace(tzinfo=zone)
+        details = {"households": int(row["details.households"])} if row["kind"] == "visit" else {}
+        minutes = int(row["minutes"]) if row["minutes"] else None
+        calls.append((ids[row["volunteer"]], row["kind"], when, minutes, details))
+    started = time.perf_counter()
+    for volunteer_id, kind, when, minutes, details in calls:
+        with app.app_context():
+            record_service(volunteer_id, kind, when, minutes, details, actor="bench")
+            db.session.remove()
+    return count / (time.perf_counter() - started)
+
+
+def fresh_database(base: str | None, folder: Path, name: str) -> str:
+    if base is None:
+        return f"sqlite:///{folder / name}.sqlite"
+    url = make_url(database_url(base))
+    engine = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    db_name = f"{url.database}_{name}"
+    with engine.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{db_name}"'))
+        connection.execute(text(f'CREATE DATABASE "{db_name}"'))
+    engine.dispose()
+    return url.set(database=db_name).render_as_string(hide_password=False)
+
+
+def child_rss(pg: str | None, rows: int, volunteers: int) -> int:
+    """Peak RSS (KiB) of a child process that imports `rows` rows into a fresh database."""
+    command = [sys.executable, __file__, "--child", str(rows), "--volunteers", str(volunteers)]
+    if pg:
+        command += ["--pg", pg]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    return int(done.stdout.strip().splitlines()[-1])
+
+
+def child(pg: str | None, rows: int, volunteers: int) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        app = make_app(fresh_database(pg, folder, f"rss{rows}"))
+        cards = prepare(app, volunteers)
+        path = folder / "records.csv"
+        write_csv(path, cards, rows)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        import_file(app, path)
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(f"before import {before}")
+        print(after)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pg", help="PostgreSQL URL (a database of that name is recreated)")
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--volunteers", type=int, default=150)
+    parser.add_argument("--one-by-one", type=int, default=3_000)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    if args.child:
+        child(args.pg, args.child, args.volunteers)
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        imported_app = make_app(fresh_database(args.pg, folder, "imported"))
+        single_app = make_app(fresh_database(args.pg, folder, "single"))
+        cards = prepare(imported_app, args.volunteers)
+        prepare_single = prepare(single_app, args.volunteers)
+        path = folder / "records.csv"
+        write_csv(path, cards, args.rows)
+        # The same rows for the one-by-one database: its cards differ, so map them.
+        single_path = folder / "single.csv"
+        mapping = dict(zip(cards, prepare_single, strict=True))
+        with path.open(encoding="utf-8") as source, single_path.open("w", encoding="utf-8") as out:
+            for n, line in enumerate(source):
+                if n > args.one_by_one:
+                    break
+                card, rest = line.split(",", 1)
+                out.write(f"{mapping.get(card, card)},{rest}")
+        single_rate = one_by_one(single_app, single_path, args.one_by_one)
+        rate, posted = import_file(imported_app, path)
+        ratio = rate / single_rate
+        print(f"database: {'PostgreSQL' if args.pg else 'SQLite'}")
+        print(
+            f"one by one (record_service, first {args.one_by_one:,}): {single_rate:,.0f} records/s"
+        )
+        print(f"import ({args.rows:,} rows, {posted:,} posted): {rate:,.0f} records/s")
+        print(
+            f"ratio: {ratio:.1f}x (target >= {TARGET:.0f}x) {'OK' if ratio >= TARGET else 'BELOW'}"
+        )
+        print(
+            f"a year of a 2,000-steward district ({DISTRICT_YEAR:,} records): "
+            f"{DISTRICT_YEAR / rate / 60:,.0f} min imported, "
+            f"{DISTRICT_YEAR / single_rate / 3600:,.1f} h one by one"
+        )
+        with imported_app.app_context():
+            problems = verify()
+            print("ledger invariants:", problems)
+    small = child_rss(args.pg, 10_000, args.volunteers)
+    large = child_rss(args.pg, args.rows, args.volunteers)
+    print(
+        f"peak RSS: {small / 1024:,.0f} MiB at 10,000 rows, "
+        f"{large / 1024:,.0f} MiB at {args.rows:,} rows"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""Past service in bulk: one volunteer's paper records, evaluated in service order and
+posted in one unit of work, each dated its service (points.imports).
+
+The same pipeline as `record_service` (the record's checks, the earning plugins under
+the policy in force on the service date, the same posting), with three differences a
+paper book needs:
+
+- Dated its service: the earn entries' effective time, their lots' expiry and the
+  minutes' count are the service's start, so expiry and monthly totals are right for
+  last year's service.
+- In service order: the volunteer's records are evaluated oldest first, each seeing the
+  approved history before it plus the records of the batch before it, so the caps give
+  the same points whatever the order of the file.
+- Approved by the import: the office checked these on paper; the approval plugins are
+  not asked, and the decision reason says where each record came from.
+
+A record is posted once: its key goes into `import_keys` in the same unit, and a key
+already there (an earlier run of the same file) is reported as a duplicate.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from points import ledger
+from points.errors import (
+    AccountClosedError,
+    ConflictError,
+    InvalidInputError,
+    PluginError,
+    PointsError,
+)
+from points.extensions import db
+from points.models import ImportKey, ServiceRecord, utcnow
+from points.plugins import History, PastRecord, RecordInfo, VolunteerInfo, plugin_manager
+from points.policy import Policy, resolve_policy
+from points.service.evaluation import Evaluation, evaluate
+from points.service.posting import _notify, _post
+from points.service.reading import (
+    _EARLIEST,
+    _LATEST,
+    _VOLUNTEER_LOCKED,
+    _history_rows,
+    _session_rows,
+    _star_level,
+    _volunteer_and_policy,
+    past_record,
+)
+from points.service.submission import (
+    _INSERT_RECORD,
+    _check_record,
+    _record_values,
+    policy_zone,
+)
+
+
+@dataclass(frozen=True)
+class PastService:
+    """A record of past service to post: `key` is unique over all imports."""
+
+    key: str
+    line: int
+    kind: str
+    started_at: datetime
+    minutes: int | None
+    details: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PastOutcome:
+    """What became of one PastService: posted (with its points and minutes), duplicate
+    (posted by an earlier run) or refused (with the reason and nothing written)."""
+
+    line: int
+    status: str
+    points: int = 0
+    minutes: int = 0
+    reason: str | None = None
+    record_id: int | None = None
+
+
+class _DryRun(Exception):
+    """Rolls a dry run's unit back, carrying what it would have posted."""
+
+    def __init__(self, outcomes: list[PastOutcome]):
+        super().__init__("dry run")
+        self.outcomes = outcomes
+
+
+def record_past_service(
+    volunteer_id: int,
+    services: list[PastService],
+    *,
+    actor: str,
+    reason: str,
+    run_id: int | None,
+    dry_run: bool = False,
+) -> list[PastOutcome]:
+    """Post a volunteer's past service in service order, in one unit of work; return an
+    outcome per service, in service order. A dry run evaluates and writes exactly as a
+    real run would, then rolls back, so that it reports the same points.
+
+    Raises NotFoundError (no such volunteer) and AccountClosedError (not active): the
+    whole batch is then refused. A bad record is refused alone.
+    """
+    pm = plugin_manager()
+    ordered = sorted(services, key=lambda s: (s.started_at, s.line))
+    now = utcnow()
+    posted: dict[str, Any] = {}
+
+    def unit() -> list[PastOutcome]:
+        volunteer, policy, _ = _volunteer_and_policy(volunteer_id, None, now, _VOLUNTEER_LOCKED)
+        if volunteer.status != "active":
+            raise AccountClosedError(f"volunteer {volunteer_id} is not active")
+        known = _posted_keys([s.key for s in ordered])
+        taken = _dedupe_keys(volunteer.id)
+        history = _KnownHistory(_history_rows(volunteer.id, None, _EARLIEST, _LATEST))
+        minutes = volunteer.service_minutes
+        outcomes, entries, keys = [], [], []
+        for service in ordered:
+            if service.key in known:
+                outcomes.append(PastOutcome(service.line, "duplicate"))
+                continue
+            try:
+                checked = _evaluated(pm, volunteer, minutes, service, history, taken, now)
+            except (InvalidInputError, ConflictError, PluginError) as error:
+                outcomes.append(PastOutcome(service.line, "refused", reason=_why(error)))
+                continue
+            # Past the checks, a failure fails the volunteer's whole batch (rolled back).
+            outcome, posted_now, past = _write(pm, checked, actor, reason, now)
+            known.add(service.key)
+            if checked.dedupe is not None:
+                taken.add(checked.dedupe)
+            minutes += outcome.minutes
+            history.add(past)
+            entries += posted_now
+            outcomes.append(outcome)
+            keys.append(
+                {
+                    "key": service.key,
+                    "district_id": volunteer.district_id,
+                    "run_id": run_id,
+                    "line": service.line,
+                    "volunteer_id": volunteer.id,
+                    "service_record_id": outcome.record_id,
+                    "created_at": now,
+                }
+            )
+        if keys:
+            db.session.execute(ImportKey.__table__.insert(), keys)
+        if dry_run:
+            raise _DryRun(outcomes)
+        posted.update(policy=policy, entries=entries)
+        return outcomes
+
+    try:
+        outcomes = ledger.atomic(unit)
+    except _DryRun as done:
+        return done.outcomes
+    if posted["entries"]:
+        _notify(pm, posted["policy"], posted["entries"])
+    return outcomes
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A service checked and evaluated, ready to write."""
+
+    service: PastService
+    policy: Policy
+    volunteer: VolunteerInfo
+    record: RecordInfo
+    dedupe: str | None
+    evaluation: Evaluation
+
+
+def _evaluated(pm, volunteer, minutes, service, history, taken, now) -> _Checked:
+    """Check one service and evaluate it as of its start, the volunteer as they were
+    then (their minutes so far in this batch); write nothing. Raises InvalidInputError,
+    ConflictError (a second once-a-day record), PluginError."""
+    # The policy in force when the service started decides its points.
+    policy = resolve_policy(volunteer.district_id, min(service.started_at, now))
+    spec, clean = _check_record(
+        pm, policy, service.kind, service.started_at, service.minutes, service.details, now
+    )
+    node = policy.district
+    local_day = service.started_at.astimezone(policy_zone(node)).date()
+    dedupe = f"{service.kind}:{local_day.isoformat()}" if spec.once_per_day else None
+    if dedupe is not None and dedupe in taken:
+        raise ConflictError(
+            f"a {service.kind} on {local_day} is already recorded",
+            errors={"date": [f"Already a {service.kind} on {local_day}."]},
+        )
+    as_then = replace(
+        volunteer, service_minutes=minutes, star_level=_star_level(pm, policy, minutes)
+    )
+    record = RecordInfo(
+        None,
+        node.id,
+        volunteer.id,
+        service.kind,
+        service.started_at,
+        service.minutes,
+        clean,
+        node.timezone,
+    )
+    evaluation = evaluate(pm, policy, record, as_then, history, review=False)
+    return _Checked(service, policy, as_then, record, dedupe, evaluation)
+
+
+def _write(pm, checked: _Checked, actor: str, reason: str, now: datetime):
+    """Store a checked service as an approved record and post its awards and minutes,
+    dated its start; return (outcome, entries, the record as history sees it)."""
+    service, evaluation = checked.service, checked.evaluation
+    values = _record_values(evaluation, checked.record, checked.dedupe, actor, now)
+    values |= {
+        "status": "approved",
+        "points": evaluation.points,
+        "queue_reason": None,
+        "decided_at": now,
+        "decided_by": actor,
+        "decision_reason": reason,
+    }
+    (record_id,) = _session_rows(_INSERT_RECORD, values)[0]
+    record = replace(checked.record, id=record_id)
+    entries = _post(
+        pm,
+        checked.policy,
+        record,
+        checked.volunteer,
+        evaluation.awards,
+        actor,
+        count_minutes=True,
+        effective_at=service.started_at,
+    )
+    past = past_record(
+        record_id,
+        record.kind,
+        record.started_at,
+        record.minutes,
+        evaluation.points,
+        record.details,
+        list(evaluation.awards),
+    )
+    outcome = PastOutcome(
+        service.line, "posted", evaluation.points, service.minutes or 0, record_id=record_id
+    )
+    return outcome, entries, past
+
+
+class _KnownHistory(History):
+    """A volunteer's whole approved history, read once for a batch and kept in service
+    order as the batch adds to it: each record is evaluated against what was approved
+    before the batch and what the batch has posted so far, with no query per record."""
+
+    def __init__(self, records: list[PastRecord]):
+        super().__init__(None)
+        self._sorted = sorted(records, key=_order)
+        self._starts = [r.started_at for r in self._sorted]
+
+    def add(self, record: PastRecord) -> None:
+        at = bisect.bisect_right(self._sorted, _order(record), key=_order)
+        self._sorted.insert(at, record)
+        self._starts.insert(at, record.started_at)
+
+    def records(self, kind=None, since=None, until=None) -> list[PastRecord]:
+        low = 0 if since is None else bisect.bisect_left(self._starts, since)
+        high = len(self._starts) if until is None else bisect.bisect_left(self._starts, until)
+        return [r for r in self._sorted[low:high] if kind is None or r.kind == kind]
+
+
+def _order(record: PastRecord) -> tuple[datetime, int]:
+    return record.started_at, record.id or 0
+
+
+def _posted_keys(keys: list[str]) -> set[str]:
+    found: set[str] = set()
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        found.update(db.session.scalars(select(ImportKey.key).where(ImportKey.key.in_(chunk))))
+    return found
+
+
+def _dedupe_keys(volunteer_id: int) -> set[str]:
+    return set(
+        db.session.scalars(
+            select(ServiceRecord.dedupe_key).where(
+                ServiceRecord.volunteer_id == volunteer_id, ServiceRecord.dedupe_key.is_not(None)
+            )
+        )
+    )
+
+
+def _why(error: PointsError) -> str:
+    """One line: the error's field messages, or its detail."""
+    errors = getattr(error, "errors", None) or {}
+    if errors:
+        return "; ".join(
+            f"{field}: {' '.join(messages)}" for field, messages in sorted(errors.items())
+        )
+    return str(getattr(error, "detail", error))
