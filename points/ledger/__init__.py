@@ -20,6 +20,13 @@ from points.ledger.accounts import (
     open_district_accounts,
     open_volunteer_account,
 )
+from points.ledger.batch import (
+    BatchEarn,
+    BatchMinutes,
+    add_service_minutes_many,
+    earn_many,
+    reserve_ids,
+)
 from points.ledger.chain import (
     seal,
     seal_hash,
@@ -67,10 +74,13 @@ __all__ = [
     "HASHED_FIELDS",
     "MAX_SERVICE_MINUTES",
     "Balance",
+    "BatchEarn",
+    "BatchMinutes",
     "HoldState",
     "LedgerInvariantError",
     "PostedEntry",
     "add_service_minutes",
+    "add_service_minutes_many",
     "after_commit",
     "atomic",
     "autocommit_connection",
@@ -80,6 +90,7 @@ __all__ = [
     "close_account",
     "correct_service_minutes",
     "earn",
+    "earn_many",
     "entry_hash",
     "entry_hash_around",
     "expire_lots",
@@ -94,6 +105,7 @@ __all__ = [
     "record_result",
     "redeem",
     "request_hash",
+    "reserve_ids",
     "reverse",
     "seal",
     "seal_hash",

@@ -38,22 +38,20 @@ from points.errors import (
 )
 from points.extensions import db
 from points.models import ImportKey, ServiceRecord, utcnow
-from points.plugins import History, PastRecord, RecordInfo, VolunteerInfo, plugin_manager
-from points.policy import Policy, resolve_policy
-from points.service.evaluation import Evaluation, evaluate
-from points.service.posting import _notify, _post
+from points.plugins import History, PastRecord, RecordInfo, plugin_manager
+from points.policy import resolve_policy
+from points.service.evaluation import evaluate
+from points.service.posting import _earns, _notify
 from points.service.reading import (
     _EARLIEST,
     _LATEST,
     _VOLUNTEER_LOCKED,
     _history_rows,
-    _session_rows,
     _star_level,
     _volunteer_and_policy,
     past_record,
 )
 from points.service.submission import (
-    _INSERT_RECORD,
     _check_record,
     _record_values,
     policy_zone,
@@ -122,41 +120,31 @@ def record_past_service(
         taken = _dedupe_keys(volunteer.id)
         history = _KnownHistory(_history_rows(volunteer.id, None, _EARLIEST, _LATEST))
         minutes = volunteer.service_minutes
-        outcomes, entries, keys = [], [], []
+        outcomes: list[PastOutcome] = []
+        checked: list[_Checked] = []
+        # Evaluate in service order, each record seeing the ones before it; write nothing.
         for service in ordered:
             if service.key in known:
                 outcomes.append(PastOutcome(service.line, "duplicate"))
                 continue
             try:
-                checked = _evaluated(pm, volunteer, minutes, service, history, taken, now)
+                one = _evaluated(pm, volunteer, minutes, service, history, taken, now)
             except (InvalidInputError, ConflictError, PluginError) as error:
                 outcomes.append(PastOutcome(service.line, "refused", reason=_why(error)))
                 continue
-            # Past the checks, a failure fails the volunteer's whole batch (rolled back).
-            outcome, posted_now, past = _write(pm, checked, actor, reason, now)
             known.add(service.key)
-            if checked.dedupe is not None:
-                taken.add(checked.dedupe)
-            minutes += outcome.minutes
-            history.add(past)
-            entries += posted_now
-            outcomes.append(outcome)
-            keys.append(
-                {
-                    "key": service.key,
-                    "district_id": volunteer.district_id,
-                    "run_id": run_id,
-                    "line": service.line,
-                    "volunteer_id": volunteer.id,
-                    "service_record_id": outcome.record_id,
-                    "created_at": now,
-                }
-            )
-        if keys:
-            db.session.execute(ImportKey.__table__.insert(), keys)
+            if one.dedupe is not None:
+                taken.add(one.dedupe)
+            minutes += service.minutes or 0
+            history.add(one.past)
+            checked.append(one)
+            outcomes.append(one)  # replaced by its outcome once written
+        # Then write them all: a statement per table for the batch.
+        written = _write(checked, volunteer, actor, reason, now, run_id)
+        outcomes = [written.get(id(o), o) for o in outcomes]
         if dry_run:
             raise _DryRun(outcomes)
-        posted.update(policy=policy, entries=entries)
+        posted.update(policy=policy, entries=written["entries"])
         return outcomes
 
     try:
@@ -170,14 +158,15 @@ def record_past_service(
 
 @dataclass(frozen=True)
 class _Checked:
-    """A service checked and evaluated, ready to write."""
+    """A service checked and evaluated, ready to write: its record's columns but the id,
+    its earns, and the record as the history of the next ones sees it."""
 
     service: PastService
-    policy: Policy
-    volunteer: VolunteerInfo
-    record: RecordInfo
+    values: dict[str, Any]
     dedupe: str | None
-    evaluation: Evaluation
+    points: int
+    earns: list
+    past: PastRecord
 
 
 def _evaluated(pm, volunteer, minutes, service, history, taken, now) -> _Checked:
@@ -211,53 +200,90 @@ def _evaluated(pm, volunteer, minutes, service, history, taken, now) -> _Checked
         node.timezone,
     )
     evaluation = evaluate(pm, policy, record, as_then, history, review=False)
-    return _Checked(service, policy, as_then, record, dedupe, evaluation)
-
-
-def _write(pm, checked: _Checked, actor: str, reason: str, now: datetime):
-    """Store a checked service as an approved record and post its awards and minutes,
-    dated its start; return (outcome, entries, the record as history sees it)."""
-    service, evaluation = checked.service, checked.evaluation
-    values = _record_values(evaluation, checked.record, checked.dedupe, actor, now)
-    values |= {
-        "status": "approved",
-        "points": evaluation.points,
-        "queue_reason": None,
-        "decided_at": now,
-        "decided_by": actor,
-        "decision_reason": reason,
-    }
-    (record_id,) = _session_rows(_INSERT_RECORD, values)[0]
-    record = replace(checked.record, id=record_id)
-    entries = _post(
-        pm,
-        checked.policy,
-        record,
-        checked.volunteer,
-        evaluation.awards,
-        actor,
-        count_minutes=True,
-        effective_at=service.started_at,
-    )
+    # The lots' expiry counts from the service (the plugins' `expiry_for`).
+    earns = _earns(pm, policy, record, as_then, evaluation.awards, service.started_at)
+    values = _record_values(evaluation, record, dedupe, "", now)
+    values |= {"status": "approved", "points": evaluation.points, "queue_reason": None}
     past = past_record(
-        record_id,
-        record.kind,
-        record.started_at,
-        record.minutes,
+        None,
+        service.kind,
+        service.started_at,
+        service.minutes,
         evaluation.points,
-        record.details,
+        clean,
         list(evaluation.awards),
     )
-    outcome = PastOutcome(
-        service.line, "posted", evaluation.points, service.minutes or 0, record_id=record_id
-    )
-    return outcome, entries, past
+    return _Checked(service, values, dedupe, evaluation.points, earns, past)
+
+
+def _write(checked: list[_Checked], volunteer, actor, reason, now, run_id) -> dict:
+    """Insert the checked services as approved records, their earns and minutes dated
+    their start, and their import keys; return {id(checked): outcome, "entries": [...]}."""
+    written: dict = {"entries": []}
+    if not checked:
+        return written
+    ids = ledger.reserve_ids("service_records", len(checked))
+    records, earns, minutes, keys = [], [], [], []
+    for record_id, one in zip(ids, checked, strict=True):
+        service = one.service
+        records.append(
+            one.values
+            | {
+                "id": record_id,
+                "submitted_by": actor,
+                "decided_at": now,
+                "decided_by": actor,
+                "decision_reason": reason,
+            }
+        )
+        earns += [
+            ledger.BatchEarn(
+                earn.points,
+                earn.reason,
+                service.started_at,
+                earn.expires_at,
+                earn.plugin,
+                earn.rule,
+                earn.config_version,
+                record_id,
+            )
+            for earn in one.earns
+        ]
+        if service.minutes:
+            minutes.append(
+                ledger.BatchMinutes(
+                    service.minutes,
+                    f"service record {record_id} ({service.kind})",
+                    record_id,
+                    service.started_at,
+                )
+            )
+        keys.append(
+            {
+                "key": service.key,
+                "district_id": volunteer.district_id,
+                "run_id": run_id,
+                "line": service.line,
+                "volunteer_id": volunteer.id,
+                "service_record_id": record_id,
+                "created_at": now,
+            }
+        )
+        written[id(one)] = PastOutcome(
+            service.line, "posted", one.points, service.minutes or 0, record_id=record_id
+        )
+    db.session.execute(ServiceRecord.__table__.insert(), records)
+    written["entries"] = ledger.earn_many(volunteer.id, earns, actor=actor)
+    ledger.add_service_minutes_many(volunteer.id, minutes, actor=actor)
+    db.session.execute(ImportKey.__table__.insert(), keys)
+    return written
 
 
 class _KnownHistory(History):
     """A volunteer's whole approved history, read once for a batch and kept in service
     order as the batch adds to it: each record is evaluated against what was approved
-    before the batch and what the batch has posted so far, with no query per record."""
+    before the batch and what the batch has evaluated so far, with no query per record.
+    (The batch's records are written only after all are evaluated.)"""
 
     def __init__(self, records: list[PastRecord]):
         super().__init__(None)
