@@ -195,13 +195,15 @@ def fresh_database(base: str | None, folder: Path, name: str) -> str:
     return url.set(database=db_name).render_as_string(hide_password=False)
 
 
-def child_rss(pg: str | None, rows: int, volunteers: int) -> int:
-    """Peak RSS (KiB) of a child process that imports `rows` rows into a fresh database."""
+def child_rss(pg: str | None, rows: int, volunteers: int) -> tuple[int, int]:
+    """Peak RSS (KiB) of a child process that imports `rows` rows into a fresh database:
+    before the import (the app, the tree, the file written) and after it."""
     command = [sys.executable, __file__, "--child", str(rows), "--volunteers", str(volunteers)]
     if pg:
         command += ["--pg", pg]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
-    return int(done.stdout.strip().splitlines()[-1])
+    before, after = done.stdout.strip().splitlines()[-2:]
+    return int(before), int(after)
 
 
 def child(pg: str | None, rows: int, volunteers: int) -> None:
@@ -214,7 +216,7 @@ def child(pg: str | None, rows: int, volunteers: int) -> None:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         import_file(app, path)
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(f"before import {before}")
+        print(before)
         print(after)
 
 
@@ -269,8 +271,9 @@ def main() -> None:
     small = child_rss(args.pg, 10_000, args.volunteers)
     large = child_rss(args.pg, args.rows, args.volunteers)
     print(
-        f"peak RSS: {small / 1024:,.0f} MiB at 10,000 rows, "
-        f"{large / 1024:,.0f} MiB at {args.rows:,} rows"
+        f"peak RSS: {small[1] / 1024:,.0f} MiB importing 10,000 rows, "
+        f"{large[1] / 1024:,.0f} MiB importing {args.rows:,} rows "
+        f"(before the import: {small[0] / 1024:,.0f} and {large[0] / 1024:,.0f} MiB)"
     )
 
 

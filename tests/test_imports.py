@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
-from points import errors, imports
+from points import errors, imports, ledger
 from points.directory import register_volunteer
 from points.extensions import db
 from points.models import (
@@ -115,6 +115,20 @@ def test_imported_points_carry_the_service_date_and_expire_from_it(volunteer):
     minutes = db.session.scalars(select(ServiceMinutes)).one()
     assert minutes.created_at == served and minutes.minutes == 60
     assert db.session.get(Volunteer, volunteer).service_minutes == 60
+
+
+def test_old_service_expires_at_the_next_expiry_run_and_recent_service_stays(volunteer):
+    long_ago = datetime(2020, 1, 1, tzinfo=UTC)
+    set_policy(
+        "longtan", "expiry", {"rule": "months", "months": 12}, author="t", effective_from=long_ago
+    )
+    card = _card(volunteer)
+    today = datetime.now(ZONE).date()
+    recent, old = today - timedelta(days=30), today - timedelta(days=3 * 365)
+    _run(_csv(f"{card},patrol,{recent},60,", f"{card},patrol,{old},120,"))
+    assert ledger.balance(volunteer).available == 15
+    ledger.expire_lots()
+    assert ledger.balance(volunteer).available == 5
 
 
 def test_bad_rows_are_refused_by_line_and_nothing_of_them_is_written(volunteer):

@@ -7,8 +7,9 @@ the row's line and nothing of the row is posted.
 from __future__ import annotations
 
 import re
+from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -86,10 +87,18 @@ def parse_date(text: str, zone: ZoneInfo, now: datetime) -> datetime:
     if not text:
         raise RowProblem("No date.")
     moment = None
-    match = _CHINESE_DATE.match(text)
+    if len(text) == 10 and text[4] == "-":
+        # The common case first: 2025-03-14, an ISO date, fast to read.
+        with suppress(ValueError):
+            moment = datetime.combine(date.fromisoformat(text), DAY_TIME)
+    elif len(text) > 10 and text[4] == "-":
+        # 2025-03-14 08:30, 2025-03-14T08:30:00+08:00
+        with suppress(ValueError):
+            moment = datetime.fromisoformat(text)
+    match = None if moment is not None else _CHINESE_DATE.match(text)
     if match:
         text = f"{match[1]}-{int(match[2]):02d}-{int(match[3]):02d}"
-    for pattern in _DATE_FORMATS:
+    for pattern in _DATE_FORMATS if moment is None else ():
         try:
             moment = datetime.combine(datetime.strptime(text, pattern).date(), DAY_TIME)
             break

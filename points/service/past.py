@@ -288,16 +288,18 @@ class _KnownHistory(History):
     def __init__(self, records: list[PastRecord]):
         super().__init__(None)
         self._sorted = sorted(records, key=_order)
-        self._starts = [r.started_at for r in self._sorted]
+        # Timestamps: bisecting floats is several times faster than aware datetimes.
+        self._starts = [r.started_at.timestamp() for r in self._sorted]
 
     def add(self, record: PastRecord) -> None:
         at = bisect.bisect_right(self._sorted, _order(record), key=_order)
         self._sorted.insert(at, record)
-        self._starts.insert(at, record.started_at)
+        self._starts.insert(at, record.started_at.timestamp())
 
     def records(self, kind=None, since=None, until=None) -> list[PastRecord]:
-        low = 0 if since is None else bisect.bisect_left(self._starts, since)
-        high = len(self._starts) if until is None else bisect.bisect_left(self._starts, until)
+        starts = self._starts
+        low = 0 if since is None else bisect.bisect_left(starts, since.timestamp())
+        high = len(starts) if until is None else bisect.bisect_left(starts, until.timestamp())
         return [r for r in self._sorted[low:high] if kind is None or r.kind == kind]
 
 
