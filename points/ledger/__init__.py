@@ -25,6 +25,7 @@ from points.ledger.batch import (
     BatchMinutes,
     add_service_minutes_many,
     earn_many,
+    insert_many,
     reserve_ids,
 )
 from points.ledger.chain import (
@@ -97,6 +98,7 @@ __all__ = [
     "hold",
     "idempotent",
     "in_unit_of_work",
+    "insert_many",
     "load_entry",
     "load_hold",
     "open_district_accounts",

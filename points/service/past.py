@@ -272,10 +272,10 @@ def _write(checked: list[_Checked], volunteer, actor, reason, now, run_id) -> di
         written[id(one)] = PastOutcome(
             service.line, "posted", one.points, service.minutes or 0, record_id=record_id
         )
-    db.session.execute(ServiceRecord.__table__.insert(), records)
+    ledger.insert_many(ServiceRecord.__table__, records)
     written["entries"] = ledger.earn_many(volunteer.id, earns, actor=actor)
     ledger.add_service_minutes_many(volunteer.id, minutes, actor=actor)
-    db.session.execute(ImportKey.__table__.insert(), keys)
+    ledger.insert_many(ImportKey.__table__, keys)
     return written
 
 
