@@ -322,3 +322,19 @@ def test_the_cli_imports_with_a_dry_run_and_writes_the_refused_rows(runner, volu
     bad.write_text("who,when\nx,y\n", encoding="utf-8")
     lacking = runner.invoke(args=["import", "records", str(bad), "--node", "longtan"])
     assert lacking.exit_code == 1 and "No column for volunteer" in lacking.output
+
+
+def test_two_runs_of_one_file_at_once_post_each_row_once(app, tree):
+    from tests.test_concurrency import run_together
+
+    who = [register_volunteer(f"v{i}", "xizhaosi", "204857").id for i in range(3)]
+    cards = [_card(v) for v in who]
+    content = _csv(
+        *(f"{cards[n % 3]},patrol,{LAST_YEAR}-02-{1 + n // 3:02d} 08:00,30," for n in range(60))
+    )
+    runs = run_together(app, 2, lambda i: _run(content).id)
+    assert all(isinstance(run, int) for run in runs), runs
+    assert db.session.scalar(select(func.count()).select_from(ServiceRecord)) == 60
+    assert db.session.scalar(select(func.count()).select_from(ImportKey)) == 60
+    assert db.session.scalar(select(func.sum(Volunteer.service_minutes))) == 60 * 30
+    assert not verify().problems
