@@ -19,6 +19,7 @@ from points import errors, imports, ledger
 from points.directory import register_volunteer
 from points.extensions import db
 from points.models import (
+    AuditEvent,
     Entry,
     ImportKey,
     ImportProblem,
@@ -80,6 +81,10 @@ def test_a_dry_run_writes_nothing_and_says_what_the_real_run_posts(volunteer):
     assert (real.posted, real.points, real.minutes) == (dry.posted, dry.points, dry.minutes)
     assert real.points > 0 and real.minutes == 90
     assert not verify().problems
+    actions = db.session.scalars(
+        select(AuditEvent.action).where(AuditEvent.target_id == str(real.id))
+    ).all()
+    assert sorted(actions) == ["import.finish", "import.start"]
 
 
 def test_the_same_file_twice_posts_once_and_a_reference_column_keys_rows(volunteer):

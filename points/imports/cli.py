@@ -58,7 +58,34 @@ def import_balances(path, node, dry_run, mapping_path, save_mapping, bad_rows) -
     _import("balances", path, node, dry_run, mapping_path, save_mapping, bad_rows)
 
 
-def _import(kind, path, node_code, dry_run, mapping_path, save, bad_rows) -> None:
+@import_cli.command("roster")
+@click.option(
+    "--sheet",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write the card sheet with the activation codes here "
+    "(default: FILE.cards.html beside FILE); the codes are kept nowhere else.",
+)
+@_options
+def import_roster(path, node, dry_run, mapping_path, save_mapping, bad_rows, sheet) -> None:
+    """Import stewards (reference, name, phone, node, card code, PIN) from PATH; those
+    without a PIN get a one-time activation code on the card sheet written to --sheet."""
+    registered = _import("roster", path, node, dry_run, mapping_path, save_mapping, bad_rows)
+    codes = {r.volunteer_id: r.code for r in registered if r.code}
+    if dry_run or not codes:
+        return
+    from points.web.cards import activation_sheet
+
+    out = Path(sheet) if sheet else Path(path).with_suffix(".cards.html")
+    out.write_text(activation_sheet(node, codes), encoding="utf-8")
+    click.echo(
+        f"card sheet with {len(codes)} activation codes written to {out}: print it, "
+        "then delete the file (the codes are kept nowhere else)",
+        err=True,
+    )
+
+
+def _import(kind, path, node_code, dry_run, mapping_path, save, bad_rows) -> list:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -112,12 +139,13 @@ def _import(kind, path, node_code, dry_run, mapping_path, save, bad_rows) -> Non
                 rate=rate,
             )
 
-        run = imports.execute_run(run_id, node, opener, progress)
+        registered: list = []
+        run = imports.execute_run(run_id, node, opener, progress, registered)
     what = "would post" if dry_run else "posted"
+    amounts = "" if kind == "roster" else f" ({run.points} points, {run.minutes} minutes)"
     click.echo(
-        f"run {run.id}: {run.rows_total} rows, {what} {run.posted} "
-        f"({run.points} points, {run.minutes} minutes), {run.duplicates} already imported, "
-        f"{run.refused} refused"
+        f"run {run.id}: {run.rows_total} rows, {what} {run.posted}{amounts}, "
+        f"{run.duplicates} already imported, {run.refused} refused"
     )
     if run.refused:
         out = Path(bad_rows) if bad_rows else Path(path).with_suffix(".refused.csv")
@@ -133,3 +161,4 @@ def _import(kind, path, node_code, dry_run, mapping_path, save, bad_rows) -> Non
         click.echo(f"refused rows (line and reason) written to {out}", err=True)
         for problem in problems[:5]:
             click.echo(f"  line {problem.line}: {problem.reason}", err=True)
+    return registered

@@ -46,7 +46,7 @@ from points.plugins import DistrictInfo
 from points.service.past import PastService, _why, record_past_service
 
 # A volunteer's rows are posted in units of at most this many (in service order).
-UNIT_ROWS = 500
+UNIT_ROWS = 2000
 # How often a running run writes its counts (seconds).
 PROGRESS_EVERY = 1.0
 MAX_BALANCE = 10_000_000
@@ -126,19 +126,27 @@ def execute_run(
     node: DistrictInfo,
     opener: Callable[[], BinaryIO],
     progress: Progress | None = None,
+    registered: list | None = None,
 ) -> ImportRun:
     """Do a run created by start_run; return its finished row. A failure that is not a
-    row's (the database gone, say) marks the run failed with the reason and is raised."""
+    row's (the database gone, say) marks the run failed with the reason and is raised.
+    A roster run appends each steward it registers to `registered` (a Registered, with
+    the activation code to print: shown nowhere else)."""
     run = db.session.get(ImportRun, run_id)
     mapping = ColumnMapping(run.kind, run.mapping["columns"], run.mapping["values"])
     counts = _Counts()
     reporter = _Reporter(run_id, counts, progress)
+    who = (run.district_id, run.started_by)
     try:
         headers, rows = read_rows(run.file_name, opener)
         if run.kind == "records":
             _records(run, node, headers, rows, mapping, counts, reporter)
         elif run.kind == "balances":
             _balances(run, node, headers, rows, mapping, counts, reporter)
+        elif run.kind == "roster":
+            found = _roster(run, node, headers, rows, mapping, counts, reporter)
+            if registered is not None:
+                registered.extend(found)
         else:
             raise InvalidInputError(
                 f"{run.kind} imports are not run here", errors={"kind": ["Unknown kind."]}
@@ -146,9 +154,9 @@ def execute_run(
     except Exception as error:
         db.session.rollback()
         reason = _why(error) if isinstance(error, PointsError) else repr(error)
-        reporter.finish("failed", reason)
+        reporter.finish("failed", reason, who)
         raise
-    reporter.finish("done", None)
+    reporter.finish("done", None, who)
     db.session.expire_all()
     return db.session.get(ImportRun, run_id)
 
@@ -170,12 +178,15 @@ class _Reporter:
     def tick(self, phase: str, force: bool = False) -> None:
         now = time.monotonic()
         if self.progress is not None:
-            self.progress(phase, self.counts.rows_done, self.counts.rows_total)
+            if phase == "reading":  # rows read so far, of a total not known yet
+                self.progress(phase, self.counts.rows_total, 0)
+            else:
+                self.progress(phase, self.counts.rows_done, self.counts.rows_total)
         if force or now - self.last >= PROGRESS_EVERY:
             self.last = now
             self.flush()
 
-    def flush(self, **extra) -> None:
+    def flush(self, audit_as: tuple[int, str] | None = None, **extra) -> None:
         problems, self.problems = self.problems, []
         counts = dict(self.counts.__dict__)
 
@@ -187,11 +198,20 @@ class _Reporter:
                 .where(ImportRun.id == self.run_id)
                 .values(**counts, updated_at=utcnow(), **extra)
             )
+            if audit_as is not None:
+                district_id, actor = audit_as
+                audit.record(
+                    "import.finish",
+                    district_id=district_id,
+                    target=("import_run", self.run_id),
+                    after=counts | {"status": extra["status"], "error": extra["error"]},
+                    actor=audit.Actor(actor),
+                )
 
         ledger.atomic(work)
 
-    def finish(self, status: str, error: str | None) -> None:
-        self.flush(status=status, error=error, finished_at=utcnow())
+    def finish(self, status: str, error: str | None, who: tuple[int, str]) -> None:
+        self.flush(who, status=status, error=error, finished_at=utcnow())
         if self.progress is not None:
             self.progress("done", self.counts.rows_done, self.counts.rows_total)
 
@@ -411,6 +431,50 @@ def _opening_balance(run, volunteer_id, points, when, reference, key, line, *, d
 
 class _Rollback(Exception):
     """Undoes a dry run's unit."""
+
+
+def _roster(run, node, headers, rows, mapping, counts, reporter) -> list:
+    """Stewards: checked, the new ones hashed (in a pool) then registered one unit each."""
+    from points.imports import roster
+
+    nodes = roster.nodes_below(node.path)
+    known = roster.known_references({node_id for node_id, _ in nodes.values()})
+    seen: dict[tuple[int, str], int] = {}
+    stewards = []
+    for line, row in rows:
+        counts.rows_total += 1
+        fields, _ = mapping.apply(row, headers)
+        try:
+            steward = roster.checked(line, fields, nodes, node.code)
+            first = seen.setdefault((steward.node_id, steward.reference), line)
+            if first != line:
+                raise RowProblem(f"Reference {steward.reference} is also on line {first}.")
+        except RowProblem as problem:
+            reporter.refuse(line, str(problem), row)
+            counts.rows_done += 1
+            continue
+        if (steward.node_id, steward.reference) in known:
+            counts.duplicates += 1
+            counts.rows_done += 1
+            continue
+        stewards.append((steward, row))
+    reporter.tick("posting", force=True)
+    raws = {steward.line: row for steward, row in stewards}
+    done = []
+    for steward, code, digest in roster.hashed([s for s, _ in stewards], dry_run=run.dry_run):
+        counts.rows_done += 1
+        try:
+            registered = roster.register(steward, code, digest, run_id=run.id, dry_run=run.dry_run)
+        except PointsError as error:
+            reporter.refuse(steward.line, _why(error), raws[steward.line])
+            continue
+        if registered is None:
+            counts.duplicates += 1
+        else:
+            counts.posted += 1
+            done.append(registered)
+        reporter.tick("posting")
+    return done
 
 
 def problems_of(run_id: int, *, limit: int | None = None) -> list[ImportProblem]:
