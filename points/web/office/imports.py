@@ -40,7 +40,7 @@ SHOWN_PROBLEMS = 50
 HISTORY = 20
 # The upload's form fields and boundaries around the file.
 FORM_SLACK = 64 * 1024
-UPLOAD_ENDPOINTS = ("web_office.imports_upload", "api_imports.Imports")
+UPLOAD_ENDPOINTS = ("web_office.imports_upload",)
 
 
 @bp.before_app_request
