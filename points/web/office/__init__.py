@@ -3,7 +3,7 @@
 One blueprint, one module a screen (PAGES.md): this module holds the sign-in, the
 password change and the Today page, and the decorator every console page uses;
 `queue`, `volunteers`, `providers`, `catalog`, `policy`, `reports`, `rankings`, `tokens`,
-`staff_pages`, `audit_log` and `exports` add their screens to the same blueprint.
+`staff_pages`, `audit_log`, `exports` and `imports` add their screens to the same blueprint.
 Auditors see every page of their reach without its change controls, and any change they
 post is refused (403).
 """
@@ -89,6 +89,7 @@ NAV = (
     ("web_office.staff", lazy_gettext("Staff")),
     ("web_office.audit", lazy_gettext("Audit log")),
     ("web_office.exports", lazy_gettext("Exports")),
+    ("web_office.imports", lazy_gettext("Imports")),
 )
 ROLE_NAMES = {
     "admin": lazy_gettext("administrator"),
@@ -215,6 +216,7 @@ from points.web.office import (  # noqa: E402, F401
     catalog,
     exports,
     honours,
+    imports,
     policy,
     providers,
     queue,
