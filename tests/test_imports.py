@@ -317,7 +317,7 @@ def test_the_cli_imports_with_a_dry_run_and_writes_the_refused_rows(runner, volu
     assert "would post 1" in dry.output and "1 refused" in dry.output
     assert db.session.scalar(select(func.count()).select_from(ServiceRecord)) == 0
     refused = (tmp_path / "book.refused.csv").read_text(encoding="utf-8-sig")
-    assert refused.splitlines()[0].startswith("line,reason,volunteer")
+    assert refused.splitlines()[0].startswith("行 / line,原因 / reason,volunteer")
     assert refused.splitlines()[1].startswith("3,")
     done = runner.invoke(args=["import", "records", str(path), "--node", "longtan"])
     assert done.exit_code == 0 and "posted 1" in done.output

@@ -3,7 +3,6 @@ progress bar (rows/s and time left) and a file of the refused rows."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -96,6 +95,7 @@ def _import(kind, path, node_code, dry_run, mapping_path, save, bad_rows) -> lis
 
     from points import imports
     from points.audit import current_actor
+    from points.imports import jobs
     from points.policy import district_info
 
     node = district_info(node_code)
@@ -149,16 +149,10 @@ def _import(kind, path, node_code, dry_run, mapping_path, save, bad_rows) -> lis
     )
     if run.refused:
         out = Path(bad_rows) if bad_rows else Path(path).with_suffix(".refused.csv")
-        problems = imports.problems_of(run.id)
-        headers = list(dict.fromkeys(key for problem in problems for key in problem.row))
-        with out.open("w", encoding="utf-8-sig", newline="") as file:
-            writer = csv.writer(file)
-            writer.writerow(["line", "reason", *headers])
-            for problem in problems:
-                writer.writerow(
-                    [problem.line, problem.reason, *(problem.row.get(h, "") for h in headers)]
-                )
+        with out.open("w", encoding="utf-8", newline="") as file:
+            for piece in jobs.refused_csv(run.id):
+                file.write(piece)
         click.echo(f"refused rows (line and reason) written to {out}", err=True)
-        for problem in problems[:5]:
+        for problem in imports.problems_of(run.id, limit=5):
             click.echo(f"  line {problem.line}: {problem.reason}", err=True)
     return registered

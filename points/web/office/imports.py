@@ -8,15 +8,9 @@ its own app context, while the run's page shows its progress.
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import io
-import threading
-from collections.abc import Iterator
-from datetime import timedelta
 from itertools import islice
 
-from flask import Response, current_app, g, redirect, request, stream_with_context, url_for
+from flask import Response, g, redirect, request, stream_with_context, url_for
 from flask_babel import gettext as _
 from sqlalchemy import select
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -24,17 +18,14 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from points import directory, imports
 from points.audit import current_actor
 from points.errors import InvalidInputError, NotFoundError
-from points.exports import FORMULA_STARTS
 from points.extensions import db
-from points.imports import files
-from points.models import District, ImportFile, ImportProblem, ImportRun, utcnow
+from points.imports import files, jobs
+from points.models import District, ImportFile, ImportRun
 from points.web.office import bp, node_in_reach, staff_page
 from points.web.pages import field_errors, render_page
 
 # The kinds the page offers, as it names them.
 KINDS = {"records": ("服务记录", "service records"), "balances": ("期初积分", "opening balances")}
-# A running run not heard of for this long has stopped (its process ended).
-STALE_AFTER = timedelta(minutes=2)
 SAMPLE_ROWS = 5
 SHOWN_PROBLEMS = 50
 HISTORY = 20
@@ -89,7 +80,7 @@ def activity_kind_names() -> list[str]:
 @bp.app_template_global()
 def run_status_name(run: ImportRun) -> str:
     """A run's state in words: a preview or an import, and how far it is."""
-    status = "stopped" if stopped(run) else run.status
+    status = "stopped" if jobs.stopped(run) else run.status
     words = {
         "running": _("running"),
         "done": _("done"),
@@ -101,48 +92,8 @@ def run_status_name(run: ImportRun) -> str:
     return _("Import: %(status)s", status=words)
 
 
-def launch(run_id: int, node, sha256: str) -> threading.Thread:
-    """Do a run in a thread of its own (a file of 100,000 rows takes minutes), reading the
-    stored file; the run's row says how far it got."""
-    app = current_app._get_current_object()
-
-    def work() -> None:
-        with app.app_context():
-            content = db.session.get(ImportFile, sha256).content
-            try:
-                imports.execute_run(run_id, node, lambda: io.BytesIO(content))
-            except Exception:
-                # execute_run marked the run failed with the reason; the page shows it.
-                app.logger.exception("import run %s failed", run_id)
-            finally:
-                app.extensions["import_threads"].pop(run_id, None)
-
-    thread = threading.Thread(target=work, name=f"import-run-{run_id}", daemon=True)
-    app.extensions.setdefault("import_threads", {})[run_id] = thread
-    thread.start()
-    return thread
-
-
-def store_file(node, name: str, content: bytes) -> str:
-    """Keep the file's bytes (once per content) and return their sha256."""
-    sha = hashlib.sha256(content).hexdigest()
-    if db.session.get(ImportFile, sha) is None:
-        db.session.add(
-            ImportFile(
-                sha256=sha,
-                district_id=node.id,
-                name=name[:255],
-                content=content,
-                uploaded_by=current_actor().actor,
-                created_at=utcnow(),
-            )
-        )
-        db.session.commit()
-    return sha
-
-
 def _opener(content: bytes):
-    return lambda: io.BytesIO(content)
+    return jobs.opener(content)
 
 
 def _history(node) -> list[tuple[ImportRun, str]]:
@@ -236,7 +187,7 @@ def imports_upload():
         imports.read_rows(name, _opener(content))
     except InvalidInputError as error:
         return _imports_page(node, 422, _file_errors(error), form)
-    sha = store_file(node, name, content)
+    sha = jobs.store_file(node, name, content, actor=current_actor().actor)
     return _preview(node, kind, sha, imports.saved_mapping(node.id, kind), form)
 
 
@@ -263,7 +214,7 @@ def _preview(node, kind: str, sha: str, mapping, form):
         return _imports_page(
             node, 422, _file_errors(error), form, _stored(node, kind, stored, mapping)
         )
-    launch(run_id, node, sha)
+    jobs.launch(run_id, node, sha)
     return redirect(url_for("web_office.imports_show", run_id=run_id))
 
 
@@ -352,28 +303,6 @@ def _run_in_reach(run_id: int):
     return run, node
 
 
-def stopped(run: ImportRun) -> bool:
-    """A running run whose row has not moved for STALE_AFTER: its process ended."""
-    return run.status == "running" and utcnow() - run.updated_at > STALE_AFTER
-
-
-def run_state(run: ImportRun) -> dict:
-    """A run's status and counts, as the page's progress script and the API read them."""
-    return {
-        "id": run.id,
-        "status": "stopped" if stopped(run) else run.status,
-        "dry_run": run.dry_run,
-        "rows_total": run.rows_total,
-        "rows_done": run.rows_done,
-        "posted": run.posted,
-        "duplicates": run.duplicates,
-        "refused": run.refused,
-        "points": run.points,
-        "minutes": run.minutes,
-        "error": run.error,
-    }
-
-
 @bp.get("/imports/<int:run_id>", endpoint="imports_show")
 @staff_page
 def imports_show(run_id: int):
@@ -388,7 +317,7 @@ def imports_show(run_id: int):
     return render_page(
         "web/office/imports/show.html",
         run=run,
-        state=run_state(run),
+        state=jobs.run_state(run),
         node=node,
         kinds=KINDS,
         stored=shown,
@@ -403,7 +332,7 @@ def imports_show(run_id: int):
 def imports_status(run_id: int):
     """The run's status and counts as JSON, for the progress bar."""
     run, _node = _run_in_reach(run_id)
-    return run_state(run)
+    return jobs.run_state(run)
 
 
 @bp.post("/imports/<int:run_id>/post", endpoint="imports_post")
@@ -411,66 +340,8 @@ def imports_status(run_id: int):
 def imports_post(run_id: int):
     """Post the rows of a previewed file: a real run with the preview's mapping."""
     dry, node = _run_in_reach(run_id)
-    stored = db.session.get(ImportFile, dry.file_sha256)
-    if not dry.dry_run or dry.status != "done" or stored is None:
-        raise NotFoundError(f"no preview {run_id} to post")
-    # A second tap, or a colleague at the same moment: the run already going is shown.
-    going = db.session.scalars(
-        select(ImportRun).where(
-            ImportRun.district_id == dry.district_id,
-            ImportRun.file_sha256 == dry.file_sha256,
-            ImportRun.kind == dry.kind,
-            ImportRun.dry_run.is_(False),
-            ImportRun.status == "running",
-        )
-    ).first()
-    if going is not None and not stopped(going):
-        return redirect(url_for("web_office.imports_show", run_id=going.id))
-    mapping = imports.ColumnMapping(dry.kind, dry.mapping["columns"], dry.mapping["values"])
-    real = imports.start_run(
-        node,
-        dry.kind,
-        stored.name,
-        _opener(stored.content),
-        mapping,
-        actor=current_actor().actor,
-        dry_run=False,
-    )
-    launch(real, node, stored.sha256)
+    real = jobs.confirm(dry, node, actor=current_actor().actor)
     return redirect(url_for("web_office.imports_show", run_id=real))
-
-
-def problems_csv(run_id: int) -> Iterator[str]:
-    """Every row a run refused, by line: line, reason, then the row's cells as read.
-    UTF-8 with a byte order mark for Excel; formulas defused."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    buffer.write("\ufeff")
-    headers: list[str] | None = None
-    query = (
-        select(ImportProblem)
-        .where(ImportProblem.run_id == run_id)
-        .order_by(ImportProblem.line)
-        .execution_options(yield_per=2000)
-    )
-    for problem in db.session.scalars(query):
-        if headers is None:
-            headers = list(problem.row)
-            writer.writerow(["行 / line", "原因 / reason", *headers])
-        cells = [problem.reason, *(problem.row.get(h, "") for h in headers)]
-        writer.writerow([problem.line, *(_defused(cell) for cell in cells)])
-        if buffer.tell() > 1 << 16:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    if headers is None:
-        writer.writerow(["行 / line", "原因 / reason"])
-    yield buffer.getvalue()
-
-
-def _defused(text: str) -> str:
-    # A row of a file typed by people may start like a formula: a spreadsheet must not run it.
-    return "'" + text if isinstance(text, str) and text.startswith(FORMULA_STARTS) else text
 
 
 @bp.get("/imports/<int:run_id>/refused.csv", endpoint="imports_refused")
@@ -479,7 +350,7 @@ def imports_refused(run_id: int):
     """The refused rows as CSV, to correct and import again."""
     run, _node = _run_in_reach(run_id)
     return Response(
-        stream_with_context(problems_csv(run.id)),
+        stream_with_context(jobs.refused_csv(run.id)),
         mimetype="text/csv",
         headers={
             "Content-Disposition": f'attachment; filename="import-{run.id}-refused.csv"',
