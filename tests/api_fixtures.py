@@ -40,6 +40,14 @@ CATALOG = {
 }
 
 
+@dataclass(frozen=True)
+class RawFile:
+    """A body that is a file, not JSON (an import's CSV)."""
+
+    content: bytes
+    content_type: str = "text/csv"
+
+
 class Api:
     """A JSON client for /api/v1 that sends a bearer token."""
 
@@ -59,6 +67,9 @@ class Api:
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         url = path if path.startswith("/") else "/api/v1/" + path
+        if isinstance(json, RawFile):
+            kwargs |= {"data": json.content, "content_type": json.content_type}
+            json = None
         return self.client.open(url, method=method, json=json, headers=headers, **kwargs)
 
     def get(self, path, token=None, **kwargs):

@@ -144,11 +144,17 @@ def _operations() -> list[str]:
     )
 
 
+# Operations whose body is a file (CSV or XLSX), not JSON: every body of the corpus is
+# refused for its media type (tests/test_api_imports.py sends them hostile files).
+FILE_BODIES = {"POST /api/v1/imports"}
+
+
 @pytest.mark.parametrize("operation", _operations())
 def test_api_hostile_corpus_on_every_operation(api, world, operation):
     """Each hostile body, on each operation of the document: a 4xx problem, and the
     ledger, the keys and the records as they were."""
     method = operation.split()[0]
+    takes_a_file = operation in FILE_BODIES
     path, token = _how_to_call(operation)(world)
     before = _ledger_rows()
     for name, (data, content_type, status) in HOSTILE.items():
@@ -161,8 +167,9 @@ def test_api_hostile_corpus_on_every_operation(api, world, operation):
             content_type,
             headers={"Idempotency-Key": f"hostile-{name}"},
         )
-        body = problem_of(response, status)
-        assert body["status"] == status, name
+        expected = 415 if takes_a_file else status
+        body = problem_of(response, expected)
+        assert body["status"] == expected, name
     assert _ledger_rows() == before
 
 

@@ -14,6 +14,7 @@ import pytest
 from points import honours, ledger, redemptions, service
 from points.directory import create_token
 from points.policy import set_policy
+from tests.api_fixtures import RawFile
 
 pytest_plugins = ("tests.api_fixtures",)
 
@@ -41,7 +42,7 @@ _unique = count(1)
 
 
 @pytest.fixture
-def world(world):
+def world(world, app):
     """The API tests' world, with two providers' link tokens."""
     from points.directory import create_provider
     from points.providers import issue_link
@@ -49,7 +50,10 @@ def world(world):
     create_provider("barber-zhang", "张师傅理发", "longtan")
     world.tokens["provider_in"] = issue_link(None, "barber-wang").token
     world.tokens["provider_out"] = issue_link(None, "barber-zhang").token
-    return world
+    yield world
+    # Imports run in threads of their own: let them end before the database goes.
+    for thread in list(app.extensions.get("import_threads", {}).values()):
+        thread.join(30)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,40 @@ def _honour(world, *, ended: bool = False) -> int:
         db.session.execute(update(Honour).where(Honour.id == found.id).values(notice_until=now))
         db.session.commit()
     return found.id
+
+
+def _import_file(world) -> bytes:
+    """A CSV of one patrol of self, on a day of its own (each file is new)."""
+    from points.extensions import db
+    from points.models import Volunteer
+
+    card = db.session.get(Volunteer, world.volunteers["self"]).card_code
+    day = datetime(2025, 1, 1) + timedelta(days=next(_unique))
+    return f"volunteer,kind,date,minutes\n{card},patrol,{day:%Y-%m-%d},30\n".encode()
+
+
+def _import_run(world) -> int:
+    """A finished dry run of a new file into xizhaosi."""
+    import io
+
+    from points import imports
+    from points.imports import jobs
+    from points.policy import district_info
+
+    node = district_info("xizhaosi")
+    content = _import_file(world)
+    jobs.store_file(node, "book.csv", content, actor="office:test")
+    run_id = imports.start_run(
+        node,
+        "records",
+        "book.csv",
+        lambda: io.BytesIO(content),
+        imports.ColumnMapping("records"),
+        actor="office:test",
+        dry_run=True,
+    )
+    imports.execute_run(run_id, node, lambda: io.BytesIO(content))
+    return run_id
 
 
 def _served(world) -> None:
@@ -679,6 +717,42 @@ CASES = [
         frozenset(OFFICES_IN),
         lambda w, p: _settling(w),
     ),
+    Case("list the imports of xizhaosi", "GET", "imports?district=xizhaosi", READERS_IN),
+    Case(
+        "import records into xizhaosi",
+        "POST",
+        "imports?district=xizhaosi&kind=records",
+        frozenset(OFFICES_IN),
+        lambda w, p: RawFile(_import_file(w)),
+    ),
+    Case(
+        "read an import run of xizhaosi", "GET", lambda w: f"imports/{_import_run(w)}", READERS_IN
+    ),
+    Case(
+        "read the refused rows of an import run of xizhaosi",
+        "GET",
+        lambda w: f"imports/{_import_run(w)}/problems",
+        READERS_IN,
+    ),
+    Case(
+        "post a previewed import into xizhaosi",
+        "POST",
+        lambda w: f"imports/{_import_run(w)}/post",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
+        "read the records mapping of xizhaosi",
+        "GET",
+        "imports/mappings/records?district=xizhaosi",
+        READERS_IN,
+    ),
+    Case(
+        "set the records mapping of xizhaosi",
+        "PUT",
+        "imports/mappings/records?district=xizhaosi",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"columns": {"kind": "类型"}, "values": {"kind": {"巡街": "patrol"}}},
+    ),
     Case("list the honours of xizhaosi", "GET", "honours?district=xizhaosi", READERS_IN),
     Case(
         "propose an honour for xizhaosi",
@@ -811,6 +885,13 @@ OPERATION_OF = {
     "read today's summary": "GET /api/v1/today",
     "read barber-wang's statement at xizhaosi": "GET /api/v1/providers/{code}/statement",
     "settle barber-wang at xizhaosi": "POST /api/v1/providers/{code}/settlements",
+    "list the imports of xizhaosi": "GET /api/v1/imports",
+    "import records into xizhaosi": "POST /api/v1/imports",
+    "read an import run of xizhaosi": "GET /api/v1/imports/{run_id}",
+    "read the refused rows of an import run of xizhaosi": ("GET /api/v1/imports/{run_id}/problems"),
+    "post a previewed import into xizhaosi": "POST /api/v1/imports/{run_id}/post",
+    "read the records mapping of xizhaosi": "GET /api/v1/imports/mappings/{kind}",
+    "set the records mapping of xizhaosi": "PUT /api/v1/imports/mappings/{kind}",
     "list the honours of xizhaosi": "GET /api/v1/honours",
     "propose an honour for xizhaosi": "POST /api/v1/honours",
     "read an honour of xizhaosi": "GET /api/v1/honours/{honour_id}",

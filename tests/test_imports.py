@@ -343,3 +343,9 @@ def test_two_runs_of_one_file_at_once_post_each_row_once(app, tree):
     assert db.session.scalar(select(func.count()).select_from(ImportKey)) == 60
     assert db.session.scalar(select(func.sum(Volunteer.service_minutes))) == 60 * 30
     assert not verify().problems
+
+
+def test_bytes_that_are_no_text_are_a_file_error(volunteer):
+    with pytest.raises(errors.InvalidInputError) as refused:
+        _run(b"\x00\x01\x02\xff\xfe\x9e\x80 not text")
+    assert "file" in refused.value.errors

@@ -59,6 +59,7 @@ def register_api(app: Flask) -> PointsApi:
         exports,
         health,
         honours,
+        imports,
         kiosk,
         ledger,
         policy,
@@ -116,6 +117,7 @@ def register_api(app: Flask) -> PointsApi:
         reports,
         honours,
         settlements,
+        imports,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())

@@ -133,6 +133,35 @@ def _check_text() -> None:
         )
 
 
+# Operations whose body is a file, not JSON: endpoint -> (methods, media types, bytes).
+_RAW_BODIES: dict[str, tuple[tuple[str, ...], tuple[str, ...], int]] = {}
+
+
+def raw_body(
+    endpoint: str, *, methods: tuple[str, ...], mimetypes: tuple[str, ...], max_bytes: int
+) -> None:
+    """Let `endpoint` take a body of these media types, up to `max_bytes`, read by its
+    view (an import's file); every other operation keeps JSON and the app's limit."""
+    _RAW_BODIES[endpoint] = (methods, mimetypes, max_bytes)
+
+
+def _raw_body() -> bool:
+    """For an operation taking a file: check its media type and raise its size limit
+    (before anything reads the body); True when the body is left to the view."""
+    found = _RAW_BODIES.get(request.endpoint or "")
+    if found is None or request.method not in found[0]:
+        return False
+    _methods, mimetypes, max_bytes = found
+    request.max_content_length = max_bytes
+    if request.content_length and request.mimetype not in mimetypes:
+        raise UnsupportedMediaTypeError(
+            f"send the file as the body, with Content-Type one of {', '.join(mimetypes)}, "
+            f"not {request.content_type!r}"
+        )
+    g.points_body = core.missing
+    return True
+
+
 def read_body() -> None:
     """Before every API request: refuse unstorable text in the path and query, and a
     body that is not acceptable JSON (415, 400, 422); keep the parsed body for the view.
@@ -145,6 +174,8 @@ def read_body() -> None:
     if not request.path.startswith(PREFIX + "/"):
         return
     _check_text()
+    if _raw_body():
+        return
     raw = request.get_data(cache=True)
     if not raw:
         g.points_body = core.missing

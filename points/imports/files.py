@@ -83,16 +83,19 @@ def read_rows(name: str, opener: Callable[[], BinaryIO]) -> tuple[list[str], Ite
 
 
 def _encoding(opener: Callable[[], BinaryIO]) -> str:
-    """UTF-8 if the whole file decodes as UTF-8 (read a piece at a time), else GB18030."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    with opener() as stream:
-        try:
-            while piece := stream.read(1 << 20):
-                decoder.decode(piece)
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            return "gb18030"
-    return "utf-8-sig"
+    """UTF-8 if the whole file decodes as UTF-8, else GB18030 if it decodes as that (each
+    read a piece at a time); else the file is not text."""
+    for encoding, name in (("utf-8", "utf-8-sig"), ("gb18030", "gb18030")):
+        decoder = codecs.getincrementaldecoder(encoding)()
+        with opener() as stream:
+            try:
+                while piece := stream.read(1 << 20):
+                    decoder.decode(piece)
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError:
+                continue
+        return name
+    raise file_problem("The file is neither a CSV text (UTF-8 or GB18030) nor an XLSX workbook.")
 
 
 def _csv_rows(opener: Callable[[], BinaryIO]) -> Iterator[list[str]]:

@@ -9,11 +9,14 @@ import hashlib
 import io
 import threading
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
+from points import ledger
 from points.errors import NotFoundError
 from points.exports import FORMULA_STARTS
 from points.extensions import db
@@ -30,18 +33,24 @@ STALE_AFTER = timedelta(minutes=2)
 def store_file(node: DistrictInfo, name: str, content: bytes, *, actor: str) -> str:
     """Keep the file's bytes (once per content) and return their sha256."""
     sha = hashlib.sha256(content).hexdigest()
-    if db.session.get(ImportFile, sha) is None:
-        db.session.add(
-            ImportFile(
-                sha256=sha,
-                district_id=node.id,
-                name=name[:255],
-                content=content,
-                uploaded_by=actor,
-                created_at=utcnow(),
+
+    def work() -> None:
+        if db.session.get(ImportFile, sha) is None:
+            db.session.add(
+                ImportFile(
+                    sha256=sha,
+                    district_id=node.id,
+                    name=name[:255],
+                    content=content,
+                    uploaded_by=actor,
+                    created_at=utcnow(),
+                )
             )
-        )
-        db.session.commit()
+            db.session.flush()
+
+    # IntegrityError: the same file, uploaded by someone else at the same moment.
+    with suppress(IntegrityError):
+        ledger.atomic(work)
     return sha
 
 
