@@ -81,8 +81,8 @@ def test_imports_page_previews_maps_posts_and_posts_once(app, office, accounts):
     assert (run.rows_total, run.posted, run.refused) == (3, 1, 2)
     text = preview.text
     assert 'id="problems"' in text
-    assert re.search(r'<td class="number">3</td><td>Unknown kind &#39;巡街&#39;', text)
-    assert re.search(r'<td class="number">4</td><td>No volunteer NOBODY in this node', text)
+    assert re.search(r'<td class="number">3</td><td>未知的服务类型 &#39;巡街&#39;', text)
+    assert re.search(r'<td class="number">4</td><td>本节点没有志愿者 NOBODY', text)
     assert "志愿者、类型、日期、分钟" in text  # the file's columns
     assert "预览：完成" in text and "将这些行入账" in text and _count(ServiceRecord) == 0
     refused = office.get(f"/office/imports/{run_id}/refused.csv")

@@ -55,19 +55,24 @@ def read_rows(name: str, opener: Callable[[], BinaryIO]) -> tuple[list[str], Ite
     with opener() as stream:
         start = stream.read(4)
     if not start:
-        raise file_problem("The file is empty.")
+        raise file_problem("文件是空的 / The file is empty.")
     rows = _xlsx_rows(opener) if is_xlsx(name, start) else _csv_rows(opener)
     try:
         first = next(rows)
     except StopIteration:
-        raise file_problem("The file has no header row.") from None
+        raise file_problem("文件没有表头行 / The file has no header row.") from None
     headers = [cell.strip() for cell in first]
     if not any(headers):
-        raise file_problem("The file's first row is empty: it must name the columns.")
+        raise file_problem(
+            "文件第一行是空的，应写明各列名称 / "
+            "The file's first row is empty: it must name the columns."
+        )
     named = [h for h in headers if h]
     if len(set(named)) != len(named):
         repeated = sorted({h for h in named if named.count(h) > 1})
-        raise file_problem(f"Columns named twice: {', '.join(repeated)}.")
+        raise file_problem(
+            f"列名重复：{', '.join(repeated)} / Columns named twice: {', '.join(repeated)}."
+        )
 
     def numbered() -> Iterator[Row]:
         for line, cells in enumerate(rows, start=2):
@@ -95,7 +100,10 @@ def _encoding(opener: Callable[[], BinaryIO]) -> str:
             except UnicodeDecodeError:
                 continue
         return name
-    raise file_problem("The file is neither a CSV text (UTF-8 or GB18030) nor an XLSX workbook.")
+    raise file_problem(
+        "文件既不是 CSV 文本（UTF-8 或 GB18030）也不是 XLSX 表格 / "
+        "The file is neither a CSV text (UTF-8 or GB18030) nor an XLSX workbook."
+    )
 
 
 def _csv_rows(opener: Callable[[], BinaryIO]) -> Iterator[list[str]]:
@@ -106,7 +114,10 @@ def _csv_rows(opener: Callable[[], BinaryIO]) -> Iterator[list[str]]:
             text = io.TextIOWrapper(stream, encoding=encoding, newline="")
             sample = text.read(4096)
             if "\x00" in sample:
-                raise file_problem("The file is not a CSV text file (it holds NUL characters).")
+                raise file_problem(
+                    "文件不是 CSV 文本（含有 NUL 字符）/ "
+                    "The file is not a CSV text file (it holds NUL characters)."
+                )
             try:
                 dialect = csv.Sniffer().sniff(sample, delimiters=",\t;")
             except csv.Error:
@@ -116,10 +127,15 @@ def _csv_rows(opener: Callable[[], BinaryIO]) -> Iterator[list[str]]:
             try:
                 for cells in reader:
                     if any("\x00" in cell for cell in cells):
-                        raise file_problem(f"Line {reader.line_num}: a NUL character.")
+                        raise file_problem(
+                            f"第 {reader.line_num} 行含有 NUL 字符 / "
+                            f"Line {reader.line_num}: a NUL character."
+                        )
                     yield cells
             except csv.Error as error:
-                raise file_problem(f"Line {reader.line_num}: {error}.") from None
+                raise file_problem(
+                    f"第 {reader.line_num} 行无法读取 / Line {reader.line_num}: {error}."
+                ) from None
 
     return rows()
 
@@ -132,7 +148,9 @@ def _xlsx_rows(opener: Callable[[], BinaryIO]) -> Iterator[list[str]]:
     try:
         book = openpyxl.load_workbook(opener(), read_only=True, data_only=True)
     except (BadZipFile, KeyError, ValueError, OSError) as error:
-        raise file_problem(f"Not a readable XLSX workbook ({error}).") from None
+        raise file_problem(
+            f"无法读取的 XLSX 表格 / Not a readable XLSX workbook ({error})."
+        ) from None
     sheet = book.worksheets[0]
 
     def rows() -> Iterator[list[str]]:

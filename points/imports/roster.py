@@ -66,24 +66,31 @@ def checked(line: int, fields: dict[str, str], nodes: dict[str, tuple[int, str]]
     """A roster row as a Steward; raises RowProblem."""
     reference = parse_reference(fields["reference"])
     if reference is None:
-        raise RowProblem("No paper reference.")
+        raise RowProblem("缺少纸质编号 / No paper reference.")
     name = fields["name"]
     if not name or len(name) > 200:
-        raise RowProblem("A name of 1 to 200 characters is required.")
+        raise RowProblem("姓名须为 1 到 200 个字符 / A name of 1 to 200 characters is required.")
     phone = fields["phone"] or None
     if phone is not None and not _PHONE.match(phone):
-        raise RowProblem(f"Phone {phone!r}: digits, spaces and '-', 5 to 20.")
+        raise RowProblem(
+            f"电话 {phone!r} 格式不对 / Phone {phone!r}: digits, spaces and '-', 5 to 20."
+        )
     node = fields["node"] or home
     if node not in nodes:
-        raise RowProblem(f"No node {node!r} here: one of {', '.join(sorted(nodes))}.")
+        raise RowProblem(
+            f"这里没有节点 {node!r} / No node {node!r} here: one of {', '.join(sorted(nodes))}."
+        )
     card = fields["card_code"].upper() or None
     if card is not None and not _CARD.match(card):
-        raise RowProblem(f"Card code {card!r}: 4 to 32 letters and digits.")
+        raise RowProblem(
+            f"卡号 {card!r} 须为 4 到 32 个字母或数字 / "
+            f"Card code {card!r}: 4 to 32 letters and digits."
+        )
     pin = fields["pin"] or None
     if pin is not None:
         problem = pin_problem(pin, card)
         if problem is not None:
-            raise RowProblem(f"PIN: {problem}")
+            raise RowProblem(f"密码不可用 / PIN: {problem}")
     return Steward(line, reference, name, phone, node, nodes[node][0], card, pin)
 
 

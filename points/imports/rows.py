@@ -57,18 +57,27 @@ class Volunteers:
     def find(self, text: str) -> int:
         """The volunteer a row names by card code, paper reference or phone."""
         if not text:
-            raise RowProblem("No volunteer: give a card code, a paper reference or a phone.")
+            raise RowProblem(
+                "缺少志愿者：请填卡号、纸质编号或电话 / "
+                "No volunteer: give a card code, a paper reference or a phone."
+            )
         found = self.by_card.get(text.upper())
         if found is None and text in self.by_reference:
             found = self.by_reference[text]
             if found is None:
-                raise RowProblem(f"Paper reference {text} names volunteers of two nodes.")
+                raise RowProblem(
+                    f"纸质编号 {text} 对应两个社区的志愿者 / "
+                    f"Paper reference {text} names volunteers of two nodes."
+                )
         if found is None and _digits(text) in self.by_phone:
             found = self.by_phone[_digits(text)]
             if found is None:
-                raise RowProblem(f"Phone {text} is registered in two nodes: use the card code.")
+                raise RowProblem(
+                    f"电话 {text} 在两个社区登记过，请用卡号 / "
+                    f"Phone {text} is registered in two nodes: use the card code."
+                )
         if found is None:
-            raise RowProblem(f"No volunteer {text} in this node.")
+            raise RowProblem(f"本节点没有志愿者 {text} / No volunteer {text} in this node.")
         return found
 
 
@@ -85,7 +94,7 @@ def parse_date(text: str, zone: ZoneInfo, now: datetime) -> datetime:
     """A service date (or date and time) in the node's zone, as an aware datetime; never
     in the future."""
     if not text:
-        raise RowProblem("No date.")
+        raise RowProblem("缺少日期 / No date.")
     moment = None
     if len(text) == 10 and text[4] == "-":
         # The common case first: 2025-03-14, an ISO date, fast to read.
@@ -115,32 +124,42 @@ def parse_date(text: str, zone: ZoneInfo, now: datetime) -> datetime:
         try:
             moment = datetime.fromisoformat(text)
         except ValueError:
-            raise RowProblem(f"Date {text!r} is not a date like 2025-03-14.") from None
+            raise RowProblem(
+                f"日期 {text!r} 无法识别，请写成 2025-03-14 / "
+                f"Date {text!r} is not a date like 2025-03-14."
+            ) from None
     moment = moment.replace(tzinfo=zone) if moment.tzinfo is None else moment
     if moment.year < 2000:
-        raise RowProblem(f"Date {text} is before 2000.")
+        raise RowProblem(f"日期 {text} 早于 2000 年 / Date {text} is before 2000.")
     if moment > now + timedelta(minutes=5):
         if moment.date() == now.astimezone(zone).date():
             return now  # today's service, dated noon, before noon
-        raise RowProblem(f"Date {text} is in the future.")
+        raise RowProblem(f"日期 {text} 在将来 / Date {text} is in the future.")
     return moment
 
 
 def parse_whole(text: str, name: str, *, low: int, high: int, required: bool) -> int | None:
     if not text:
         if required:
-            raise RowProblem(f"No {name}.")
+            raise RowProblem(f"缺少 {name} / No {name}.")
         return None
     try:
         value = float(text) if "." in text else int(text)
     except ValueError:
-        raise RowProblem(f"{name.capitalize()} {text!r} is not a whole number.") from None
+        raise RowProblem(
+            f"{name} {text!r} 不是整数 / {name.capitalize()} {text!r} is not a whole number."
+        ) from None
     if isinstance(value, float):
         if not value.is_integer():
-            raise RowProblem(f"{name.capitalize()} {text} is not a whole number.")
+            raise RowProblem(
+                f"{name} {text} 不是整数 / {name.capitalize()} {text} is not a whole number."
+            )
         value = int(value)
     if not low <= value <= high:
-        raise RowProblem(f"{name.capitalize()} {value} is not from {low} to {high}.")
+        raise RowProblem(
+            f"{name} {value} 应在 {low} 到 {high} 之间 / "
+            f"{name.capitalize()} {value} is not from {low} to {high}."
+        )
     return value
 
 
@@ -158,7 +177,10 @@ def parse_reference(text: str) -> str | None:
     if not text:
         return None
     if len(text) > MAX_REFERENCE:
-        raise RowProblem(f"Reference is longer than {MAX_REFERENCE} characters.")
+        raise RowProblem(
+            f"编号超过 {MAX_REFERENCE} 个字符 / "
+            f"Reference is longer than {MAX_REFERENCE} characters."
+        )
     return text
 
 
@@ -195,10 +217,14 @@ def typed_details(details: dict[str, str], types: dict[str, type]) -> dict:
             try:
                 typed[name] = float(text)
             except ValueError:
-                raise RowProblem(f"{name}: {text!r} is not a number.") from None
+                raise RowProblem(
+                    f"{name}：{text!r} 不是数字 / {name}: {text!r} is not a number."
+                ) from None
         elif wanted is bool:
             if text.lower() not in _YES | _NO:
-                raise RowProblem(f"{name}: {text!r} is not yes or no.")
+                raise RowProblem(
+                    f"{name}：{text!r} 不是“是/否” / {name}: {text!r} is not yes or no."
+                )
             typed[name] = text.lower() in _YES
         else:
             typed[name] = text

@@ -84,7 +84,8 @@ def start_run(
             "the file lacks required columns",
             errors={
                 "columns": [
-                    f"No column for {', '.join(missing)}; the file has: {', '.join(headers)}."
+                    f"文件缺少这些列：{', '.join(missing)} / No column for {', '.join(missing)}; "
+                    f"the file has: {', '.join(headers)}."
                 ]
             },
         )
@@ -237,6 +238,7 @@ def _records(run, node, headers, rows, mapping, counts, reporter) -> None:
                 kind = kinds.get(fields["kind"]) or kinds.get(fields["kind"].lower())
                 if kind is None:
                     raise RowProblem(
+                        f"未知的服务类型 {fields['kind']!r}，请在对照表里对应 / "
                         f"Unknown kind {fields['kind']!r}: map it to one of "
                         f"{', '.join(sorted(set(kinds.values())))}."
                     )
@@ -352,7 +354,7 @@ def _balances(run, node, headers, rows, mapping, counts, reporter) -> None:
             when = parse_date(fields["date"], zone, now)
             reference = parse_reference(fields["reference"])
             if reference is None:
-                raise RowProblem("No paper book reference.")
+                raise RowProblem("缺少存折号 / No paper book reference.")
         except RowProblem as problem:
             reporter.refuse(line, str(problem), row)
             continue
@@ -448,7 +450,10 @@ def _roster(run, node, headers, rows, mapping, counts, reporter) -> list:
             steward = roster.checked(line, fields, nodes, node.code)
             first = seen.setdefault((steward.node_id, steward.reference), line)
             if first != line:
-                raise RowProblem(f"Reference {steward.reference} is also on line {first}.")
+                raise RowProblem(
+                    f"编号 {steward.reference} 与第 {first} 行重复 / "
+                    f"Reference {steward.reference} is also on line {first}."
+                )
         except RowProblem as problem:
             reporter.refuse(line, str(problem), row)
             counts.rows_done += 1

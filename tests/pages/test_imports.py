@@ -52,7 +52,7 @@ def test_office_imports_a_paper_file_by_clicks(site, new_page, tmp_path):
     assert "预览：完成" in page.locator("#status").inner_text()
     refused = page.locator("#problems tbody tr")
     assert refused.count() == 2
-    assert "Unknown kind '巡街'" in refused.nth(0).inner_text()
+    assert "未知的服务类型 '巡街'" in refused.nth(0).inner_text()
     assert refused.nth(1).locator("td").first.inner_text() == "4"
     look(page, f"office-imports-preview-{site.backend}")
 
