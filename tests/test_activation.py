@@ -336,3 +336,19 @@ def test_api_issue_activation_is_the_office_s_and_audited(api, world):
     assert row["target_id"] == str(peer)
     # The code is in no audit row.
     assert response.get_json()["activation_code"] not in str(row)
+
+
+def test_one_code_at_several_screens_at_once_sets_one_pin(app, tree):
+    from tests.test_concurrency import run_together
+
+    volunteer = _pending(tree)
+    card = _row(volunteer.id).card_code
+    # Four at once: below the lockout, so every loser loses to the winner, not to a lock.
+    pins = ["736150", "918273", "528461", "306817"]
+    results = run_together(app, 4, lambda i: auth.activate(None, card, CODE, pins[i]))
+    wins = [i for i, result in enumerate(results) if isinstance(result, auth.CardHolder)]
+    assert len(wins) == 1, results
+    assert all(isinstance(r, WrongPinError) for i, r in enumerate(results) if i != wins[0])
+    row = _row(volunteer.id)
+    assert row.activation_hash is None and check_pin(pins[wins[0]], row.pin_hash)
+    assert _actions("volunteer.activate") == 1
