@@ -310,6 +310,59 @@ def issue_activation(principal: Principal, volunteer_id: int) -> str:
     return code
 
 
+def issue_activations(principal: Principal | None, district: str) -> dict[int, str]:
+    """Give every active volunteer of `district` and the nodes below it who has not yet
+    chosen a PIN a new activation code (their earlier codes stop: a roster's sheets were
+    lost or never printed); return volunteer id -> code, shown once, for the card sheet.
+
+    `principal` is the office asking, or None for the command line. Raises
+    NotFoundError, ForbiddenError.
+    """
+    from points.directory import district_by_code
+
+    if principal is not None:
+        _require_office(principal)
+    node = district_by_code(district)
+    if principal is not None:
+        auth.require_scope(principal, node.path)
+    waiting = db.session.scalars(
+        select(Volunteer.id)
+        .join(District, District.id == Volunteer.district_id)
+        .where(
+            District.path.startswith(node.path, autoescape=True),
+            Volunteer.status == "active",
+            Volunteer.activation_hash.is_not(None),
+        )
+        .order_by(Volunteer.id)
+    ).all()
+    codes = {volunteer_id: new_activation_code() for volunteer_id in waiting}
+    # Hashed before the unit of work opens: it holds no lock while the hashes are made.
+    hashes = {volunteer_id: hash_activation(code) for volunteer_id, code in codes.items()}
+
+    def work() -> None:
+        for volunteer_id, activation_hash in hashes.items():
+            row = _locked_row(volunteer_id)
+            if row.activation_hash is None:
+                # Activated meanwhile: their PIN stays, and no code is printed for them.
+                codes.pop(volunteer_id)
+                continue
+            row.activation_hash = activation_hash
+            row.failed_pins = 0
+            row.locked_until = None
+            db.session.flush()
+            _end_sessions(volunteer_id)
+            audit.record(
+                "volunteer.activation_issue",
+                district_id=row.district_id,
+                target=("volunteer", volunteer_id),
+                before={"pin": "activation pending"},
+                after={"pin": "activation pending"},
+            )
+
+    ledger.atomic(work)
+    return codes
+
+
 def unlock_card(principal: Principal, volunteer_id: int) -> None:
     """Clear a card's wrong-PIN count and lock. Raises NotFoundError, ForbiddenError."""
     _require_office(principal)

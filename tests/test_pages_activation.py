@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from points import activation, auth, kiosks
 from points.directory import check_pin, register_volunteer
+from points.errors import ActivationRequiredError, WrongPinError
 from points.extensions import db
 from points.models import AuditEvent, Volunteer
 from tests.office_fixtures import post
@@ -161,9 +162,8 @@ def test_pages_activation_office_issues_a_code_shown_once_on_a_printable_sheet(
     assert f'data-card="{accounts.cards["peer"]}"' in page
     assert "只在这张纸上显示一次" in page or "shown only on this sheet" in page
     code = activation.normalise(shown)
-    with pytest.raises(Exception) as asked:
+    with pytest.raises(ActivationRequiredError):
         auth.verify_card(None, accounts.cards["peer"], code)
-    assert asked.value.__class__.__name__ == "ActivationRequiredError"
     # The code is nowhere in the database, nor in the audit row.
     row = _row(peer)
     assert code not in (row.activation_hash or "") and row.pin_hash == "!"
@@ -202,3 +202,37 @@ def test_pages_activation_sheet_for_many_volunteers_carries_each_code(app, world
     assert "王秀英" not in html and "<style>" in html
     assert html.count("data-activation=") == 3 and html.count("data-card=") == 3
     assert "https://points.example.cn/me/sign-in?card=" in html or "<svg" in html
+
+
+def test_pages_activation_cards_cli_issues_new_codes_for_those_still_waiting(runner, world):
+    waiting = {}
+    for name in ("孙美华", "周志强"):
+        made = register_volunteer(
+            name, "xizhaosi", activation_hash=activation.hash_activation(CODE)
+        )
+        waiting[made.id] = made.card_code
+    result = runner.invoke(
+        args=["cards", "print", "--district", "longtan", "--new-activation-codes"]
+    )
+    assert result.exit_code == 0, result.output
+    shown = re.findall(r"data-activation-code>(\d{4} \d{4} \d{4})<", result.stdout)
+    assert len(shown) == 2 and activation.group(CODE) not in shown
+    # Only the volunteers still waiting; volunteers with a PIN keep it and get no code.
+    assert world.cards["self"] not in result.stdout
+    for card in waiting.values():
+        assert f'data-card="{card}"' in result.stdout
+        # The old code stops, a printed one asks for a PIN.
+        with pytest.raises(WrongPinError):
+            auth.verify_card(None, card, CODE)
+    codes = [activation.normalise(code) for code in shown]
+    asked = 0
+    for card in waiting.values():
+        for code in codes:
+            try:
+                auth.verify_card(None, card, code)
+            except ActivationRequiredError:
+                asked += 1
+            except WrongPinError:
+                pass
+    assert asked == 2
+    assert check_pin(world.pins["self"], _row(world.volunteers["self"]).pin_hash)
