@@ -236,3 +236,11 @@ def test_pages_activation_cards_cli_issues_new_codes_for_those_still_waiting(run
                 pass
     assert asked == 2
     assert check_pin(world.pins["self"], _row(world.volunteers["self"]).pin_hash)
+
+
+def test_pages_activation_speaks_english_when_asked(kiosk, client, pending):
+    kiosk.get("/language/en?next=/kiosk/")
+    _kiosk_code(kiosk, pending.card_code, CODE)
+    page = text(kiosk.get("/kiosk/choose-pin"))
+    assert "Choose your PIN" in page and "Save my PIN and sign in" in page
+    assert "请设置您的新密码" not in page
