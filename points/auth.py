@@ -12,9 +12,11 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import aliased
 
 from points import audit, ledger, lockout
+from points.activation import check_activation
 from points.directory import check_pin, token_digest
 from points.errors import (
     AccountClosedError,
+    ActivationRequiredError,
     AuthenticationError,
     CardLockedError,
     ForbiddenError,
@@ -299,15 +301,35 @@ def verify_card(principal: Principal | None, card_code: str, pin: str) -> CardHo
     Every attempt is counted in the database before the PIN is checked, so that all
     workers agree and parallel guesses cannot exceed the limit; a right PIN clears the
     count. `principal` is the kiosk asking (cards of other nodes are unknown to it), or
-    None for a volunteer signing in on their own phone. Raises WrongPinError,
-    CardLockedError, AccountClosedError.
+    None for a volunteer signing in on their own phone. A card with a pending activation
+    code takes that code in place of the PIN, counted the same way; the right code signs
+    nobody in. Raises WrongPinError, CardLockedError, AccountClosedError,
+    ActivationRequiredError (the right activation code: the volunteer must choose a PIN,
+    see activate).
     """
+    holder, activating = _check_card(principal, card_code, pin)
+    if activating is not None:
+        raise ActivationRequiredError(
+            "this is the card's one-time activation code: choose a PIN to sign in",
+            errors={"pin": ["One-time activation code: choose your PIN with it first."]},
+            volunteer_id=holder.volunteer_id,
+        )
+    return holder
+
+
+def _check_card(
+    principal: Principal | None, card_code: str, secret: str
+) -> tuple[CardHolder, str | None]:
+    """Check a card and the secret typed with it (its PIN, or its activation code while
+    one is pending); return the holder and, when the secret was the activation code, the
+    hash it matched."""
     row = db.session.execute(
         select(
             Volunteer.id,
             Volunteer.district_id,
             Volunteer.name,
             Volunteer.pin_hash,
+            Volunteer.activation_hash,
             Volunteer.status,
             District.path,
         )
@@ -325,21 +347,85 @@ def verify_card(principal: Principal | None, card_code: str, pin: str) -> CardHo
     if attempts is None:
         pin_refused.send("locked")
         raise _locked(row.id, now)
-    if not check_pin(pin, row.pin_hash):
+    activating = row.activation_hash
+    if activating is not None:
+        right = check_activation(secret, row.activation_hash)
+    else:
+        right = check_pin(secret, row.pin_hash)
+    if not right:
         pin_refused.send("wrong_pin")
         left = MAX_WRONG_PINS - attempts
         if left <= 0:
             raise _locked(row.id, now)
-        tries = "1 more try" if left == 1 else f"{left} more tries"
         raise WrongPinError(
             "wrong PIN",
-            errors={"pin": [f"Wrong PIN: {tries} before the card locks."]},
+            errors={"pin": [f"Wrong PIN: {_tries(left)} before the card locks."]},
             tries_left=left,
         )
     ledger.atomic(lambda: _clear_attempts(row.id))
     if row.status != "active":
         raise AccountClosedError("this card's volunteer is not active")
-    return CardHolder(row.id, row.district_id, row.path, row.name)
+    return CardHolder(row.id, row.district_id, row.path, row.name), activating
+
+
+def _tries(left: int) -> str:
+    return "1 more try" if left == 1 else f"{left} more tries"
+
+
+def activate(principal: Principal | None, card_code: str, code: str, new_pin: str) -> CardHolder:
+    """Use a card's one-time activation code to set the volunteer's first PIN; return the
+    volunteer, who may then be signed in.
+
+    `new_pin` is checked (pin_problem) before the code, so a refused PIN costs no
+    attempt; the code is counted like a PIN (verify_card). The PIN is stored slow-hashed
+    and the code's hash cleared in one statement that holds only while the code checked
+    is still the pending one, so a code is used once even by two screens at once.
+    Raises InvalidInputError (on `new_pin`), WrongPinError (on `code`: wrong, used, or
+    none pending), CardLockedError, AccountClosedError.
+    """
+    from points.directory import hash_pin, pin_problem
+
+    problem = pin_problem(new_pin, card_code.strip().upper() if isinstance(card_code, str) else "")
+    if problem is not None:
+        raise InvalidInputError("unusable PIN", errors={"new_pin": [problem]})
+    try:
+        holder, pending = _check_card(principal, card_code, code)
+    except WrongPinError as error:
+        if error.tries_left is None:
+            raise
+        raise WrongPinError(
+            "wrong activation code",
+            errors={"code": [f"Wrong code: {_tries(error.tries_left)} before the card locks."]},
+            tries_left=error.tries_left,
+        ) from None
+    if pending is None:
+        # The right PIN of an activated card is no activation code.
+        raise WrongPinError(
+            "this card has no activation code pending",
+            errors={"code": ["This code has been used, or the card has a PIN already."]},
+        )
+    pin_hash = hash_pin(new_pin)
+
+    def work() -> None:
+        done = db.session.execute(
+            update(Volunteer)
+            .where(Volunteer.id == holder.volunteer_id, Volunteer.activation_hash == pending)
+            .values(pin_hash=pin_hash, activation_hash=None, failed_pins=0, locked_until=None)
+            .returning(Volunteer.id)
+        ).scalar_one_or_none()
+        if done is None:
+            raise WrongPinError(
+                "this activation code was used a moment ago",
+                errors={"code": ["This code has been used, or the card has a PIN already."]},
+            )
+        audit.record(
+            "volunteer.activate",
+            district_id=holder.district_id,
+            target=("volunteer", holder.volunteer_id),
+        )
+
+    ledger.atomic(work)
+    return holder
 
 
 def _count_attempt(volunteer_id: int, now: datetime) -> int | None:
@@ -386,7 +472,18 @@ def open_kiosk_session(principal: Principal, card_code: str, pin: str) -> KioskS
     The session is an api_tokens row with role volunteer, named after the kiosk, that
     expires when idle. Raises what verify_card raises.
     """
-    holder = verify_card(principal, card_code, pin)
+    return _kiosk_session(principal, verify_card(principal, card_code, pin))
+
+
+def activate_at_kiosk(
+    principal: Principal, card_code: str, code: str, new_pin: str
+) -> KioskSession:
+    """Set a volunteer's first PIN with their activation code at the kiosk `principal`,
+    then open their session there. Raises what activate raises."""
+    return _kiosk_session(principal, activate(principal, card_code, code, new_pin))
+
+
+def _kiosk_session(principal: Principal, holder: CardHolder) -> KioskSession:
     secret = "sk_" + secrets.token_urlsafe(32)
     expires_at = utcnow() + timedelta(seconds=current_app.config["KIOSK_SESSION_IDLE_SECONDS"])
 
@@ -410,7 +507,8 @@ def open_kiosk_session(principal: Principal, card_code: str, pin: str) -> KioskS
 
 
 def change_pin(volunteer_id: int, old_pin: str, new_pin: str) -> None:
-    """Change a volunteer's PIN after checking the old one (counted like any attempt).
+    """Change a volunteer's PIN after checking the old one (counted like any attempt);
+    while an activation code is pending, that code stands for the old PIN.
 
     Raises WrongPinError (on `old_pin`), CardLockedError, InvalidInputError (on
     `new_pin`), AccountClosedError, NotFoundError.
@@ -422,6 +520,10 @@ def change_pin(volunteer_id: int, old_pin: str, new_pin: str) -> None:
         raise NotFoundError(f"no volunteer {volunteer_id}")
     try:
         verify_card(None, code, old_pin)
+    except ActivationRequiredError:
+        # The "old PIN" is the card's activation code: the new PIN is the first one.
+        activate(None, code, old_pin, new_pin)
+        return
     except WrongPinError as error:
         raise WrongPinError(
             error.detail, errors={"old_pin": error.errors["pin"]}, tries_left=error.tries_left
@@ -443,6 +545,17 @@ def open_volunteer_session(card_code: str, pin: str) -> tuple[str, CardHolder]:
     The token lasts VOLUNTEER_SESSION_DAYS. Raises what verify_card raises.
     """
     holder = verify_card(None, card_code, pin)
+    return _volunteer_session(holder), holder
+
+
+def activate_volunteer_session(card_code: str, code: str, new_pin: str) -> tuple[str, CardHolder]:
+    """Set a volunteer's first PIN with their activation code on their own phone, then
+    sign them in; return the session's token and holder. Raises what activate raises."""
+    holder = activate(None, card_code, code, new_pin)
+    return _volunteer_session(holder), holder
+
+
+def _volunteer_session(holder: CardHolder) -> str:
     secret = "sv_" + secrets.token_urlsafe(32)
     days = current_app.config["VOLUNTEER_SESSION_DAYS"]
 
@@ -460,7 +573,7 @@ def open_volunteer_session(card_code: str, pin: str) -> tuple[str, CardHolder]:
         )
 
     ledger.atomic(work)
-    return secret, holder
+    return secret
 
 
 def end_volunteer_sessions(volunteer_id: int, keep: int | None = None) -> None:

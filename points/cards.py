@@ -3,11 +3,14 @@
 A card lets someone without a phone take part: the kiosk's scanner reads its code, and
 its QR code opens the volunteer's sign-in page on any phone. It shows the name, the
 phone masked (a lost card tells a finder nothing), the card code, the node and the
-office's contact line (from the nearest node that has one).
+office's contact line (from the nearest node that has one). A volunteer with a one-time
+activation code gets a slip beside the card carrying it, on the sheet printed when the
+code is issued (points.activation).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -35,6 +38,9 @@ class Card:
     qr_svg: Markup
     node: str
     contact: str | None
+    # The one-time activation code, grouped ("4821 0937 5512"), printed on a slip beside
+    # the card: only on a sheet made when the code was issued (only its hash is kept).
+    activation_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,13 +63,17 @@ def card_sheet(
     principal: Principal | None = None,
     *,
     volunteer_id: int | None = None,
+    activation_codes: Mapping[int, str] | None = None,
 ) -> CardSheet:
     """Return the cards of every active volunteer in `district` and the nodes below it
     (or of the one volunteer `volunteer_id`, a card to reprint).
 
-    `principal` is the office asking (it must reach the node), or None for the command
-    line. Raises NotFoundError, ForbiddenError.
+    With `activation_codes` (volunteer id -> the code just issued: a roster import, or
+    the office's "issue an activation code"), only those volunteers' cards, each with
+    its code. `principal` is the office asking (it must reach the node), or None for the
+    command line. Raises NotFoundError, ForbiddenError.
     """
+    from points.activation import group
     from points.web.forms import qr_svg
 
     node = directory.district_by_code(district)
@@ -80,7 +90,7 @@ def card_sheet(
         )
     }
     statement = (
-        select(Volunteer.name, Volunteer.phone, Volunteer.card_code, District.path)
+        select(Volunteer.id, Volunteer.name, Volunteer.phone, Volunteer.card_code, District.path)
         .join(District, District.id == Volunteer.district_id)
         .where(
             District.path.startswith(node.path, autoescape=True),
@@ -90,9 +100,12 @@ def card_sheet(
     )
     if volunteer_id is not None:
         statement = statement.where(Volunteer.id == volunteer_id)
+    if activation_codes is not None:
+        statement = statement.where(Volunteer.id.in_(list(activation_codes)))
     rows = db.session.execute(statement).all()
     cards = []
     for row in rows:
+        code = (activation_codes or {}).get(row.id)
         url = sign_in_url(base_url, row.card_code)
         cards.append(
             Card(
@@ -103,6 +116,7 @@ def card_sheet(
                 qr_svg(url, scale=2),
                 nodes[row.path].name,
                 _contact(row.path, nodes),
+                group(code) if code else None,
             )
         )
     return CardSheet(node.code, node.name, cards)

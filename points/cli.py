@@ -348,15 +348,28 @@ def cards_cli() -> None:
 @click.option("--district", required=True, help="The node: its volunteers and those below it.")
 @click.option("--out", "out", default=None, help="Write the A4 sheet here (default: stdout).")
 @click.option("--base-url", default=None, help="Where the cards' QR codes point (PUBLIC_URL).")
+@click.option(
+    "--new-activation-codes",
+    is_flag=True,
+    help="Give the volunteers who have chosen no PIN yet new activation codes (their "
+    "earlier codes stop) and print only their cards, each with its code.",
+)
 @with_appcontext
-def cards_print(district: str, out: str | None, base_url: str | None) -> None:
+def cards_print(
+    district: str, out: str | None, base_url: str | None, new_activation_codes: bool
+) -> None:
     """Write an A4 sheet (HTML) of the cards of DISTRICT's volunteers, ready to print."""
     from flask_babel import refresh
 
     from points.cards import card_sheet
     from points.web.cards import render_sheet
 
-    sheet = card_sheet(district, _base_url(base_url))
+    codes = None
+    if new_activation_codes:
+        from points.roster import issue_activations
+
+        codes = issue_activations(None, district)
+    sheet = card_sheet(district, _base_url(base_url), activation_codes=codes)
     # The sheet's words are in zh-CN, the pages' default language.
     with current_app.test_request_context("/office/cards"):
         refresh()

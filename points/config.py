@@ -50,6 +50,10 @@ SECRET_KEY = None
 # werkzeug.security method for PIN hashes (tests choose a cheap one).
 PIN_HASH_METHOD = "scrypt"
 
+# werkzeug.security method for one-time activation codes (12 digits, 10^6 times a PIN's
+# space, so a thousandth of its work still costs a guesser more): see docs/operations.md.
+ACTIVATION_HASH_METHOD = "pbkdf2:sha256:20000"
+
 # werkzeug.security method for staff passwords: scrypt is memory-hard (tests choose a
 # cheap one).
 PASSWORD_HASH_METHOD = "scrypt"

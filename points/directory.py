@@ -177,7 +177,10 @@ def set_pin(volunteer_id: int, pin: str) -> None:
 
     def work() -> None:
         db.session.execute(
-            update(Volunteer).where(Volunteer.id == volunteer_id).values(pin_hash=pin_hash)
+            # A chosen PIN ends any activation code still pending: it never works again.
+            update(Volunteer)
+            .where(Volunteer.id == volunteer_id)
+            .values(pin_hash=pin_hash, activation_hash=None)
         )
         audit.record(
             "volunteer.pin_change",
@@ -210,22 +213,42 @@ def new_card_code() -> str:
 
 
 def register_volunteer(
-    name: str, district: str, pin: str, *, phone: str | None = None, card_code: str | None = None
+    name: str,
+    district: str,
+    pin: str | None = None,
+    *,
+    phone: str | None = None,
+    card_code: str | None = None,
+    activation_hash: str | None = None,
 ) -> Volunteer:
     """Register a volunteer in a district node with a card and PIN, and open their account.
 
     The PIN must pass pin_problem against the card code given, or the one drawn here (a
     code is drawn again rather than refuse a PIN for digits of a code it never chose).
-    Raises InvalidInputError (a field, a trivial PIN, a phone number already registered
-    in the node), NotFoundError (district), ConflictError (card code taken).
+    Instead of a PIN, `activation_hash` (points.activation.hash_activation of a one-time
+    code, hashed by the caller, perhaps in a process pool) registers a volunteer who
+    chooses their PIN at first use. Raises InvalidInputError (a field, a trivial PIN, both
+    or neither of PIN and activation hash, a phone number already registered in the
+    node), NotFoundError (district), ConflictError (card code taken).
     """
+    from points.activation import UNUSABLE_PIN_HASH
+
     errors: dict[str, list[str]] = {}
     if not isinstance(name, str) or not name.strip() or len(name) > 200:
         errors["name"] = ["Must not be empty; at most 200 characters."]
-    problem = pin_problem(pin, card_code)
-    if problem is not None:
-        errors["pin"] = [problem]
-    while card_code is None or (problem is None and pin_problem(pin, card_code) is not None):
+    problem = None
+    if activation_hash is not None:
+        if pin is not None:
+            errors["pin"] = ["Give a PIN or an activation code, not both."]
+        elif not isinstance(activation_hash, str) or not 0 < len(activation_hash) <= 200:
+            errors["activation_hash"] = ["Must be a hash from hash_activation."]
+    else:
+        problem = pin_problem(pin, card_code)
+        if problem is not None:
+            errors["pin"] = [problem]
+    while card_code is None or (
+        pin is not None and problem is None and pin_problem(pin, card_code) is not None
+    ):
         card_code = new_card_code()
     if phone is not None and (
         not isinstance(phone, str) or not re.match(r"^\+?[0-9 -]{5,20}$", phone)
@@ -234,7 +257,7 @@ def register_volunteer(
     if errors:
         raise InvalidInputError("invalid volunteer", errors=errors)
     node = district_by_code(district)
-    pin_hash = hash_pin(pin)
+    pin_hash = UNUSABLE_PIN_HASH if activation_hash is not None else hash_pin(pin)
     phone_taken = InvalidInputError(
         "this phone number is already registered in the node",
         errors={"phone": ["Already registered to a volunteer of this node."]},
@@ -251,6 +274,7 @@ def register_volunteer(
             phone=phone,
             card_code=card_code,
             pin_hash=pin_hash,
+            activation_hash=activation_hash,
             status="active",
             failed_pins=0,
             service_minutes=0,
@@ -270,7 +294,8 @@ def register_volunteer(
             "volunteer.register",
             district_id=node.id,
             target=("volunteer", volunteer.id),
-            after={"name": volunteer.name, "phone": phone, "card_code": card_code},
+            after={"name": volunteer.name, "phone": phone, "card_code": card_code}
+            | ({"activation": True} if activation_hash is not None else {}),
         )
         return volunteer
 

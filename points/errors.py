@@ -179,6 +179,18 @@ class WrongPinError(InvalidInputError):
         self.tries_left = tries_left
 
 
+class ActivationRequiredError(ConflictError):
+    """Raised when a card's one-time activation code was given where a PIN is asked for:
+    the code is right, and the volunteer must now choose a PIN (points.activation)."""
+
+    title = "Activation required"
+    slug = "activation-required"
+
+    def __init__(self, detail: str, *, errors: dict[str, Any] | None = None, volunteer_id: int):
+        super().__init__(detail, errors=errors)
+        self.volunteer_id = volunteer_id
+
+
 class WrongPasswordError(InvalidInputError):
     """Raised when a staff username is unknown or the password given with it is wrong."""
 

@@ -1,4 +1,5 @@
-"""The office's volunteers: search, edit, suspend, PIN resets, card unlocks and reissues.
+"""The office's volunteers: search, edit, suspend, PIN resets, activation codes, card
+unlocks and reissues.
 
 Each change checks that an office (or admin) reaches the volunteer's node, and writes its
 audit row in the same unit of work. Auditors read the roster with phone numbers masked.
@@ -18,6 +19,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from points import audit, auth, ledger
+from points.activation import UNUSABLE_PIN_HASH, hash_activation, new_activation_code
 from points.auth import Principal
 from points.directory import hash_pin, new_card_code, pin_problem
 from points.errors import ForbiddenError, InvalidInputError, NotFoundError
@@ -263,6 +265,8 @@ def reset_pin(principal: Principal, volunteer_id: int) -> str:
     def work() -> None:
         row = _locked_row(volunteer_id)
         row.pin_hash = pin_hash
+        # A PIN handed over replaces any activation code still pending.
+        row.activation_hash = None
         row.failed_pins = 0
         row.locked_until = None
         db.session.flush()
@@ -273,6 +277,90 @@ def reset_pin(principal: Principal, volunteer_id: int) -> str:
 
     ledger.atomic(work)
     return pin
+
+
+def issue_activation(principal: Principal, volunteer_id: int) -> str:
+    """Give a volunteer a new one-time activation code (returned: shown once, to print or
+    hand over) with which they choose their PIN at first use. Their PIN, and any code
+    issued before, stop working; the card unlocks and their sessions end. For a lost card
+    sheet, or in place of a PIN reset. Raises NotFoundError, ForbiddenError."""
+    _require_office(principal)
+    auth.reach_volunteer(principal, volunteer_id)
+    code = new_activation_code()
+    activation_hash = hash_activation(code)
+
+    def work() -> None:
+        row = _locked_row(volunteer_id)
+        had_pin = row.activation_hash is None
+        row.pin_hash = UNUSABLE_PIN_HASH
+        row.activation_hash = activation_hash
+        row.failed_pins = 0
+        row.locked_until = None
+        db.session.flush()
+        _end_sessions(volunteer_id)
+        audit.record(
+            "volunteer.activation_issue",
+            district_id=row.district_id,
+            target=("volunteer", volunteer_id),
+            before={"pin": "set" if had_pin else "activation pending"},
+            after={"pin": "activation pending"},
+        )
+
+    ledger.atomic(work)
+    return code
+
+
+def issue_activations(principal: Principal | None, district: str) -> dict[int, str]:
+    """Give every active volunteer of `district` and the nodes below it who has not yet
+    chosen a PIN a new activation code (their earlier codes stop: a roster's sheets were
+    lost or never printed); return volunteer id -> code, shown once, for the card sheet.
+
+    `principal` is the office asking, or None for the command line. Raises
+    NotFoundError, ForbiddenError.
+    """
+    from points.directory import district_by_code
+
+    if principal is not None:
+        _require_office(principal)
+    node = district_by_code(district)
+    if principal is not None:
+        auth.require_scope(principal, node.path)
+    waiting = db.session.scalars(
+        select(Volunteer.id)
+        .join(District, District.id == Volunteer.district_id)
+        .where(
+            District.path.startswith(node.path, autoescape=True),
+            Volunteer.status == "active",
+            Volunteer.activation_hash.is_not(None),
+        )
+        .order_by(Volunteer.id)
+    ).all()
+    codes = {volunteer_id: new_activation_code() for volunteer_id in waiting}
+    # Hashed before the unit of work opens: it holds no lock while the hashes are made.
+    hashes = {volunteer_id: hash_activation(code) for volunteer_id, code in codes.items()}
+
+    def work() -> None:
+        for volunteer_id, activation_hash in hashes.items():
+            row = _locked_row(volunteer_id)
+            if row.activation_hash is None:
+                # Activated meanwhile: their PIN stays, and no code is printed for them.
+                codes.pop(volunteer_id)
+                continue
+            row.activation_hash = activation_hash
+            row.failed_pins = 0
+            row.locked_until = None
+            db.session.flush()
+            _end_sessions(volunteer_id)
+            audit.record(
+                "volunteer.activation_issue",
+                district_id=row.district_id,
+                target=("volunteer", volunteer_id),
+                before={"pin": "activation pending"},
+                after={"pin": "activation pending"},
+            )
+
+    ledger.atomic(work)
+    return codes
 
 
 def unlock_card(principal: Principal, volunteer_id: int) -> None:

@@ -171,6 +171,8 @@ class Profile:
     contact: str | None
     service_minutes: int
     created_at: datetime
+    # A one-time activation code is pending: the volunteer has chosen no PIN yet.
+    activation_pending: bool = False
 
 
 _ABOVE = aliased(District, name="above")
@@ -195,6 +197,7 @@ _PROFILE = select(
     .label("contact"),
     Volunteer.service_minutes,
     Volunteer.created_at,
+    Volunteer.activation_hash.is_not(None).label("activation_pending"),
 ).join(District, District.id == Volunteer.district_id)
 
 

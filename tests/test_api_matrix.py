@@ -169,6 +169,18 @@ def _settling(world) -> dict:
     }
 
 
+def _activation_body(world, principal: str) -> dict:
+    """A new volunteer of xizhaosi with a pending activation code: its card, code, a PIN."""
+    from points.activation import hash_activation, new_activation_code
+    from points.directory import register_volunteer
+
+    code = new_activation_code()
+    made = register_volunteer(
+        f"赵{next(_unique)}", "xizhaosi", activation_hash=hash_activation(code)
+    )
+    return {"card_code": made.card_code, "code": code, "new_pin": "736150"}
+
+
 def _held_redemption(world) -> int:
     made = redemptions.create_redemption(world.volunteers["self"], "haircut", actor="office:test")
     return made.id
@@ -399,6 +411,14 @@ CASES = [
         lambda principal: 422 if principal == "kiosk_out" else 403,
     ),
     Case("read the current session", "GET", "kiosk/sessions/current", frozenset({"session"})),
+    Case(
+        "activate a new card of xizhaosi at a kiosk",
+        "POST",
+        "kiosk/activate",
+        frozenset({"kiosk_in"}),
+        _activation_body,
+        lambda principal: 422 if principal == "kiosk_out" else 403,
+    ),
     Case(
         "create a kiosk token in xizhaosi",
         "POST",
@@ -641,6 +661,12 @@ CASES = [
         frozenset(OFFICES_IN),
     ),
     Case(
+        "issue an activation code to peer",
+        "POST",
+        lambda w: f"volunteers/{w.volunteers['peer']}/activation",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
         "unlock the card of peer",
         "POST",
         lambda w: f"volunteers/{w.volunteers['peer']}/unlock",
@@ -815,6 +841,7 @@ OPERATION_OF = {
     "verify the ledger": "GET /api/v1/ledger/verify",
     "open a kiosk session for self": "POST /api/v1/kiosk/sessions",
     "read the current session": "GET /api/v1/kiosk/sessions/current",
+    "activate a new card of xizhaosi at a kiosk": "POST /api/v1/kiosk/activate",
     "create a kiosk token in xizhaosi": "POST /api/v1/tokens",
     "revoke a kiosk token of xizhaosi": "DELETE /api/v1/tokens/{token_id}",
     "issue a pairing code for a kiosk of xizhaosi": "POST /api/v1/tokens/{token_id}/pairing-code",
@@ -868,6 +895,7 @@ OPERATION_OF = {
     "search volunteers of xizhaosi": "GET /api/v1/volunteers",
     "edit peer": "PATCH /api/v1/volunteers/{volunteer_id}",
     "reset the PIN of peer": "POST /api/v1/volunteers/{volunteer_id}/pin-reset",
+    "issue an activation code to peer": "POST /api/v1/volunteers/{volunteer_id}/activation",
     "unlock the card of peer": "POST /api/v1/volunteers/{volunteer_id}/unlock",
     "reissue the card of peer": "POST /api/v1/volunteers/{volunteer_id}/reissue-card",
     "list providers": "GET /api/v1/providers",

@@ -130,6 +130,16 @@ class NewPinSchema(Schema):
     pin = fields.String(required=True, metadata={"description": "Shown only this once."})
 
 
+class NewActivationSchema(Schema):
+    activation_code = fields.String(
+        required=True,
+        metadata={
+            "description": "12 digits, shown only this once; the volunteer types it where "
+            "the PIN goes, then chooses a PIN. Print it with the card (grouped 4821 0937 5512)."
+        },
+    )
+
+
 class NewCardSchema(Schema):
     card_code = fields.String(
         required=True, metadata={"description": "The new card's code; the old one stops now."}
@@ -153,6 +163,10 @@ class VolunteerProfileSchema(Schema):
     status = fields.String(required=True)
     service_minutes = fields.Integer(required=True)
     created_at = UtcDateTime(required=True)
+    activation_pending = fields.Boolean(
+        required=True,
+        metadata={"description": "A one-time activation code is pending: no PIN chosen yet."},
+    )
 
 
 class ExpiringSchema(Schema):
@@ -376,6 +390,7 @@ def _profile(principal, volunteer_id: int) -> dict:
         "status": volunteer.status,
         "service_minutes": volunteer.service_minutes,
         "created_at": volunteer.created_at,
+        "activation_pending": volunteer.activation_hash is not None,
     }
 
 
@@ -504,7 +519,12 @@ class VoucherPageSchema(Schema):
 
 
 class PinChangeSchema(Schema):
-    old_pin = fields.String(required=True, load_only=True, validate=validate.Length(1, 6))
+    old_pin = fields.String(
+        required=True,
+        load_only=True,
+        validate=validate.Length(1, 12),
+        metadata={"description": "The current PIN; while one is pending, the activation code."},
+    )
     new_pin = fields.String(
         required=True,
         load_only=True,
@@ -566,6 +586,16 @@ class VolunteerPinReset(MethodView):
         """Give the volunteer a new random PIN (answered once), unlock the card and end their
         sessions."""
         return {"pin": roster.reset_pin(current_principal(), volunteer_id)}
+
+
+@blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/activation")
+class VolunteerActivation(MethodView):
+    @allow("office", who=f"admin, office {IN_NODE}")
+    @blp.response(200, NewActivationSchema)
+    def post(self, volunteer_id):
+        """Give the volunteer a new one-time activation code (answered once): their PIN and
+        any earlier code stop working, the card unlocks, their sessions end."""
+        return {"activation_code": roster.issue_activation(current_principal(), volunteer_id)}
 
 
 @blp.route(f"/<{VOLUNTEER_ID}:volunteer_id>/unlock")

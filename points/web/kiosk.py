@@ -13,6 +13,7 @@ from flask_babel import gettext as _
 from points import auth, kiosks, redemptions, volunteers
 from points.errors import (
     AccountClosedError,
+    ActivationRequiredError,
     AuthenticationError,
     CardLockedError,
     ConflictError,
@@ -39,6 +40,9 @@ TOKEN = "kiosk_token"  # the volunteer's kiosk session (points.auth.open_kiosk_s
 SEEN = "kiosk_seen"  # when the person last did something (epoch seconds)
 CONFIRM = "kiosk_confirm"  # the item on the confirm page and its idempotency key
 VOUCHER = "kiosk_voucher"  # the voucher just issued: (volunteer id, redemption id)
+# The card's one-time activation code, right, typed on the PIN screen: kept only until
+# the PIN is chosen (or the person goes), as the choose-PIN screen uses it once more.
+ACTIVATION = "kiosk_activation"
 
 # The countdown posts the sign-out a moment after it ends; the server allows for that
 # before it treats the person as gone.
@@ -117,7 +121,7 @@ def _sign_out(principal: auth.Principal | None) -> None:
 
 
 def _forget_person() -> None:
-    for key in (CARD, TOKEN, SEEN, CONFIRM, VOUCHER):
+    for key in (CARD, TOKEN, SEEN, CONFIRM, VOUCHER, ACTIVATION):
         session.pop(key, None)
 
 
@@ -219,6 +223,9 @@ def pin():
         else:
             try:
                 opened = auth.open_kiosk_session(g.kiosk, card_code, typed)
+            except ActivationRequiredError:
+                session[ACTIVATION] = typed
+                return redirect(url_for("web_kiosk.choose_pin"))
             except CardLockedError as error:
                 locked = error.until
                 errors["pin"] = [_("Too many wrong PINs. The card is locked.")]
@@ -240,6 +247,49 @@ def pin():
     return render_page(
         "web/kiosk/pin.html", 422 if errors else 200, errors=errors, locked_until=locked
     )
+
+
+@bp.route("/choose-pin", methods=["GET", "POST"])
+@paired
+def choose_pin():
+    """After a right activation code: the volunteer's first PIN, twice, on the pad; then
+    they are signed in."""
+    card_code, code = session.get(CARD), session.get(ACTIVATION)
+    if not card_code or not code:
+        return redirect(url_for("web_kiosk.card"))
+    if time.time() - session.get(SEEN, 0) > idle_seconds() + IDLE_SLACK_SECONDS:
+        _forget_person()
+        return redirect(url_for("web_kiosk.home", idle=1))
+    session[SEEN] = int(time.time())
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        new = request.form.get("new_pin", "").strip()
+        again = request.form.get("new_pin_again", "").strip()
+        if not new:
+            errors["new_pin"] = [_("Choose a 6-digit PIN.")]
+        elif new != again:
+            errors["new_pin_again"] = [_("The two new PINs are not the same.")]
+        else:
+            try:
+                opened = auth.activate_at_kiosk(g.kiosk, card_code, code, new)
+            except InvalidInputError as error:
+                if not isinstance(error, WrongPinError):
+                    errors = field_errors(error)
+                else:
+                    # Used meanwhile, or a new code issued: start again from the PIN.
+                    session.pop(ACTIVATION, None)
+                    return redirect(url_for("web_kiosk.pin"))
+            except (CardLockedError, AccountClosedError):
+                session.pop(ACTIVATION, None)
+                return redirect(url_for("web_kiosk.pin"))
+            else:
+                session.pop(ACTIVATION, None)
+                session.pop(CARD, None)
+                session[TOKEN] = opened.token
+                session[SEEN] = int(time.time())
+                return redirect(url_for("web_kiosk.catalog", activated=1))
+    g.idle = idle_seconds()
+    return render_page("web/kiosk/choose_pin.html", 422 if errors else 200, errors=errors)
 
 
 @bp.post("/sign-out")
@@ -270,7 +320,13 @@ def catalog():
     district = g.visitor.district_id
     items, names = volunteers.offers(district, g.visitor.volunteer_id)
     points = volunteers.balance(g.visitor.volunteer_id)
-    return render_page("web/kiosk/catalog.html", items=items, providers=names, points=points)
+    return render_page(
+        "web/kiosk/catalog.html",
+        items=items,
+        providers=names,
+        points=points,
+        activated=request.args.get("activated") == "1",
+    )
 
 
 @bp.get("/confirm")

@@ -14,6 +14,7 @@ from flask_babel import gettext as _
 from points import auth, honours, redemptions, service, volunteers
 from points.errors import (
     AccountClosedError,
+    ActivationRequiredError,
     AuthenticationError,
     CardLockedError,
     ConflictError,
@@ -48,6 +49,9 @@ PAGE_SIZE = 20
 
 # The session cookie keeps the volunteer's page token under this key.
 TOKEN = "volunteer_token"
+# A card and its one-time activation code, right, from sign-in: kept only until the
+# first PIN is chosen on the next page, which uses the code once more.
+ACTIVATION = "volunteer_activation"
 
 
 def signed_in(view):
@@ -83,6 +87,9 @@ def sign_in():
         if not errors:
             try:
                 secret, _holder = auth.open_volunteer_session(card, pin)
+            except ActivationRequiredError:
+                session[ACTIVATION] = [card, pin]
+                return redirect(url_for("web_me.choose_pin", next=request.args.get("next")))
             except CardLockedError as error:
                 locked = error.until
                 errors["pin"] = [_("Too many wrong PINs. The card is locked.")]
@@ -105,6 +112,48 @@ def sign_in():
         errors=errors,
         locked_until=locked,
     )
+
+
+@bp.route("/choose-pin", methods=["GET", "POST"])
+def choose_pin():
+    """After a right activation code at sign-in: the first PIN, twice; then signed in."""
+    from points.web import safe_next
+
+    pending = session.get(ACTIVATION)
+    if not pending:
+        return redirect(url_for("web_me.sign_in"))
+    card, code = pending
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        new = request.form.get("new_pin", "").strip()
+        again = request.form.get("new_pin_again", "").strip()
+        if not new:
+            errors["new_pin"] = [_("Choose a 6-digit PIN.")]
+        elif new != again:
+            errors["new_pin_again"] = [_("The two new PINs are not the same.")]
+        else:
+            try:
+                secret, _holder = auth.activate_volunteer_session(card, code, new)
+            except InvalidInputError as error:
+                if not isinstance(error, WrongPinError):
+                    errors = field_errors(error)
+                else:
+                    # Used meanwhile, or a new code issued: sign in again.
+                    session.pop(ACTIVATION, None)
+                    return redirect(url_for("web_me.sign_in", card=card))
+            except (CardLockedError, AccountClosedError):
+                session.pop(ACTIVATION, None)
+                return redirect(url_for("web_me.sign_in", card=card))
+            else:
+                # A new session from scratch, as at sign-in.
+                session.clear()
+                g.pop("csrf_token", None)
+                session[TOKEN] = secret
+                session.permanent = True
+                return redirect(
+                    safe_next(request.args.get("next"), url_for("web_me.home", activated=1))
+                )
+    return render_page("web/me/choose_pin.html", 422 if errors else 200, errors=errors)
 
 
 def _sign_in_errors(error: WrongPinError) -> dict[str, list[str]]:
@@ -143,6 +192,7 @@ def home():
         "web/me/home.html",
         summary=volunteers.summary(g.principal.volunteer_id, expiring_days=EXPIRING_DAYS),
         honours=honours.of_volunteer(g.principal.volunteer_id),
+        activated=request.args.get("activated") == "1",
     )
 
 

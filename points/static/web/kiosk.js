@@ -3,15 +3,24 @@
 (function () {
   "use strict";
 
-  // On-screen keys type into their field (the scanner and a keyboard still work).
+  // On-screen keys type into their field (the scanner and a keyboard still work). A pad
+  // may serve several fields (data-keypad="new_pin new_pin_again"): it types into the
+  // one last touched, and moves on to the next when one is full.
   function keypads() {
     document.querySelectorAll("[data-keypad]").forEach(function (pad) {
-      var input = document.getElementById(pad.dataset.keypad);
-      if (!input) { return; }
+      var inputs = pad.dataset.keypad.split(" ").map(function (id) {
+        return document.getElementById(id);
+      }).filter(Boolean);
+      if (!inputs.length) { return; }
+      var current = 0;
+      inputs.forEach(function (input, index) {
+        input.addEventListener("focus", function () { current = index; });
+      });
       pad.hidden = false;
       pad.addEventListener("click", function (event) {
         var key = event.target.closest("[data-key]");
         if (!key) { return; }
+        var input = inputs[current];
         var limit = parseInt(input.getAttribute("maxlength") || "64", 10);
         if (key.dataset.key === "back") {
           input.value = input.value.slice(0, -1);
@@ -19,6 +28,9 @@
           input.value = "";
         } else if (input.value.length < limit) {
           input.value += key.dataset.key;
+          if (input.value.length === limit && current < inputs.length - 1) {
+            inputs[current + 1].focus();
+          }
         }
         input.dispatchEvent(new Event("input", { bubbles: true }));
       });

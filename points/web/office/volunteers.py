@@ -1,8 +1,9 @@
-"""/office/volunteers: find, register, edit, suspend; PINs, cards, corrections.
+"""/office/volunteers: find, register, edit, suspend; PINs, activation codes, cards,
+corrections.
 
 Every change calls the service function the API calls (points.roster, points.directory,
-points.corrections); a secret a change makes (a new PIN, a new card code) is shown once,
-on the page that answers the form, and never kept.
+points.corrections); a secret a change makes (a new PIN, a new card code, an activation
+code) is shown once, on the page that answers the form, and never kept.
 """
 
 from __future__ import annotations
@@ -224,6 +225,19 @@ def volunteers_pin_reset(volunteer_id: int):
         card_code=None,
         what="pin",
     )
+
+
+@bp.post("/volunteers/<int:volunteer_id>/activation")
+@staff_page(change=True)
+def volunteers_activation(volunteer_id: int):
+    """Issue a one-time activation code (the PIN and any older code stop) and show it
+    once, on the volunteer's card sheet with its slip, ready to print."""
+    code = roster.issue_activation(g.principal, volunteer_id)
+    profile = volunteers.profile(volunteer_id)
+    sheet = card_sheet(
+        profile.district_code, public_url(), g.principal, activation_codes={volunteer_id: code}
+    )
+    return render_sheet(sheet, issued_for=volunteer_id)
 
 
 @bp.post("/volunteers/<int:volunteer_id>/unlock")
