@@ -182,6 +182,41 @@ def one_by_one(app, path: Path, count: int) -> float:
     return count / (time.perf_counter() - started)
 
 
+def roster_seconds(app, folder: Path, stewards: int) -> float:
+    """Seconds to import a roster of `stewards` without PINs (each gets an activation
+    code, hashed in a process pool), as `points import roster` does."""
+    from points import imports
+    from points.policy import district_info
+
+    path = folder / "roster.csv"
+    with path.open("w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["reference", "name", "phone", "node"])
+        for n in range(stewards):
+            writer.writerow([f"R-{n:05d}", f"管家{n}", f"139{n:08d}", "bench-community"])
+    with app.app_context():
+        node = district_info("bench-street")
+
+        def opener():
+            return path.open("rb")
+
+        started = time.perf_counter()
+        run_id = imports.start_run(
+            node,
+            "roster",
+            path.name,
+            opener,
+            imports.ColumnMapping("roster"),
+            actor="bench",
+            dry_run=False,
+        )
+        registered: list = []
+        run = imports.execute_run(run_id, node, opener, registered=registered)
+        elapsed = time.perf_counter() - started
+        assert run.posted == stewards and all(r.code for r in registered), run.refused
+        return elapsed
+
+
 def fresh_database(base: str | None, folder: Path, name: str) -> str:
     if base is None:
         return f"sqlite:///{folder / name}.sqlite"
@@ -195,29 +230,31 @@ def fresh_database(base: str | None, folder: Path, name: str) -> str:
     return url.set(database=db_name).render_as_string(hide_password=False)
 
 
-def child_rss(pg: str | None, rows: int, volunteers: int) -> tuple[int, int]:
-    """Peak RSS (KiB) of a child process that imports `rows` rows into a fresh database:
-    before the import (the app, the tree, the file written) and after it."""
-    command = [sys.executable, __file__, "--child", str(rows), "--volunteers", str(volunteers)]
-    if pg:
-        command += ["--pg", pg]
+def child_rss(url: str, path: Path) -> tuple[int, int]:
+    """Peak RSS (KiB) of a child process that only imports the CSV at `path` into the
+    prepared database at `url`: before the import (the app loaded) and after it."""
+    command = [sys.executable, __file__, "--child-url", url, "--child-csv", str(path)]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     before, after = done.stdout.strip().splitlines()[-2:]
     return int(before), int(after)
 
 
-def child(pg: str | None, rows: int, volunteers: int) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        app = make_app(fresh_database(pg, folder, f"rss{rows}"))
-        cards = prepare(app, volunteers)
-        path = folder / "records.csv"
-        write_csv(path, cards, rows)
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        import_file(app, path)
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(before)
-        print(after)
+def child(url: str, path: Path) -> None:
+    app = make_app(url)
+    with app.app_context():
+        pass
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+    import_file(app, path)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def rss_at(pg: str | None, folder: Path, rows: int, volunteers: int) -> tuple[int, int]:
+    """Prepare a fresh database and a CSV of `rows` rows here, then measure a child."""
+    url = fresh_database(pg, folder, f"rss{rows}")
+    cards = prepare(make_app(url), volunteers)
+    path = folder / f"rss{rows}.csv"
+    write_csv(path, cards, rows)
+    return child_rss(url, path)
 
 
 def main() -> None:
@@ -226,11 +263,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--volunteers", type=int, default=150)
     parser.add_argument("--one-by-one", type=int, default=3_000)
-    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--roster", type=int, default=2_000, help="stewards in the roster")
+    parser.add_argument("--child-url", help=argparse.SUPPRESS)
+    parser.add_argument("--child-csv", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.disable(logging.WARNING)
-    if args.child:
-        child(args.pg, args.child, args.volunteers)
+    if args.child_url:
+        child(args.child_url, args.child_csv)
         return
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
@@ -265,11 +304,17 @@ def main() -> None:
             f"{DISTRICT_YEAR / rate / 60:,.0f} min imported, "
             f"{DISTRICT_YEAR / single_rate / 3600:,.1f} h one by one"
         )
+        seconds = roster_seconds(single_app, folder, args.roster)
+        print(
+            f"roster of {args.roster:,} stewards with activation codes: {seconds:,.1f} s "
+            f"(target < 60 s) {'OK' if seconds < 60 else 'BELOW'}"
+        )
         with imported_app.app_context():
             problems = verify()
             print("ledger invariants:", problems)
-    small = child_rss(args.pg, 10_000, args.volunteers)
-    large = child_rss(args.pg, args.rows, args.volunteers)
+    with tempfile.TemporaryDirectory() as folder:
+        small = rss_at(args.pg, Path(folder), 10_000, args.volunteers)
+        large = rss_at(args.pg, Path(folder), args.rows, args.volunteers)
     print(
         f"peak RSS: {small[1] / 1024:,.0f} MiB importing 10,000 rows, "
         f"{large[1] / 1024:,.0f} MiB importing {args.rows:,} rows "

@@ -191,14 +191,19 @@ def set_pin(volunteer_id: int, pin: str) -> None:
     ledger.atomic(work)
 
 
-def hash_pin(pin: str) -> str:
+def hash_pin(pin: str, secret_key: str | None = None, method: str | None = None) -> str:
     """Return the stored form of a PIN: a salted slow hash of an HMAC with the secret key.
 
     Six digits are a small space; the keyed HMAC means a copy of the database alone does
-    not let anyone try them all.
+    not let anyone try them all. Without `secret_key` and `method` they are the app's
+    SECRET_KEY and PIN_HASH_METHOD; give both to hash outside the app (a process pool).
     """
-    keyed = hmac.new(current_app.config["SECRET_KEY"].encode(), pin.encode(), "sha256")
-    return generate_password_hash(keyed.hexdigest(), method=current_app.config["PIN_HASH_METHOD"])
+    if secret_key is None:
+        secret_key = current_app.config["SECRET_KEY"]
+    if method is None:
+        method = current_app.config["PIN_HASH_METHOD"]
+    keyed = hmac.new(secret_key.encode(), pin.encode(), "sha256")
+    return generate_password_hash(keyed.hexdigest(), method=method)
 
 
 def check_pin(pin: str, pin_hash: str) -> bool:
@@ -220,6 +225,7 @@ def register_volunteer(
     phone: str | None = None,
     card_code: str | None = None,
     activation_hash: str | None = None,
+    pin_hash: str | None = None,
 ) -> Volunteer:
     """Register a volunteer in a district node with a card and PIN, and open their account.
 
@@ -227,7 +233,9 @@ def register_volunteer(
     code is drawn again rather than refuse a PIN for digits of a code it never chose).
     Instead of a PIN, `activation_hash` (points.activation.hash_activation of a one-time
     code, hashed by the caller, perhaps in a process pool) registers a volunteer who
-    chooses their PIN at first use. Raises InvalidInputError (a field, a trivial PIN, both
+    chooses their PIN at first use. `pin_hash` is the PIN's `hash_pin` made by the caller
+    (a roster import hashes in a pool); the PIN is still given and checked. Raises
+    InvalidInputError (a field, a trivial PIN, both
     or neither of PIN and activation hash, a phone number already registered in the
     node), NotFoundError (district), ConflictError (card code taken).
     """
@@ -257,7 +265,10 @@ def register_volunteer(
     if errors:
         raise InvalidInputError("invalid volunteer", errors=errors)
     node = district_by_code(district)
-    pin_hash = UNUSABLE_PIN_HASH if activation_hash is not None else hash_pin(pin)
+    if activation_hash is not None:
+        pin_hash = UNUSABLE_PIN_HASH
+    elif pin_hash is None:
+        pin_hash = hash_pin(pin)
     phone_taken = InvalidInputError(
         "this phone number is already registered in the node",
         errors={"phone": ["Already registered to a volunteer of this node."]},

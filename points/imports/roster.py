@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from points import ledger
 from points.activation import hash_activation, new_activation_code
-from points.directory import hash_pin_with, pin_problem, register_volunteer
+from points.directory import hash_pin, pin_problem, register_volunteer
 from points.extensions import db
 from points.imports.rows import RowProblem, parse_reference
 from points.models import District, ImportKey, Volunteer, utcnow
@@ -144,7 +144,7 @@ def hashed(stewards: list[Steward], *, dry_run: bool) -> Iterator[tuple[Steward,
 def _hash(job: tuple[str, str, str, str]) -> str:
     what, secret_text, key, method = job
     if what == "pin":
-        return hash_pin_with(secret_text, key, method)
+        return hash_pin(secret_text, key, method)
     return hash_activation(secret_text, key, method)
 
 
@@ -161,7 +161,11 @@ def register(steward: Steward, code: str | None, digest: str, *, run_id: int, dr
             steward.node,
             phone=steward.phone,
             card_code=steward.card_code,
-            **({"pin_hash": digest} if code is None else {"activation_hash": digest}),
+            **(
+                {"pin": steward.pin, "pin_hash": digest}
+                if code is None
+                else {"activation_hash": digest}
+            ),
         )
         volunteer.external_id = steward.reference
         db.session.add(
