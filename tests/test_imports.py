@@ -23,6 +23,7 @@ from points.models import (
     Entry,
     ImportKey,
     ImportProblem,
+    ImportRun,
     Lot,
     Posting,
     ServiceMinutes,
@@ -348,4 +349,82 @@ def test_two_runs_of_one_file_at_once_post_each_row_once(app, tree):
 def test_bytes_that_are_no_text_are_a_file_error(volunteer):
     with pytest.raises(errors.InvalidInputError) as refused:
         _run(b"\x00\x01\x02\xff\xfe\x9e\x80 not text")
+    assert "file" in refused.value.errors
+
+
+def test_the_same_rows_saved_again_post_nothing_and_twin_rows_post_twice(volunteer):
+    card = _card(volunteer)
+    rows = [f"{card},visit,{LAST_YEAR}-03-14,30,2", f"{card},visit,{LAST_YEAR}-03-14,30,2"]
+    first = _run(_csv(*rows))
+    assert first.posted == 2  # two visits that day: two rows, two records
+    # Saved again by a spreadsheet (CRLF, another order, a row fixed below): nothing new.
+    resaved = _csv(f"{card},patrol,{LAST_YEAR}-03-15,60,", *rows).replace(b"\n", b"\r\n")
+    again = _run(resaved)
+    assert (again.posted, again.duplicates) == (1, 2)
+    assert db.session.scalar(select(func.count()).select_from(ServiceRecord)) == 3
+
+
+def test_a_reference_is_the_volunteers_and_repeating_it_in_a_file_is_refused(
+    volunteer, other_volunteer
+):
+    header = "volunteer,kind,date,minutes,reference"
+    mine, theirs = _card(volunteer), _card(other_volunteer)
+    content = _csv(
+        f"{mine},patrol,{LAST_YEAR}-03-14,30,1",
+        f"{theirs},patrol,{LAST_YEAR}-03-14,30,1",  # each steward's book numbers from 1
+        f"{mine},patrol,{LAST_YEAR}-03-15,30,1",  # the same book line twice: refused
+        header=header,
+    )
+    dry = _run(content, dry_run=True)
+    real = _run(content)
+    assert (dry.posted, dry.refused) == (real.posted, real.refused) == (2, 1)
+    (problem,) = imports.problems_of(real.id)
+    assert problem.line == 4 and "line 2" in problem.reason
+    balances = _csv(
+        f"{mine},100,{LAST_YEAR}-12-31,B-1",
+        f"{theirs},100,{LAST_YEAR}-12-31,B-1",
+        f"{mine},50,{LAST_YEAR}-12-31,B-1",
+        header="volunteer,points,date,reference",
+    )
+    dry = _run(balances, kind="balances", dry_run=True)
+    real = _run(balances, kind="balances")
+    assert (dry.posted, dry.points, dry.refused) == (real.posted, real.points, real.refused)
+    assert (real.posted, real.points, real.refused) == (2, 200, 1)
+
+
+def test_a_balances_file_unreadable_further_down_posts_nothing(volunteer):
+    card = _card(volunteer)
+    good = [f"{card},10,{LAST_YEAR}-03-14,B-{i}" for i in range(3)]
+    huge = f'{card},10,{LAST_YEAR}-03-14,"' + "x" * 200_000 + '"'
+    content = _csv(*good, huge, header="volunteer,points,date,reference")
+    with pytest.raises(errors.InvalidInputError):
+        _run(content, kind="balances")
+    db.session.rollback()
+    assert db.session.scalar(select(func.count()).select_from(Entry)) == 0
+    assert db.session.scalars(select(ImportRun.status)).all() == ["failed"]
+
+
+def _xlsx_with(sheet_xml: bytes) -> bytes:
+    import zipfile
+
+    openpyxl = pytest.importorskip("openpyxl")
+    book = openpyxl.Workbook()
+    book.active.append(["volunteer", "kind", "date", "minutes"])
+    made = io.BytesIO()
+    book.save(made)
+    source = zipfile.ZipFile(io.BytesIO(made.getvalue()))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if item.filename == "xl/worksheets/sheet1.xml":
+                data = sheet_xml
+            target.writestr(item, data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("sheet", [b"<worksheet><sheetData><row", b"not xml at all", b""])
+def test_a_broken_workbook_is_a_file_error(tree, sheet):
+    with pytest.raises(errors.InvalidInputError) as refused:
+        _run(_xlsx_with(sheet), name="book.xlsx")
     assert "file" in refused.value.errors

@@ -195,7 +195,6 @@ class Imports(MethodView):
         node = _node(query["district"])
         principal = current_principal()
         mapping = imports.saved_mapping(node.id, query["kind"])
-        sha = jobs.store_file(node, query["file_name"], content, actor=principal.actor)
         run_id = imports.start_run(
             node,
             query["kind"],
@@ -205,6 +204,8 @@ class Imports(MethodView):
             actor=principal.actor,
             dry_run=query["dry_run"],
         )
+        # Kept once it has been read: a file that cannot be is refused above, unkept.
+        sha = jobs.store_file(node, query["file_name"], content, actor=principal.actor)
         jobs.launch(run_id, node, sha)
         return _accepted(run_id, node)
 

@@ -141,26 +141,35 @@ def _csv_rows(opener: Callable[[], BinaryIO]) -> Iterator[list[str]]:
 
 
 def _xlsx_rows(opener: Callable[[], BinaryIO]) -> Iterator[list[str]]:
-    from zipfile import BadZipFile
-
     import openpyxl
 
+    # A workbook is a ZIP of XML written by anyone: openpyxl meets a broken one with
+    # whatever its parsers raise (BadZipFile, KeyError, ParseError, ValueError...), so
+    # any failure to read it is the file's problem, told as such.
     try:
         book = openpyxl.load_workbook(opener(), read_only=True, data_only=True)
-    except (BadZipFile, KeyError, ValueError, OSError) as error:
-        raise file_problem(
-            f"无法读取的 XLSX 表格 / Not a readable XLSX workbook ({error})."
-        ) from None
-    sheet = book.worksheets[0]
+        sheet = book.worksheets[0]
+    except Exception as error:
+        raise _unreadable(error) from None
 
     def rows() -> Iterator[list[str]]:
         try:
             for cells in sheet.iter_rows(values_only=True):
                 yield [_cell_text(value) for value in cells]
+        except InvalidInputError:
+            raise
+        except Exception as error:
+            raise _unreadable(error) from None
         finally:
             book.close()
 
     return rows()
+
+
+def _unreadable(error: Exception) -> InvalidInputError:
+    return file_problem(
+        f"无法读取的 XLSX 表格 / Not a readable XLSX workbook ({error.__class__.__name__})."
+    )
 
 
 def _cell_text(value) -> str:

@@ -13,6 +13,7 @@ it writes its run row and the refused rows, nothing else.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sqlite3
@@ -25,6 +26,7 @@ from typing import BinaryIO
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 
 from points import audit, ledger
 from points.errors import InvalidInputError, PointsError
@@ -252,17 +254,12 @@ def _records(run, node, headers, rows, mapping, counts, reporter) -> None:
                 reporter.refuse(line, str(problem), row)
                 counts.rows_done += 1
                 continue
-            key = (
-                f"records:{node.id}:{reference}"
-                if reference
-                else f"records:{run.file_sha256}:{line}"
-            )
             batch.append(
                 (
                     volunteer_id,
                     started.timestamp(),
                     line,
-                    key,
+                    _record_key(volunteer_id, reference, kind, started, minutes, details),
                     kind,
                     minutes,
                     json.dumps(details, ensure_ascii=False),
@@ -278,7 +275,12 @@ def _records(run, node, headers, rows, mapping, counts, reporter) -> None:
         stage.commit()
         reporter.tick("posting", force=True)
         reason = f"导入纸质记录（{run.file_name}）/ imported paper record ({run.file_name})"
-        for volunteer_id, services, raws in _units(stage):
+        for volunteer_id, services, raws, repeats in _units(stage):
+            for line, first in repeats:
+                counts.rows_done += 1
+                reporter.refuse(line, _repeated(first), raws[line])
+            if not services:
+                continue
             try:
                 outcomes = record_past_service(
                     volunteer_id,
@@ -288,9 +290,12 @@ def _records(run, node, headers, rows, mapping, counts, reporter) -> None:
                     run_id=run.id,
                     dry_run=run.dry_run,
                 )
-            except PointsError as error:
+            except (PointsError, DBAPIError) as error:
+                # The volunteer's batch was rolled back whole: its rows are refused, and
+                # the next run of the file posts them.
+                why = _why(error) if isinstance(error, PointsError) else _database_error(error)
                 for service in services:
-                    reporter.refuse(service.line, _why(error), raws[service.line])
+                    reporter.refuse(service.line, why, raws[service.line])
                     counts.rows_done += 1
                 reporter.tick("posting")
                 continue
@@ -308,22 +313,59 @@ def _records(run, node, headers, rows, mapping, counts, reporter) -> None:
         stage.close()
 
 
+def _record_key(volunteer_id, reference, kind, started, minutes, details) -> str:
+    """A record's key before its occurrence is counted: the volunteer's paper reference
+    when the file has one, else a digest of what the row says (the volunteer, kind,
+    start, minutes and details), so that the same rows saved again (another line ending,
+    another order, one row corrected) are the same keys."""
+    if reference:
+        return f"records:ref:{volunteer_id}:{reference}"
+    said = json.dumps(
+        [volunteer_id, kind, started.timestamp(), minutes, details],
+        sort_keys=True,
+        ensure_ascii=False,
+    )
+    return "records:row:" + hashlib.sha256(said.encode()).hexdigest()[:40]
+
+
+def _repeated(first: int) -> str:
+    return f"编号与第 {first} 行重复 / The same reference as line {first}."
+
+
+def _database_error(error: DBAPIError) -> str:
+    return (
+        "数据库错误，本志愿者的行未入账 / "
+        f"database error, nothing posted for this volunteer: {error.orig.__class__.__name__}"
+    )
+
+
 def _units(
     stage: sqlite3.Connection,
-) -> Iterator[tuple[int, list[PastService], dict[int, dict]]]:
+) -> Iterator[tuple[int, list[PastService], dict[int, dict], list[tuple[int, int]]]]:
     """The staged rows, a volunteer at a time in service order, UNIT_ROWS at most each,
-    with the rows as read, by line."""
+    with the rows as read (by line) and the lines that repeat a reference (with the line
+    that gave it first).
+
+    A row's key is its reference's, or its content's with its occurrence in the file
+    (the second identical row of a file is a second record, in this run and the next)."""
     cursor = stage.execute(
-        "SELECT volunteer, started, line, key, kind, minutes, details, raw FROM rows "
-        "ORDER BY volunteer, started, line"
+        "SELECT volunteer, started, line, key, kind, minutes, details, raw, "
+        "ROW_NUMBER() OVER (PARTITION BY key ORDER BY line), "
+        "MIN(line) OVER (PARTITION BY key) FROM rows ORDER BY volunteer, started, line"
     )
-    current, services, raws = None, [], {}
-    for volunteer, started, line, key, kind, minutes, details, raw in cursor:
-        if (volunteer != current or len(services) >= UNIT_ROWS) and services:
-            yield current, services, raws
-            services, raws = [], {}
+    current, services, raws, repeats = None, [], {}, []
+    for volunteer, started, line, key, kind, minutes, details, raw, n, first in cursor:
+        if (volunteer != current or len(services) >= UNIT_ROWS) and (services or repeats):
+            yield current, services, raws, repeats
+            services, raws, repeats = [], {}, []
         current = volunteer
         raws[line] = json.loads(raw)
+        if key.startswith("records:ref:"):
+            if n > 1:
+                repeats.append((line, first))
+                continue
+        else:
+            key = f"{key}:{n}"
         services.append(
             PastService(
                 key,
@@ -334,19 +376,20 @@ def _units(
                 json.loads(details),
             )
         )
-    if services:
-        yield current, services, raws
+    if services or repeats:
+        yield current, services, raws, repeats
 
 
 def _balances(run, node, headers, rows, mapping, counts, reporter) -> None:
-    """Opening balances: one earn per row, dated the book's date, posted once by the
-    book's reference."""
+    """Opening balances: the whole file read and checked first (a file unreadable further
+    down posts nothing), then one earn per row, dated the book's date, posted once by the
+    volunteer's book reference. (One row per steward: the checked rows are kept in memory.)"""
     zone = ZoneInfo(node.timezone)
     volunteers = Volunteers.of_node(node.path)
     now = utcnow()
+    checked, first_line = [], {}
     for line, row in rows:
         counts.rows_total += 1
-        counts.rows_done += 1
         fields, _ = mapping.apply(row, headers)
         try:
             volunteer_id = volunteers.find(fields["volunteer"])
@@ -355,10 +398,18 @@ def _balances(run, node, headers, rows, mapping, counts, reporter) -> None:
             reference = parse_reference(fields["reference"])
             if reference is None:
                 raise RowProblem("缺少存折号 / No paper book reference.")
+            key = f"balances:{volunteer_id}:{reference}"
+            first = first_line.setdefault(key, line)
+            if first != line:
+                raise RowProblem(_repeated(first))
         except RowProblem as problem:
+            counts.rows_done += 1
             reporter.refuse(line, str(problem), row)
             continue
-        key = f"balances:{node.id}:{reference}"
+        checked.append((line, row, volunteer_id, points, when, reference, key))
+    reporter.tick("posting", force=True)
+    for line, row, volunteer_id, points, when, reference, key in checked:
+        counts.rows_done += 1
         try:
             posted = _opening_balance(
                 run, volunteer_id, points, when, reference, key, line, dry_run=run.dry_run

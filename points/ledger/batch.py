@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import JSON, text
+from sqlalchemy.exc import DBAPIError
 
-from points.errors import InvalidInputError, NotFoundError
+from points.errors import AccountClosedError, InvalidInputError, NotFoundError
 from points.extensions import db
 from points.ledger.accounts import _earning_accounts
 from points.ledger.posting import _apply_to_bounded, entry_fields, entry_hash
@@ -95,6 +96,8 @@ def earn_many(volunteer_id: int, earns: Sequence[BatchEarn], *, actor: str) -> l
         _check_time(earn.effective_at, "effective_at")
         _check_time(earn.expires_at, "expires_at")
     account, issuance = _earning_accounts(volunteer_id)
+    if issuance.status != "open":
+        raise AccountClosedError(f"issuance account {issuance.id} is closed")
     district_id = account.district_id
     _apply_to_bounded(account, sum(earn.points for earn in earns))
     ids = reserve_ids("entries", len(earns))
@@ -216,17 +219,25 @@ def add_service_minutes_many(
 def _copy(table, rows: list[dict]) -> None:
     """COPY the rows into the table on the session's connection (its transaction): the
     fastest way into PostgreSQL, and triggers and constraints apply as for INSERT."""
+    import psycopg
     from psycopg.types.json import Json
 
     columns = list(rows[0])
     as_json = {c.name for c in table.columns if isinstance(c.type, JSON)}
     connection = db.session.connection().connection.driver_connection
     names = ", ".join(f'"{name}"' for name in columns)
-    with (
-        connection.cursor() as cursor,
-        cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
-    ):
-        for row in rows:
-            copy.write_row(
-                [Json(row[c]) if c in as_json and row[c] is not None else row[c] for c in columns]
-            )
+    statement = f"COPY {table.name} ({names}) FROM STDIN"
+    try:
+        with connection.cursor() as cursor, cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(
+                    [
+                        Json(row[c]) if c in as_json and row[c] is not None else row[c]
+                        for c in columns
+                    ]
+                )
+    except psycopg.Error as error:
+        # Past SQLAlchemy, psycopg's own errors: wrapped as SQLAlchemy would (an
+        # IntegrityError, an OperationalError...), so that units retry lost races and
+        # callers catch them as any other statement's.
+        raise DBAPIError.instance(statement, None, error, psycopg.Error) from error

@@ -259,7 +259,7 @@ def imports_mapping():
     node = node_in_reach(form.get("district"))
     kind = form.get("kind", "")
     stored = db.session.get(ImportFile, form.get("sha256", ""))
-    if node is None or kind not in KINDS or stored is None:
+    if node is None or kind not in KINDS or stored is None or not _uploaded_at(node, stored):
         raise NotFoundError("no such file or node in reach")
     saved = imports.saved_mapping(node.id, kind)
     headers, _rows = imports.read_rows(stored.name, _opener(stored.content))
@@ -291,6 +291,22 @@ def imports_mapping():
         return _imports_page(node, 422, errors, form, shown)
     imports.save_mapping(node.id, mapping, actor=current_actor().actor)
     return _preview(node, kind, stored.sha256, mapping, form)
+
+
+def _uploaded_at(node, stored: ImportFile) -> bool:
+    """Whether the staff may read the file's rows at this node: it was sent from a node in
+    their reach, or previewed at this one (a file is kept once per content, whoever sent
+    it first)."""
+    if node_in_reach(stored.district_id) is not None:
+        return True
+    return (
+        db.session.scalar(
+            select(ImportRun.id)
+            .where(ImportRun.district_id == node.id, ImportRun.file_sha256 == stored.sha256)
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _run_in_reach(run_id: int):
