@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 from flask import g, request
 from flask_smorest import Blueprint as SmorestBlueprint
-from marshmallow import Schema
+from marshmallow import RAISE, Schema
 from webargs import core
 from webargs.flaskparser import FlaskParser
 
@@ -198,7 +198,15 @@ def _needs_body(schema: Schema) -> bool:
 
 
 class BodyParser(FlaskParser):
-    """webargs' parser reading the body `read_body` parsed, never the raw bytes again."""
+    """webargs' parser reading the body `read_body` parsed, never the raw bytes again.
+
+    A query parameter no operation declares is a 422, as an unknown body field is: a
+    misspelt filter (`?stauts=held`) must not answer as if no filter were given."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION: ClassVar[dict[str, str | None]] = {
+        **FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION,
+        "query": RAISE,
+    }
 
     def load_json(self, req, schema: Schema) -> Any:
         body = g.get("points_body", core.missing)
