@@ -186,6 +186,7 @@ def register_commands(app: Flask) -> None:
         provider_cli,
         staff_cli,
         token_cli,
+        webhooks_cli,
     )
 
     app.cli.add_command(ledger_cli)
@@ -195,6 +196,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(provider_cli)
     app.cli.add_command(cards_cli)
     app.cli.add_command(staff_cli)
+    app.cli.add_command(webhooks_cli)
     register_plugin_commands(app)
 
 
