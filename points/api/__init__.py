@@ -72,6 +72,7 @@ def register_api(app: Flask) -> PointsApi:
         tokens,
         transfers,
         volunteers,
+        webhooks,
     )
 
     for key, value in DEFAULTS.items():
@@ -116,6 +117,7 @@ def register_api(app: Flask) -> PointsApi:
         reports,
         honours,
         settlements,
+        webhooks,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())
