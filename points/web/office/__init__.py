@@ -89,6 +89,7 @@ NAV = (
     ("web_office.staff", lazy_gettext("Staff")),
     ("web_office.audit", lazy_gettext("Audit log")),
     ("web_office.exports", lazy_gettext("Exports")),
+    ("web_office.webhooks", lazy_gettext("Webhooks")),
 )
 ROLE_NAMES = {
     "admin": lazy_gettext("administrator"),
@@ -224,4 +225,5 @@ from points.web.office import (  # noqa: E402, F401
     staff_pages,
     tokens,
     volunteers,
+    webhooks,
 )
