@@ -14,6 +14,7 @@ from points.errors import ConflictError, InvalidInputError
 from points.extensions import db
 from points.ledger import fused
 from points.models import AuditEvent, Honour, WebhookAttempt, WebhookDelivery
+from points.verify import verify as verify_ledger
 from points.webhooks.sending import post
 from tests.webhook_receiver import Receiver, verify
 
@@ -213,6 +214,8 @@ def test_webhooks_every_event_is_queued_on_every_write_path(world, receiver, bac
     assert "voucher_code" not in by_id[f"redemption:{held.id}:held"]["data"]
     assert by_id[f"honour:{honour.id}:finalised"]["data"]["members"][0]["volunteer_id"] == me
     assert set(expected) <= set(by_id)
+    report = verify_ledger()
+    assert report.ok, report.problems
 
 
 def test_webhooks_a_disabled_endpoint_hears_and_sends_nothing(world, receiver):
@@ -274,6 +277,7 @@ def test_webhooks_refuse_urls_they_may_not_call(world, app):
         ("http://[::1]/", "inner"),
         ("http://localhost/", "inner"),
         ("https://example.org/" + "a" * 2000, "2000"),
+        ("https://example.org/积分", "Percent-encode"),
     ]:
         with pytest.raises(InvalidInputError) as refused:
             webhooks.create_endpoint("longtan", url, ["entry.posted"])
@@ -284,6 +288,9 @@ def test_webhooks_refuse_urls_they_may_not_call(world, app):
     # A name that resolves to an inner address is refused when sending, too.
     answer = post("http://localhost:9/", b"{}", {}, timeout=0.5, allowed=())
     assert answer.status_code is None and "not allowed" in answer.error
+    # A URL http.client cannot send is a failed try, not a crash of the worker.
+    answer = post("http://127.0.0.1:9/a b", b"{}", {}, timeout=0.5, allowed=("127.0.0.0/8",))
+    assert answer.status_code is None and answer.error
 
 
 def test_webhooks_deliver_command_says_what_it_did(world, receiver, runner):

@@ -101,8 +101,8 @@ def check_url(url) -> str:
         raise refuse("Use an http:// or https:// address.")
     if parts.username is not None or parts.password is not None or parts.fragment:
         raise refuse("No user, password or #fragment in the address: requests are signed.")
-    if any(ord(c) <= 32 or ord(c) == 127 for c in url):
-        raise refuse("No spaces or control characters.")
+    if not url.isascii() or any(ord(c) <= 32 or ord(c) == 127 for c in url):
+        raise refuse("Percent-encode spaces and non-ASCII characters (punycode for names).")
     host = parts.hostname
     try:
         literal = ipaddress.ip_address(host)

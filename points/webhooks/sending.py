@@ -130,7 +130,8 @@ def post(
         return Answer(status, error, _since(started))
     except TimeoutError:
         return Answer(None, f"timed out after {timeout:g} s", _since(started))
-    except (OSError, http.client.HTTPException) as error:
+    except (OSError, http.client.HTTPException, ValueError) as error:
+        # ValueError (UnicodeError): a host name that IDNA cannot encode.
         return Answer(None, f"{type(error).__name__}: {error}"[:500], _since(started))
     finally:
         connection.close()
