@@ -307,3 +307,18 @@ def test_webhooks_retry_schedule_spans_more_than_a_day():
     assert delays[0] == timedelta(minutes=1) and delays[1] == timedelta(minutes=2)
     assert max(delays) == timedelta(hours=12)
     assert timedelta(days=1) < sum(delays, timedelta()) < timedelta(days=2)
+
+
+def test_webhooks_deliver_forever_waits_only_when_nothing_was_due(world, receiver, monkeypatch):
+    from points.webhooks import delivery
+
+    webhooks.create_endpoint("longtan", receiver.url, ["entry.posted"])
+    ledger.earn(world.volunteers["self"], 1, actor="office:test", reason="巡查")
+    passes, sleeps = [], []
+    one_pass = delivery.deliver
+    monkeypatch.setattr(delivery, "deliver", lambda: passes.append(one_pass()) or passes[-1])
+    monkeypatch.setattr(delivery.time, "sleep", sleeps.append)
+    webhooks.deliver_forever(2.5, stop=lambda: len(passes) >= 3)
+    assert [p["delivered"] for p in passes] == [1, 0, 0]
+    assert sleeps == [2.5]  # after the second pass; the third ends the loop
+    assert len(receiver.received) == 1
