@@ -186,6 +186,7 @@ def register_commands(app: Flask) -> None:
         provider_cli,
         staff_cli,
         token_cli,
+        webhooks_cli,
     )
 
     app.cli.add_command(ledger_cli)
@@ -198,6 +199,8 @@ def register_commands(app: Flask) -> None:
     from points.imports.cli import import_cli
 
     app.cli.add_command(import_cli)
+
+    app.cli.add_command(webhooks_cli)
     register_plugin_commands(app)
 
 

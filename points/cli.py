@@ -551,3 +551,33 @@ def policy_history_command(district: str, plugin: str) -> None:
             click.echo(f"    locked {', '.join(version.locked)}")
         if version.enabled is not None:
             click.echo(f"    enabled {str(version.enabled).lower()}")
+
+
+@click.group("webhooks", cls=Handled)
+def webhooks_cli() -> None:
+    """Send webhook deliveries (docs/webhooks.md)."""
+
+
+@webhooks_cli.command("deliver")
+@click.option("--forever", is_flag=True, help="Keep delivering, polling when nothing is due.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=5.0,
+    show_default=True,
+    help="Seconds between polls with --forever.",
+)
+@click.option("--limit", type=click.IntRange(1), help="At most this many tries in one pass.")
+@with_appcontext
+def webhooks_deliver(forever: bool, interval: float, limit: int | None) -> None:
+    """Send the webhook deliveries that are due: one pass (for cron), or --forever."""
+    from points import webhooks
+
+    if forever:
+        webhooks.deliver_forever(interval)
+        return
+    outcomes = webhooks.deliver(limit)
+    click.echo(
+        f"delivered {outcomes['delivered']}, to retry {outcomes['retry']}, "
+        f"failed {outcomes['failed']}, lost {outcomes['lost']}"
+    )

@@ -118,3 +118,11 @@ PUBLIC_URL = None
 # proxy, set it, or every request seems to come from the proxy: one address for the
 # objection limit of the public notices, for kiosk logs, for /metrics' allow list.
 PROXY_HOPS = 0
+
+# Webhooks (docs/webhooks.md): each try of a delivery waits at most this long for the
+# receiver at each step (connecting, sending, the answer), in seconds.
+WEBHOOKS_TIMEOUT_SECONDS = 10
+# Webhooks are never sent to loopback, private, link-local (cloud metadata) or other
+# inner addresses, unless they lie in one of these networks: CIDRs separated by commas
+# ("10.20.0.0/16"), for a receiver on the office's own network.
+WEBHOOKS_ALLOWED_NETWORKS = ""

@@ -1030,3 +1030,113 @@ class ImportMapping(Base):
         CheckConstraint(_in("kind", IMPORT_KINDS), name="kind"),
         UniqueConstraint("district_id", "kind"),
     )
+
+
+# -- webhooks: endpoints, subscriptions, and the outbox the triggers fill ---------------
+#
+# The outbox (`webhook_deliveries`) is written by database triggers on entries, service
+# records, redemptions and honours (migration 0017), in the event's own transaction, on
+# every write path; points.webhooks registers endpoints and delivers. See
+# docs/webhooks.md.
+
+WEBHOOK_EVENTS = (
+    "entry.posted",
+    "record.approved",
+    "record.rejected",
+    "redemption.held",
+    "redemption.fulfilled",
+    "redemption.cancelled",
+    "redemption.expired",
+    "honour.finalised",
+)
+WEBHOOK_DELIVERY_STATES = ("pending", "delivered", "failed")
+
+
+class WebhookEndpoint(Base):
+    """A URL registered at a node; it hears the events of the node and every node below
+    it. The signing secret is HMAC(SECRET_KEY, "webhook:" + salt), never stored."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    # The node's path, copied: the triggers match an event's node by a prefix of its path.
+    district_path: Mapped[str] = mapped_column(String(512))
+    url: Mapped[str] = mapped_column(String(2000))
+    salt: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="active")
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    disabled_by: Mapped[str | None] = mapped_column(String(200))
+    disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", ("active", "disabled")), name="status"),
+        CheckConstraint("(status = 'active') = (disabled_at IS NULL)", name="disabled"),
+        Index("ix_webhook_endpoints_district_path_id", "district_path", "id"),
+    )
+
+
+class WebhookSubscription(Base):
+    """An event an endpoint wants."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id"), primary_key=True)
+    event: Mapped[str] = mapped_column(String(32), primary_key=True)
+
+    __table_args__ = (
+        CheckConstraint(_in("event", WEBHOOK_EVENTS), name="event"),
+        Index("ix_webhook_subscriptions_event", "event"),
+    )
+
+
+class WebhookDelivery(Base):
+    """One event to send to one endpoint: pending, then delivered, or failed after the
+    last retry (and pending again when replayed). Written by the triggers of 0017."""
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    endpoint_id: Mapped[int] = mapped_column(ForeignKey("webhook_endpoints.id"))
+    event: Mapped[str] = mapped_column(String(32))
+    # Stable: "entry:<id>", "record:<id>:approved"; a receiver deduplicates on it.
+    event_id: Mapped[str] = mapped_column(String(64))
+    # The entry, record, redemption or honour the payload is built from when sent.
+    subject_id: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", WEBHOOK_DELIVERY_STATES), name="status"),
+        CheckConstraint("attempts >= 0", name="attempts"),
+        UniqueConstraint("endpoint_id", "event_id"),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+        # What the worker claims: the pending deliveries that are due.
+        Index(
+            "ix_webhook_deliveries_next_attempt_at",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+
+class WebhookAttempt(Base):
+    """One try of a delivery: the receiver's HTTP status, or why there was none."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(BIG_ID, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("webhook_deliveries.id"))
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    milliseconds: Mapped[int] = mapped_column(Integer)
+
+    __table_args__ = (Index("ix_webhook_attempts_delivery_id_id", "delivery_id", "id"),)

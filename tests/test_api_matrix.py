@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from sqlalchemy import select
 
 from points import honours, ledger, redemptions, service
 from points.directory import create_token
@@ -179,6 +180,31 @@ def _activation_body(world, principal: str) -> dict:
         f"赵{next(_unique)}", "xizhaosi", activation_hash=hash_activation(code)
     )
     return {"card_code": made.card_code, "code": code, "new_pin": "736150"}
+
+
+def _webhook(world) -> int:
+    """A new webhook endpoint of xizhaosi (nothing is sent in these tests)."""
+    from points import webhooks
+
+    made, _secret = webhooks.create_endpoint(
+        "xizhaosi", "https://receiver.example/hook", ["entry.posted"]
+    )
+    return made.id
+
+
+def _failed_delivery(world) -> int:
+    """A delivery of a new xizhaosi webhook that was given up on."""
+    from points.extensions import db
+    from points.models import WebhookDelivery
+
+    endpoint = _webhook(world)
+    ledger.earn(world.volunteers["self"], 1, actor="office:test", reason="visit")
+    delivery = db.session.scalar(
+        select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint)
+    )
+    delivery.status, delivery.attempts, delivery.last_status = "failed", 12, 500
+    db.session.commit()
+    return delivery.id
 
 
 def _held_redemption(world) -> int:
@@ -816,6 +842,37 @@ CASES = [
         frozenset(OFFICES_IN),
         lambda w, p: {"answer": "已核实"},
     ),
+    Case("list the webhooks of xizhaosi", "GET", "webhooks?district=xizhaosi", READERS_IN),
+    Case(
+        "register a webhook for xizhaosi",
+        "POST",
+        "webhooks",
+        frozenset(OFFICES_IN),
+        lambda w, p: {
+            "district": "xizhaosi",
+            "url": "https://receiver.example/hook",
+            "events": ["entry.posted", "record.approved"],
+        },
+    ),
+    Case("read a webhook of xizhaosi", "GET", lambda w: f"webhooks/{_webhook(w)}", READERS_IN),
+    Case(
+        "disable a webhook of xizhaosi",
+        "POST",
+        lambda w: f"webhooks/{_webhook(w)}/disable",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
+        "read the deliveries of a webhook of xizhaosi",
+        "GET",
+        lambda w: f"webhooks/{_webhook(w)}/deliveries",
+        READERS_IN,
+    ),
+    Case(
+        "replay a delivery of a webhook of xizhaosi",
+        "POST",
+        lambda w: f"webhooks/deliveries/{_failed_delivery(w)}/replay",
+        frozenset(OFFICES_IN),
+    ),
 ]
 
 
@@ -927,6 +984,14 @@ OPERATION_OF = {
     "withdraw an honour of xizhaosi": "POST /api/v1/honours/{honour_id}/withdraw",
     "answer an objection to an honour of xizhaosi": (
         "POST /api/v1/honours/objections/{objection_id}/answer"
+    ),
+    "list the webhooks of xizhaosi": "GET /api/v1/webhooks",
+    "register a webhook for xizhaosi": "POST /api/v1/webhooks",
+    "read a webhook of xizhaosi": "GET /api/v1/webhooks/{endpoint_id}",
+    "disable a webhook of xizhaosi": "POST /api/v1/webhooks/{endpoint_id}/disable",
+    "read the deliveries of a webhook of xizhaosi": "GET /api/v1/webhooks/{endpoint_id}/deliveries",
+    "replay a delivery of a webhook of xizhaosi": (
+        "POST /api/v1/webhooks/deliveries/{delivery_id}/replay"
     ),
 }
 

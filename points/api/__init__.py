@@ -73,6 +73,7 @@ def register_api(app: Flask) -> PointsApi:
         tokens,
         transfers,
         volunteers,
+        webhooks,
     )
 
     for key, value in DEFAULTS.items():
@@ -118,6 +119,7 @@ def register_api(app: Flask) -> PointsApi:
         honours,
         settlements,
         imports,
+        webhooks,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())

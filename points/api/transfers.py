@@ -7,7 +7,7 @@ Gifts the policy sends to the office wait as requests, which the office lists, a
 from __future__ import annotations
 
 from flask.views import MethodView
-from marshmallow import Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from points import queue, redemptions
 from points.api import idempotency
@@ -187,7 +187,7 @@ def _request_in_reach(principal, request_id: int) -> None:
 @blp.route("/requests")
 class TransferRequests(MethodView):
     @allow("office", "auditor", who="admin, office and auditor of the node or above")
-    @blp.arguments(TransferRequestsQuerySchema, location="query")
+    @blp.arguments(TransferRequestsQuerySchema, location="query", unknown=RAISE)
     @blp.response(200, TransferRequestPageSchema)
     def get(self, query):
         """List the gift requests of a node and below, newest first; page with the cursor."""

@@ -90,6 +90,7 @@ NAV = (
     ("web_office.audit", lazy_gettext("Audit log")),
     ("web_office.exports", lazy_gettext("Exports")),
     ("web_office.imports", lazy_gettext("Imports")),
+    ("web_office.webhooks", lazy_gettext("Webhooks")),
 )
 ROLE_NAMES = {
     "admin": lazy_gettext("administrator"),
@@ -226,4 +227,5 @@ from points.web.office import (  # noqa: E402, F401
     staff_pages,
     tokens,
     volunteers,
+    webhooks,
 )
