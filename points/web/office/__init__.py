@@ -208,18 +208,19 @@ def password():
 def home():
     """Today: what waits for a decision, vouchers about to lapse, locked cards, and the
     node's last 12 months and this month's points by activity as charts."""
-    from points import office, reports
+    from points import office
+    from points import reports as figures
     from points.plugins import activity_labels
     from points.web.office.reports import MONTHS_CHARTED, series_labels
 
     node = node_in_reach(None)
     month = datetime.now(ZoneInfo(node.timezone)).strftime("%Y-%m")
-    this_month = reports.report(node.id, *reports.month_bounds(month, node.timezone))
+    this_month = figures.report(node.id, *figures.month_bounds(month, node.timezone))
     return render_page(
         "web/office/today.html",
         today=office.today(g.principal),
         node=node,
-        months=reports.monthly(node.id, MONTHS_CHARTED, month),
+        months=figures.monthly(node.id, MONTHS_CHARTED, month),
         by_kind=sorted(this_month.issued_by_kind.items(), key=lambda item: -item[1]),
         kinds=activity_labels(),
         series=series_labels(),
