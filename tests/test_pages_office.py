@@ -119,8 +119,8 @@ def test_today_charts_the_same_months_as_the_reports(office, accounts):
 
     today = office.get("/office").get_data(as_text=True)
     report = office.get("/office/reports").get_data(as_text=True)
-    table = cells(today, "<td class=\"number\"")
-    assert len(table) == 12 * 5 and table == cells(report, "<td class=\"number\"")
+    table = cells(today, '<td class="number"')
+    assert len(table) == 12 * 5 and table == cells(report, '<td class="number"')
     assert sum(float(value) for (series, _), value in table.items() if series == "issued") > 0
     bars = re.findall(r'data-month="([\d-]+)" data-value="([\d.]+)"', today)
     assert len(bars) == 12 * 5
