@@ -472,18 +472,9 @@ def _opening_balance(run, volunteer_id, points, when, reference, key, line, *, d
             )
         )
         db.session.flush()
-        if dry_run:
-            raise _Rollback()
         return True
 
-    try:
-        return ledger.atomic(work)
-    except _Rollback:
-        return True
-
-
-class _Rollback(Exception):
-    """Undoes a dry run's unit."""
+    return (ledger.rolled_back if dry_run else ledger.atomic)(work)
 
 
 def _roster(run, node, headers, rows, mapping, counts, reporter) -> list:
