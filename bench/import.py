@@ -139,18 +139,9 @@ def import_file(app, path: Path) -> tuple[float, int]:
             return path.open("rb")
 
         started = time.perf_counter()
-        run_id = imports.start_run(
-            node,
-            "records",
-            path.name,
-            opener,
-            imports.ColumnMapping("records"),
-            actor="bench",
-            dry_run=False,
-        )
-        run = imports.execute_run(run_id, node, opener)
+        run = imports.run_file(node, "records", path.name, opener, actor="bench")
         elapsed = time.perf_counter() - started
-        assert run.refused == 0, imports.problems_of(run_id, limit=5)[0].reason
+        assert run.refused == 0, imports.problems_of(run.id, limit=5)[0].reason
         return run.rows_total / elapsed, run.posted
 
 
@@ -205,17 +196,10 @@ def roster_seconds(app, folder: Path, stewards: int) -> float:
             return path.open("rb")
 
         started = time.perf_counter()
-        run_id = imports.start_run(
-            node,
-            "roster",
-            path.name,
-            opener,
-            imports.ColumnMapping("roster"),
-            actor="bench",
-            dry_run=False,
-        )
         registered: list = []
-        run = imports.execute_run(run_id, node, opener, registered=registered)
+        run = imports.run_file(
+            node, "roster", path.name, opener, actor="bench", registered=registered
+        )
         elapsed = time.perf_counter() - started
         assert run.posted == stewards and all(r.code for r in registered), run.refused
         return elapsed
