@@ -360,12 +360,16 @@ def issue_activations(principal: Principal | None, district: str) -> dict[int, s
         row.activation_hash = hashes[row.id]
         return _PENDING, _PENDING
 
-    def work() -> None:
-        for volunteer_id in hashes:
-            if _renew_credentials(volunteer_id, "volunteer.activation_issue", change) is None:
-                codes.pop(volunteer_id)  # no code is printed for them
+    def work() -> list[int]:
+        """The volunteers left as they were; a retried unit asks again."""
+        return [
+            volunteer_id
+            for volunteer_id in hashes
+            if _renew_credentials(volunteer_id, "volunteer.activation_issue", change) is None
+        ]
 
-    ledger.atomic(work)
+    for volunteer_id in ledger.atomic(work):
+        codes.pop(volunteer_id)  # no code is printed for them
     return codes
 
 
