@@ -40,65 +40,23 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flask_migrate import upgrade
 from sqlalchemy import create_engine, make_url, text
 
-from points.app import create_app
+from bench import _prepare
+from bench._prepare import make_app
 from points.config import database_url
-from points.directory import create_district, register_volunteer
 from points.extensions import db
-from points.policy import set_policy
 from points.service import record_service
 from points.verify import verify
 
 TARGET = 5.0
 ROUNDS = 5
 DISTRICT_YEAR = 1_400_000
-LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
-
-
-def make_app(url: str):
-    return create_app(
-        {"DATABASE_URL": url, "SECRET_KEY": "bench", "PIN_HASH_METHOD": "pbkdf2:sha256:1000"}
-    )
 
 
 def prepare(app, volunteers: int) -> list[str]:
     """The tree, the policies, and the stewards; return their card codes."""
-    with app.app_context():
-        upgrade()
-        create_district("bench-city", "北京市", "city")
-        create_district("bench-district", "东城区", "district", parent="bench-city")
-        create_district("bench-street", "龙潭街道", "street", parent="bench-district")
-        create_district("bench-community", "夕照寺社区", "community", parent="bench-street")
-        set_policy(
-            "bench-city",
-            "stars",
-            {},
-            author="bench",
-            effective_from=LONG_AGO,
-            locked=["levels_hours"],
-        )
-        set_policy(
-            "bench-district",
-            "caps",
-            {"overall": {"day": 200}},
-            author="bench",
-            effective_from=LONG_AGO,
-        )
-        set_policy(
-            "bench-street",
-            "steward",
-            {"patrol": {"points_per_hour": 5}},
-            author="bench",
-            effective_from=LONG_AGO,
-        )
-        cards = [
-            register_volunteer(f"志愿者{i}", "bench-community", f"{100000 + i}").card_code
-            for i in range(volunteers)
-        ]
-        db.session.remove()
-        return cards
+    return [steward.card_code for steward in _prepare.prepare(app, volunteers)]
 
 
 def write_csv(path: Path, cards: list[str], rows: int, seed: int = 7) -> None:
@@ -139,18 +97,9 @@ def import_file(app, path: Path) -> tuple[float, int]:
             return path.open("rb")
 
         started = time.perf_counter()
-        run_id = imports.start_run(
-            node,
-            "records",
-            path.name,
-            opener,
-            imports.ColumnMapping("records"),
-            actor="bench",
-            dry_run=False,
-        )
-        run = imports.execute_run(run_id, node, opener)
+        run = imports.run_file(node, "records", path.name, opener, actor="bench")
         elapsed = time.perf_counter() - started
-        assert run.refused == 0, imports.problems_of(run_id, limit=5)[0].reason
+        assert run.refused == 0, imports.problems_of(run.id, limit=5)[0].reason
         return run.rows_total / elapsed, run.posted
 
 
@@ -205,17 +154,10 @@ def roster_seconds(app, folder: Path, stewards: int) -> float:
             return path.open("rb")
 
         started = time.perf_counter()
-        run_id = imports.start_run(
-            node,
-            "roster",
-            path.name,
-            opener,
-            imports.ColumnMapping("roster"),
-            actor="bench",
-            dry_run=False,
-        )
         registered: list = []
-        run = imports.execute_run(run_id, node, opener, registered=registered)
+        run = imports.run_file(
+            node, "roster", path.name, opener, actor="bench", registered=registered
+        )
         elapsed = time.perf_counter() - started
         assert run.posted == stewards and all(r.code for r in registered), run.refused
         return elapsed

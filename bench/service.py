@@ -35,71 +35,25 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
     sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flask_migrate import upgrade
 from sqlalchemy import create_engine, make_url, text
 
+from bench import _prepare
+from bench._prepare import make_app
 from points import ledger
-from points.app import create_app
 from points.config import database_url
-from points.directory import create_district, register_volunteer
 from points.extensions import db
-from points.policy import set_policy
 from points.service import approve, record_service
 from points.verify import verify
 
 TARGET = 0.5
 VOLUNTEERS = 40
-LONG_AGO = datetime(2020, 1, 1, tzinfo=UTC)
-
-
-def make_app(url: str):
-    return create_app(
-        {"DATABASE_URL": url, "SECRET_KEY": "bench", "PIN_HASH_METHOD": "pbkdf2:sha256:1000"}
-    )
 
 
 def prepare(app) -> list[int]:
-    with app.app_context():
-        upgrade()
-        create_district("bench-city", "北京市", "city")
-        create_district("bench-district", "东城区", "district", parent="bench-city")
-        create_district("bench-street", "龙潭街道", "street", parent="bench-district")
-        create_district("bench-community", "夕照寺社区", "community", parent="bench-street")
-        set_policy(
-            "bench-city",
-            "stars",
-            {},
-            author="bench",
-            effective_from=LONG_AGO,
-            locked=["levels_hours"],
-        )
-        set_policy(
-            "bench-district",
-            "caps",
-            {"overall": {"day": 200}},
-            author="bench",
-            effective_from=LONG_AGO,
-        )
-        set_policy(
-            "bench-street",
-            "approval",
-            {"auto_kinds": ["patrol"], "auto_approve_up_to": 10},
-            author="bench",
-            effective_from=LONG_AGO,
-        )
-        set_policy(
-            "bench-street",
-            "steward",
-            {"patrol": {"points_per_hour": 5}},
-            author="bench",
-            effective_from=LONG_AGO,
-        )
-        ids = [
-            register_volunteer(f"志愿者{i}", "bench-community", f"{100000 + i}").id
-            for i in range(VOLUNTEERS)
-        ]
-        db.session.remove()
-        return ids
+    stewards = _prepare.prepare(
+        app, VOLUNTEERS, approval={"auto_kinds": ["patrol"], "auto_approve_up_to": 10}
+    )
+    return [steward.id for steward in stewards]
 
 
 class Clock:

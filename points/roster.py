@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -31,6 +32,8 @@ PHONE_PATTERN = re.compile(r"^\+?[0-9 -]{5,20}$")
 STATES = ("active", "suspended")
 # A search lists at most this many volunteers a page.
 PAGE_SIZE = 50
+# The audit row's pin while a volunteer has an activation code and no PIN yet.
+_PENDING = {"pin": "activation pending"}
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,36 @@ def _locked_row(volunteer_id: int) -> Volunteer:
     row = db.session.scalar(select(Volunteer).where(Volunteer.id == volunteer_id).with_for_update())
     if row is None:
         raise NotFoundError(f"no volunteer {volunteer_id}")
+    return row
+
+
+# What a credentials change writes in the audit row: (before, after); None: no change.
+_Audited = tuple[dict[str, Any] | None, dict[str, Any] | None]
+
+
+def _renew_credentials(
+    volunteer_id: int, action: str, change: Callable[[Volunteer], _Audited | None]
+) -> Volunteer | None:
+    """In the unit of work open now: lock the volunteer's row and make `change` to it (a
+    new PIN, activation code or card code); then clear the card's lockout, end their
+    sessions and audit `action` with what `change` returned. Return the row, or None when
+    `change` returned None and left the volunteer as they were."""
+    row = _locked_row(volunteer_id)
+    audited = change(row)
+    if audited is None:
+        return None
+    before, after = audited
+    row.failed_pins = 0
+    row.locked_until = None
+    db.session.flush()
+    _end_sessions(volunteer_id)
+    audit.record(
+        action,
+        district_id=row.district_id,
+        target=("volunteer", volunteer_id),
+        before=before,
+        after=after,
+    )
     return row
 
 
@@ -262,20 +295,13 @@ def reset_pin(principal: Principal, volunteer_id: int) -> str:
     pin = new_pin(code)
     pin_hash = hash_pin(pin)
 
-    def work() -> None:
-        row = _locked_row(volunteer_id)
+    def change(row: Volunteer) -> _Audited:
         row.pin_hash = pin_hash
         # A PIN handed over replaces any activation code still pending.
         row.activation_hash = None
-        row.failed_pins = 0
-        row.locked_until = None
-        db.session.flush()
-        _end_sessions(volunteer_id)
-        audit.record(
-            "volunteer.pin_reset", district_id=row.district_id, target=("volunteer", volunteer_id)
-        )
+        return None, None
 
-    ledger.atomic(work)
+    ledger.atomic(lambda: _renew_credentials(volunteer_id, "volunteer.pin_reset", change))
     return pin
 
 
@@ -289,24 +315,13 @@ def issue_activation(principal: Principal, volunteer_id: int) -> str:
     code = new_activation_code()
     activation_hash = hash_activation(code)
 
-    def work() -> None:
-        row = _locked_row(volunteer_id)
+    def change(row: Volunteer) -> _Audited:
         had_pin = row.activation_hash is None
         row.pin_hash = UNUSABLE_PIN_HASH
         row.activation_hash = activation_hash
-        row.failed_pins = 0
-        row.locked_until = None
-        db.session.flush()
-        _end_sessions(volunteer_id)
-        audit.record(
-            "volunteer.activation_issue",
-            district_id=row.district_id,
-            target=("volunteer", volunteer_id),
-            before={"pin": "set" if had_pin else "activation pending"},
-            after={"pin": "activation pending"},
-        )
+        return {"pin": "set" if had_pin else "activation pending"}, _PENDING
 
-    ledger.atomic(work)
+    ledger.atomic(lambda: _renew_credentials(volunteer_id, "volunteer.activation_issue", change))
     return code
 
 
@@ -339,27 +354,22 @@ def issue_activations(principal: Principal | None, district: str) -> dict[int, s
     # Hashed before the unit of work opens: it holds no lock while the hashes are made.
     hashes = {volunteer_id: hash_activation(code) for volunteer_id, code in codes.items()}
 
-    def work() -> None:
-        for volunteer_id, activation_hash in hashes.items():
-            row = _locked_row(volunteer_id)
-            if row.activation_hash is None:
-                # Activated meanwhile: their PIN stays, and no code is printed for them.
-                codes.pop(volunteer_id)
-                continue
-            row.activation_hash = activation_hash
-            row.failed_pins = 0
-            row.locked_until = None
-            db.session.flush()
-            _end_sessions(volunteer_id)
-            audit.record(
-                "volunteer.activation_issue",
-                district_id=row.district_id,
-                target=("volunteer", volunteer_id),
-                before={"pin": "activation pending"},
-                after={"pin": "activation pending"},
-            )
+    def change(row: Volunteer) -> _Audited | None:
+        if row.activation_hash is None:
+            return None  # activated meanwhile: their PIN stays
+        row.activation_hash = hashes[row.id]
+        return _PENDING, _PENDING
 
-    ledger.atomic(work)
+    def work() -> list[int]:
+        """The volunteers left as they were; a retried unit asks again."""
+        return [
+            volunteer_id
+            for volunteer_id in hashes
+            if _renew_credentials(volunteer_id, "volunteer.activation_issue", change) is None
+        ]
+
+    for volunteer_id in ledger.atomic(work):
+        codes.pop(volunteer_id)  # no code is printed for them
     return codes
 
 
@@ -391,8 +401,7 @@ def reissue_card(principal: Principal, volunteer_id: int) -> str:
     _require_office(principal)
     auth.reach_volunteer(principal, volunteer_id)
 
-    def work() -> str:
-        row = _locked_row(volunteer_id)
+    def change(row: Volunteer) -> _Audited:
         old = row.card_code
         # A code already in use is drawn again (the unique index is the last word).
         for _ in range(20):
@@ -401,17 +410,9 @@ def reissue_card(principal: Principal, volunteer_id: int) -> str:
                 continue
             break
         row.card_code = code
-        row.failed_pins = 0
-        row.locked_until = None
-        db.session.flush()
-        _end_sessions(volunteer_id)
-        audit.record(
-            "volunteer.reissue_card",
-            district_id=row.district_id,
-            target=("volunteer", volunteer_id),
-            before={"card_code": old},
-            after={"card_code": code},
-        )
-        return code
+        return {"card_code": old}, {"card_code": code}
+
+    def work() -> str:
+        return _renew_credentials(volunteer_id, "volunteer.reissue_card", change).card_code
 
     return ledger.atomic(work)

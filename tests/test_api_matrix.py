@@ -133,17 +133,10 @@ def _import_run(world) -> int:
     node = district_info("xizhaosi")
     content = _import_file(world)
     jobs.store_file(node, "book.csv", content, actor="office:test")
-    run_id = imports.start_run(
-        node,
-        "records",
-        "book.csv",
-        lambda: io.BytesIO(content),
-        imports.ColumnMapping("records"),
-        actor="office:test",
-        dry_run=True,
+    run = imports.run_file(
+        node, "records", "book.csv", lambda: io.BytesIO(content), actor="office:test", dry_run=True
     )
-    imports.execute_run(run_id, node, lambda: io.BytesIO(content))
-    return run_id
+    return run.id
 
 
 def _served(world) -> None:

@@ -45,13 +45,11 @@ def _run(
     content: bytes, *, kind="records", dry_run=False, node="longtan", mapping=None, name="f.csv"
 ):
     where = district_info(node)
-    mapping = mapping or imports.ColumnMapping(kind)
 
     def opener():
         return io.BytesIO(content)
 
-    run_id = imports.start_run(where, kind, name, opener, mapping, actor="office", dry_run=dry_run)
-    return imports.execute_run(run_id, where, opener)
+    return imports.run_file(where, kind, name, opener, mapping, actor="office", dry_run=dry_run)
 
 
 def _card(volunteer_id: int) -> str:

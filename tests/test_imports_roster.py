@@ -24,17 +24,16 @@ def _run(content: bytes, *, dry_run=False, node="longtan"):
     def opener():
         return io.BytesIO(content)
 
-    run_id = imports.start_run(
+    registered: list = []
+    run = imports.run_file(
         where,
         "roster",
         "roster.csv",
         opener,
-        imports.ColumnMapping("roster"),
         actor="office",
         dry_run=dry_run,
+        registered=registered,
     )
-    registered: list = []
-    run = imports.execute_run(run_id, where, opener, registered=registered)
     return run, registered
 
 

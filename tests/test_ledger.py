@@ -384,3 +384,28 @@ def test_database_refuses_a_negative_balance(volunteer):
             db.session.execute(text(statement))
         db.session.rollback()
     assert_ok()
+
+
+def test_a_rolled_back_unit_returns_its_result_and_leaves_nothing(volunteer):
+    """A dry run writes as the real run would, reports it, then nothing of it stays: not
+    its rows, nor its after_commit callbacks."""
+    earn(volunteer, 5)
+    before = snapshot()
+    heard = []
+
+    def work():
+        entry = earn(volunteer, 7)
+        ledger.after_commit(lambda: heard.append(entry.id))
+        return entry, ledger.balance(volunteer).balance
+
+    entry, balance = ledger.rolled_back(work)
+    assert entry.id is not None and balance == 12
+    assert snapshot() == before and heard == []
+    assert ledger.balance(volunteer).balance == 5
+
+    with pytest.raises(errors.InvalidAmountError):
+        ledger.rolled_back(lambda: earn(volunteer, 0))
+    with pytest.raises(RuntimeError, match="cannot join"):
+        ledger.atomic(lambda: ledger.rolled_back(lambda: earn(volunteer, 1)))
+    assert snapshot() == before
+    assert_ok()

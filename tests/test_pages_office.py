@@ -99,6 +99,34 @@ def test_today_counts_what_waits(office, accounts):
     assert figures[:4] == ["1", "0", "0", "0"]
 
 
+def test_today_charts_the_same_months_as_the_reports(office, accounts):
+    from datetime import datetime
+
+    from points import service
+
+    record = service.record_service(
+        accounts.volunteers["self"],
+        "patrol",
+        datetime.fromisoformat(accounts.started(60)),
+        300,
+        actor="office:test",
+    )
+    service.approve(record.id, actor="office:test")
+
+    def cells(page: str, tag: str) -> dict[tuple[str, str], str]:
+        pattern = tag + r' data-series="(\w+)" data-month="([\d-]+)">([\d.]+)<'
+        return {(series, month): value for series, month, value in re.findall(pattern, page)}
+
+    today = office.get("/office").get_data(as_text=True)
+    report = office.get("/office/reports").get_data(as_text=True)
+    table = cells(today, '<td class="number"')
+    assert len(table) == 12 * 5 and table == cells(report, '<td class="number"')
+    assert sum(float(value) for (series, _), value in table.items() if series == "issued") > 0
+    bars = re.findall(r'data-month="([\d-]+)" data-value="([\d.]+)"', today)
+    assert len(bars) == 12 * 5
+    assert 'data-series="issued_by_kind"' in today and 'data-kind="patrol"' in today
+
+
 def test_register_shows_the_drawn_pin_once_and_the_card(office, accounts):
     response = post(
         office,

@@ -115,9 +115,6 @@ def _import(kind, path, node_code, dry_run, mapping_path, save, bad_rows) -> lis
     def opener():
         return open(path, "rb")
 
-    run_id = imports.start_run(
-        node, kind, Path(path).name, opener, mapping, actor=current_actor().actor, dry_run=dry_run
-    )
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -125,22 +122,40 @@ def _import(kind, path, node_code, dry_run, mapping_path, save, bad_rows) -> lis
         TextColumn("{task.fields[rate]} rows/s"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=None, transient=False) as bar:
-        task = bar.add_task("reading", total=None, rate="-")
+    # Shown from the run's first progress: a file refused for its columns shows no bar.
+    bar = Progress(*columns, console=None, transient=False)
+    task = bar.add_task("reading", total=None, rate="-", start=False)
 
-        def progress(phase: str, done: int, total: int) -> None:
-            elapsed = bar.tasks[task].elapsed or 0
-            rate = f"{done / elapsed:,.0f}" if elapsed > 0 and done else "-"
-            bar.update(
-                task,
-                description=phase,
-                completed=done,
-                total=total if phase != "reading" else None,
-                rate=rate,
-            )
+    def progress(phase: str, done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+            bar.start_task(task)
+        elapsed = bar.tasks[task].elapsed or 0
+        rate = f"{done / elapsed:,.0f}" if elapsed > 0 and done else "-"
+        bar.update(
+            task,
+            description=phase,
+            completed=done,
+            total=total if phase != "reading" else None,
+            rate=rate,
+        )
 
-        registered: list = []
-        run = imports.execute_run(run_id, node, opener, progress, registered)
+    registered: list = []
+    try:
+        run = imports.run_file(
+            node,
+            kind,
+            Path(path).name,
+            opener,
+            mapping,
+            actor=current_actor().actor,
+            dry_run=dry_run,
+            progress=progress,
+            registered=registered,
+        )
+    finally:
+        if bar.live.is_started:
+            bar.stop()
     what = "would post" if dry_run else "posted"
     amounts = "" if kind == "roster" else f" ({run.points} points, {run.minutes} minutes)"
     click.echo(

@@ -179,23 +179,10 @@ def register(steward: Steward, code: str | None, digest: str, *, run_id: int, dr
             )
         )
         db.session.flush()
-        done = Registered(steward.line, volunteer.id, steward.name, code)
-        if dry_run:
-            raise _Rollback(done)
-        return done
+        return Registered(steward.line, volunteer.id, steward.name, code)
 
     try:
-        return ledger.atomic(work)
-    except _Rollback as rolled:
-        return rolled.done
+        return (ledger.rolled_back if dry_run else ledger.atomic)(work)
     except IntegrityError:
         # The reference was registered in the node meanwhile (a run at the same time).
         return None
-
-
-class _Rollback(Exception):
-    """Undoes a dry run's unit, carrying what it would have registered."""
-
-    def __init__(self, done: Registered):
-        super().__init__("dry run")
-        self.done = done

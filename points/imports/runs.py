@@ -164,6 +164,27 @@ def execute_run(
     return db.session.get(ImportRun, run_id)
 
 
+def run_file(
+    node: DistrictInfo,
+    kind: str,
+    file_name: str,
+    opener: Callable[[], BinaryIO],
+    mapping: ColumnMapping | None = None,
+    *,
+    actor: str,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    registered: list | None = None,
+) -> ImportRun:
+    """Start a run (`start_run`; the mapping defaults to our own column names) and do it
+    in this thread (`execute_run`); return its finished row. For the command line,
+    benchmarks and tests: the console and API do a run in a thread of their own
+    (`jobs.launch`). Raises what those two raise."""
+    mapping = mapping or ColumnMapping(kind)
+    run_id = start_run(node, kind, file_name, opener, mapping, actor=actor, dry_run=dry_run)
+    return execute_run(run_id, node, opener, progress, registered)
+
+
 class _Reporter:
     """Keeps a run's row and the caller's progress up to date, at most once a second."""
 
@@ -472,18 +493,9 @@ def _opening_balance(run, volunteer_id, points, when, reference, key, line, *, d
             )
         )
         db.session.flush()
-        if dry_run:
-            raise _Rollback()
         return True
 
-    try:
-        return ledger.atomic(work)
-    except _Rollback:
-        return True
-
-
-class _Rollback(Exception):
-    """Undoes a dry run's unit."""
+    return (ledger.rolled_back if dry_run else ledger.atomic)(work)
 
 
 def _roster(run, node, headers, rows, mapping, counts, reporter) -> list:

@@ -67,6 +67,7 @@ from points.ledger.units import (
     in_unit_of_work,
     record_result,
     request_hash,
+    rolled_back,
     stored_result,
 )
 
@@ -109,6 +110,7 @@ __all__ = [
     "request_hash",
     "reserve_ids",
     "reverse",
+    "rolled_back",
     "seal",
     "seal_hash",
     "settle",

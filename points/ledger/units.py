@@ -126,6 +126,35 @@ def atomic(work: Callable[[], T]) -> T:
         return result
 
 
+class _RolledBack(Exception):
+    """Carries a rolled-back unit's result out of `atomic`, which rolls back on it."""
+
+    def __init__(self, result: Any):
+        super().__init__("rolled back")
+        self.result = result
+
+
+def rolled_back(work: Callable[[], T]) -> T:
+    """Run `work` as `atomic` does (one write transaction, retried on lost races), then
+    roll it back; return its result.
+
+    A dry run: it evaluates and writes exactly as the real run would, so that it reports
+    the same, and leaves nothing behind. `after_commit` callbacks are dropped. Raises
+    whatever `work` raises. Refused inside an open unit of work, which it would join and
+    could not roll back alone.
+    """
+    if in_unit_of_work():
+        raise RuntimeError("a rolled-back unit cannot join the unit of work open now")
+
+    def unit() -> T:
+        raise _RolledBack(work())
+
+    try:
+        return atomic(unit)
+    except _RolledBack as done:
+        return done.result
+
+
 def alone(statement: Callable[[], T]) -> T:
     """Run `statement` (one all-or-nothing call under an idempotency key) as a
     transaction of its own, retried on lost races and lost connections; return its

@@ -83,14 +83,6 @@ class PastOutcome:
     record_id: int | None = None
 
 
-class _DryRun(Exception):
-    """Rolls a dry run's unit back, carrying what it would have posted."""
-
-    def __init__(self, outcomes: list[PastOutcome]):
-        super().__init__("dry run")
-        self.outcomes = outcomes
-
-
 def record_past_service(
     volunteer_id: int,
     services: list[PastService],
@@ -142,15 +134,12 @@ def record_past_service(
         # Then write them all: a statement per table for the batch.
         written = _write(checked, volunteer, actor, reason, now, run_id)
         outcomes = [written.get(id(o), o) for o in outcomes]
-        if dry_run:
-            raise _DryRun(outcomes)
         posted.update(policy=policy, entries=written["entries"])
         return outcomes
 
-    try:
-        outcomes = ledger.atomic(unit)
-    except _DryRun as done:
-        return done.outcomes
+    if dry_run:
+        return ledger.rolled_back(unit)
+    outcomes = ledger.atomic(unit)
     if posted["entries"]:
         _notify(pm, posted["policy"], posted["entries"])
     return outcomes

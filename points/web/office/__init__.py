@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import datetime, time
 from functools import wraps
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 from flask import current_app, g, redirect, request, session, url_for
 from flask_babel import gettext as _
@@ -206,10 +207,25 @@ def password():
 @bp.get("")
 @staff_page
 def home():
-    """Today: what waits for a decision, vouchers about to lapse, locked cards."""
+    """Today: what waits for a decision, vouchers about to lapse, locked cards, and the
+    node's last 12 months and this month's points by activity as charts."""
     from points import office
+    from points import reports as figures
+    from points.plugins import activity_labels
+    from points.web.office.reports import MONTHS_CHARTED, series_labels
 
-    return render_page("web/office/today.html", today=office.today(g.principal))
+    node = node_in_reach(None)
+    month = datetime.now(ZoneInfo(node.timezone)).strftime("%Y-%m")
+    this_month = figures.report(node.id, *figures.month_bounds(month, node.timezone))
+    return render_page(
+        "web/office/today.html",
+        today=office.today(g.principal),
+        node=node,
+        months=figures.monthly(node.id, MONTHS_CHARTED, month),
+        by_kind=sorted(this_month.issued_by_kind.items(), key=lambda item: -item[1]),
+        kinds=activity_labels(),
+        series=series_labels(),
+    )
 
 
 # The screens: each module adds its routes to `bp`.

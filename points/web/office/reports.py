@@ -23,7 +23,7 @@ MONTHS_CHARTED = 12
 SERIES = ("issued", "redeemed", "expired", "outstanding", "service_hours")
 
 
-def _series_labels() -> dict[str, str]:
+def series_labels() -> dict[str, str]:
     return {
         "issued": _("Issued"),
         "redeemed": _("Redeemed"),
@@ -75,7 +75,7 @@ def reports_page():
         last_day=found.end - timedelta(days=1) if found else None,
         months=months,
         month=month,
-        series=_series_labels(),
+        series=series_labels(),
         kinds=activity_labels(),
         nodes=directory.tree(scope),
         errors=errors,
