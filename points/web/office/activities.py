@@ -103,7 +103,7 @@ def _form_values(zone: ZoneInfo) -> tuple[dict, dict[str, list[str]]]:
 def _form_page(node, form: dict, errors: dict, activity=None, status: int = 200):
     return render_page(
         "web/office/activities/form.html",
-        422 if errors else status,
+        status if status != 200 else (422 if errors else 200),
         node=node,
         activity=activity,
         form=form,
@@ -172,7 +172,9 @@ def activities_new():
     sign up (the node and below, a lowest star level) and the sign-up deadline."""
     node = node_in_reach(request.values.get("district"))
     if request.method == "GET" or node is None:
-        errors = {} if request.method == "GET" else {"district": [_("Choose a node in your reach.")]}
+        errors = (
+            {} if request.method == "GET" else {"district": [_("Choose a node in your reach.")]}
+        )
         return _form_page(node or node_in_reach(None), dict(request.form), errors)
     zone = ZoneInfo(node.timezone)
     values, errors = _form_values(zone)
@@ -215,11 +217,15 @@ def activities_edit(activity_id: int):
             activities.edit_activity(
                 activity_id, changes=changes, expected_version=version, actor=g.principal.actor
             )
-        except activities.StaleVersionError:
-            errors = {"form": [_("Someone changed this activity after you opened it. Nothing was saved; here it is as it is now.")]}
-            fresh = activities.get_activity(activity_id)
-            return _form_page(node, _shown(fresh, zone) | {"version": fresh.version}, errors, fresh, 409)
         except (InvalidInputError, ConflictError) as error:
+            fresh = activities.get_activity(activity_id)
+            if fresh.version != version:
+                # Changed by someone else since this form was read: show it as it is now.
+                stale = _(
+                    "Someone changed this activity after you opened it. Nothing was saved; here it is as it is now."
+                )
+                form = _shown(fresh, zone) | {"version": fresh.version}
+                return _form_page(node, form, {"form": [stale]}, fresh, 409)
             errors = field_errors(error) or {"form": [error.detail]}
         else:
             return redirect(url_for("web_office.activities_show", activity_id=activity_id))
@@ -281,7 +287,9 @@ def _volunteer_by_card(code: str) -> int | None:
     return row
 
 
-@bp.post("/activities/<int(min=1, max=2147483647):activity_id>/signup", endpoint="activities_signup")
+@bp.post(
+    "/activities/<int(min=1, max=2147483647):activity_id>/signup", endpoint="activities_signup"
+)
 @staff_page(change=True)
 def activities_signup(activity_id: int):
     """Sign someone up by their card code (people without a phone)."""
@@ -310,11 +318,18 @@ def activities_card(activity_id: int):
     except WrongPinError:
         return _show(activity_id, {"pin": [_("The card or the PIN is wrong.")]})
     except CardLockedError:
-        return _show(activity_id, {"pin": [_("This card is locked after too many wrong PINs. Try again later.")]})
+        return _show(
+            activity_id,
+            {"pin": [_("This card is locked after too many wrong PINs. Try again later.")]},
+        )
     except (AccountClosedError, ActivationRequiredError):
         return _show(activity_id, {"card_code": [_("This card cannot be used here.")]})
     signup = next(
-        (row.signup for row in activities.attendance(activity_id) if row.volunteer_id == holder.volunteer_id),
+        (
+            row.signup
+            for row in activities.attendance(activity_id)
+            if row.volunteer_id == holder.volunteer_id
+        ),
         None,
     )
     going_out = signup is not None and signup.checked_in_at is not None
@@ -327,7 +342,9 @@ def activities_card(activity_id: int):
     return redirect(url_for("web_office.activities_show", activity_id=activity_id, done=done))
 
 
-@bp.post("/activities/<int(min=1, max=2147483647):activity_id>/cancel", endpoint="activities_cancel")
+@bp.post(
+    "/activities/<int(min=1, max=2147483647):activity_id>/cancel", endpoint="activities_cancel"
+)
 @staff_page(change=True)
 def activities_cancel(activity_id: int):
     """Cancel with a reason the signed-up read on their page."""
