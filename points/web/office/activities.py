@@ -222,7 +222,8 @@ def activities_edit(activity_id: int):
             if fresh.version != version:
                 # Changed by someone else since this form was read: show it as it is now.
                 stale = _(
-                    "Someone changed this activity after you opened it. Nothing was saved; here it is as it is now."
+                    "Someone changed this activity after you opened it. Nothing was saved; "
+                    "here it is as it is now."
                 )
                 form = _shown(fresh, zone) | {"version": fresh.version}
                 return _form_page(node, form, {"form": [stale]}, fresh, 409)
