@@ -232,3 +232,56 @@ def test_auditors_and_other_nodes_change_nothing(client, accounts):
     refused = post(client, "/office/activities/new", _form(), page="/office/activities")
     assert refused.status_code == 403
     assert activities.get_activity(activity_id).status == "open"
+
+
+def test_kiosk_checks_a_card_in_then_out(office, accounts):
+    from points import kiosks
+    from tests.test_pages_kiosk import pair, token_id
+
+    office = _Own(office)
+    activity_id = _posted(office)
+    post(
+        office,
+        f"/office/activities/{activity_id}/signup",
+        {"card_code": accounts.cards["self"]},
+        page=f"/office/activities/{activity_id}",
+    )
+    kiosk = _Own(office.client.application.test_client())
+    assert pair(kiosk, kiosks.issue_pairing_code(token_id("kiosk_in")).code).status_code == 302
+    listed = kiosk.get("/kiosk/activities").get_data(as_text=True)
+    assert f'data-activity="{activity_id}"' in listed
+    page = kiosk.get(f"/kiosk/activities/{activity_id}")
+    wrong = kiosk.post(
+        f"/kiosk/activities/{activity_id}",
+        data={"csrf_token": csrf(page), "card_code": accounts.cards["self"], "pin": "000000"},
+    )
+    assert wrong.status_code == 422
+    done = kiosk.post(
+        f"/kiosk/activities/{activity_id}",
+        data={
+            "csrf_token": csrf(page),
+            "card_code": accounts.cards["self"],
+            "pin": accounts.pins["self"],
+        },
+    )
+    text = done.get_data(as_text=True)
+    assert done.status_code == 200 and 'data-direction="in"' in text
+    name = db.session.get(Volunteer, accounts.volunteers["self"]).name
+    assert name not in text  # the kiosk shows a masked name only
+    out = kiosk.post(
+        f"/kiosk/activities/{activity_id}",
+        data={
+            "csrf_token": csrf(page),
+            "card_code": accounts.cards["self"],
+            "pin": accounts.pins["self"],
+        },
+    )
+    # Within a minute of the check-in there is nothing to record: refused, in Chinese.
+    assert out.status_code == 409 and "不到一分钟" in out.get_data(as_text=True)
+    assert activities.attendance(activity_id)[0].state == "here"
+    # A card of another node is unknown here.
+    far = kiosk.post(
+        f"/kiosk/activities/{activity_id}",
+        data={"csrf_token": csrf(page), "card_code": accounts.cards["far"], "pin": "123456"},
+    )
+    assert far.status_code == 422

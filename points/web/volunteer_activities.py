@@ -13,6 +13,7 @@ from points import activities
 from points.errors import ConflictError, InvalidInputError, NotFoundError
 from points.models import utcnow
 from points.plugins import activity_labels
+from points.web.activity_messages import explain
 from points.web.pages import render_page
 from points.web.volunteer import bp, signed_in
 
@@ -46,7 +47,7 @@ def activities_signup(activity_id: int):
     except NotFoundError:
         return _list(_("This activity is not open to you."))
     except (InvalidInputError, ConflictError) as error:
-        return _list(error.detail)
+        return _list(explain(error))
     return redirect(url_for("web_me.activities", done="signed"))
 
 
@@ -60,7 +61,7 @@ def activities_withdraw(activity_id: int):
     except NotFoundError:
         return _list(_("This activity is not open to you."))
     except (InvalidInputError, ConflictError) as error:
-        return _list(error.detail)
+        return _list(explain(error))
     return redirect(url_for("web_me.activities", done="withdrawn"))
 
 
@@ -93,7 +94,7 @@ def activities_scan(activity_id: int):
         except NotFoundError:
             error = _("You have not signed up for this activity.")
         except (InvalidInputError, ConflictError) as failure:
-            error = failure.detail
+            error = explain(failure)
         else:
             return render_page(
                 "web/me/activity_scan.html",

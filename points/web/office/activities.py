@@ -30,6 +30,7 @@ from points.errors import (
 from points.extensions import db
 from points.models import Volunteer
 from points.plugins import activity_labels
+from points.web.activity_messages import explain
 from points.web.forms import activity_kinds_for_page, qr_svg
 from points.web.office import bp, node_in_reach, staff_page
 from points.web.pages import field_errors, render_page
@@ -182,7 +183,7 @@ def activities_new():
         try:
             found = activities.post_activity(node.id, **values, actor=g.principal.actor)
         except InvalidInputError as error:
-            errors = field_errors(error) or {"form": [error.detail]}
+            errors = field_errors(error) or {"form": [explain(error)]}
         else:
             return redirect(url_for("web_office.activities_show", activity_id=found.id))
     return _form_page(node, dict(request.form), errors)
@@ -227,7 +228,7 @@ def activities_edit(activity_id: int):
                 )
                 form = _shown(fresh, zone) | {"version": fresh.version}
                 return _form_page(node, form, {"form": [stale]}, fresh, 409)
-            errors = field_errors(error) or {"form": [error.detail]}
+            errors = field_errors(error) or {"form": [explain(error)]}
         else:
             return redirect(url_for("web_office.activities_show", activity_id=activity_id))
     return _form_page(node, dict(request.form), errors, activity)
@@ -304,7 +305,7 @@ def activities_signup(activity_id: int):
     except NotFoundError:
         return _show(activity_id, {"card_code": [_("No volunteer has this card.")]})
     except (InvalidInputError, ConflictError) as error:
-        return _show(activity_id, {"card_code": [error.detail]})
+        return _show(activity_id, {"card_code": [explain(error)]})
     return redirect(url_for("web_office.activities_show", activity_id=activity_id, done="signed"))
 
 
@@ -338,7 +339,7 @@ def activities_card(activity_id: int):
     try:
         step(activity_id, holder.volunteer_id, actor=g.principal.actor, via="card")
     except (InvalidInputError, ConflictError) as error:
-        return _show(activity_id, {"card_code": [error.detail]})
+        return _show(activity_id, {"card_code": [explain(error)]})
     done = "out" if going_out else "in"
     return redirect(url_for("web_office.activities_show", activity_id=activity_id, done=done))
 
@@ -355,7 +356,7 @@ def activities_cancel(activity_id: int):
             activity_id, reason=request.form.get("reason", ""), actor=g.principal.actor
         )
     except (InvalidInputError, ConflictError) as error:
-        return _show(activity_id, field_errors(error) or {"reason": [error.detail]})
+        return _show(activity_id, field_errors(error) or {"reason": [explain(error)]})
     return redirect(url_for("web_office.activities_show", activity_id=activity_id))
 
 
@@ -367,5 +368,5 @@ def activities_close(activity_id: int):
     try:
         activities.close_activity(activity_id, actor=g.principal.actor)
     except (InvalidInputError, ConflictError) as error:
-        return _show(activity_id, {"form": [error.detail]})
+        return _show(activity_id, {"form": [explain(error)]})
     return redirect(url_for("web_office.activities_show", activity_id=activity_id, done="closed"))
