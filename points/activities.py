@@ -193,6 +193,13 @@ class CloseResult:
     refused: tuple[tuple[int, str], ...] = ()
 
 
+class StaleVersionError(ConflictError):
+    """An edit named a version of the activity that is no longer its newest (409; the
+    API answers 412 when the version came in If-Match)."""
+
+    title = "Changed since read"
+
+
 # -- reading -----------------------------------------------------------------------------
 
 
@@ -676,7 +683,7 @@ def edit_activity(
     def work() -> None:
         row = _row(activity_id, lock=True)
         if expected_version is not None and expected_version != row.version:
-            raise ConflictError(
+            raise StaleVersionError(
                 f"activity {row.id} changed since it was read (now version {row.version})",
                 errors={"version": [f"Now {row.version}: read it again."]},
             )
