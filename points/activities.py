@@ -1227,7 +1227,9 @@ def attendance_tables(activity_id: int) -> list:
     info = get_activity(activity_id)
     headers = tuple(_header(zh, en) for _, zh, en in EXPORT_HEADERS)
     rows = [tuple(line[h] for h in headers) for line in attendance_rows_for_export(activity_id)]
-    return [Table(f"签到表：{info.title_zh}", f"Attendance: {info.title_en}", headers, rows)]
+    # The English title names the XLSX sheet: no []:*?/\ there.
+    title_en = "".join(" " if c in "[]:*?/\\" else c for c in info.title_en)
+    return [Table(f"签到表：{info.title_zh}", f"Attendance - {title_en}", headers, rows)]
 
 
 # -- closing -----------------------------------------------------------------------------
