@@ -193,6 +193,13 @@ class CloseResult:
     refused: tuple[tuple[int, str], ...] = ()
 
 
+class StaleVersionError(ConflictError):
+    """An edit named a version of the activity that is no longer its newest (409; the
+    API answers 412 when the version came in If-Match)."""
+
+    title = "Changed since read"
+
+
 # -- reading -----------------------------------------------------------------------------
 
 
@@ -676,7 +683,7 @@ def edit_activity(
     def work() -> None:
         row = _row(activity_id, lock=True)
         if expected_version is not None and expected_version != row.version:
-            raise ConflictError(
+            raise StaleVersionError(
                 f"activity {row.id} changed since it was read (now version {row.version})",
                 errors={"version": [f"Now {row.version}: read it again."]},
             )
@@ -1220,7 +1227,9 @@ def attendance_tables(activity_id: int) -> list:
     info = get_activity(activity_id)
     headers = tuple(_header(zh, en) for _, zh, en in EXPORT_HEADERS)
     rows = [tuple(line[h] for h in headers) for line in attendance_rows_for_export(activity_id)]
-    return [Table(f"签到表：{info.title_zh}", f"Attendance: {info.title_en}", headers, rows)]
+    # The English title names the XLSX sheet: no []:*?/\ there.
+    title_en = "".join(" " if c in "[]:*?/\\" else c for c in info.title_en)
+    return [Table(f"签到表：{info.title_zh}", f"Attendance - {title_en}", headers, rows)]
 
 
 # -- closing -----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from points import activities, ledger
 from points.errors import ConflictError, ForbiddenError, InvalidInputError, NotFoundError
 from points.extensions import db
 from points.models import ActivitySignup, AuditEvent, ServiceRecord, Volunteer
-from points.plugins import plugin_manager, registered
+from points.plugins import hookimpl, plugin_manager, registered
 from points.service import get_record
 from tests.plugins import activity_hooks
 
@@ -461,7 +461,8 @@ def test_cancel_is_refused_once_someone_checked_in(tree, volunteer):
         activities.cancel_activity(info.id, reason="x", actor="o")
 
 
-def test_activity_fields_hook_checks_extra_on_post_and_edit(tree):
+def test_hook_activity_fields(tree):
+    """A plugin's fields are checked on post and edit and kept in `extra`."""
     with registered(plugin_manager(), activity_hooks, "activity_hooks"):
         assert set(activities.extra_fields("xizhaosi")) == {"contact_phone"}
         with pytest.raises(InvalidInputError) as caught:
@@ -493,3 +494,30 @@ def test_the_migration_goes_down_and_up(scratch_url):
         assert {"activities", "activity_signups"} <= set(inspect(db.engine).get_table_names())
         db.session.remove()
         db.engine.dispose()
+
+
+class _Failing:
+    """A plugin whose attendance_closed fails."""
+
+    @staticmethod
+    @hookimpl
+    def attendance_closed(activity, attended):
+        raise RuntimeError("boom")
+
+
+def test_hook_attendance_closed(tree, volunteer, other_volunteer, caplog):
+    """Told after the close commits, with who checked in; a failing plugin is logged and
+    the close stands."""
+    activity_hooks.closed.clear()
+    pm = plugin_manager()
+    with registered(pm, activity_hooks, "activity_hooks"), registered(pm, _Failing(), "failing"):
+        info = post()
+        for who in (volunteer, other_volunteer):
+            activities.sign_up(info.id, who, actor="v", now=early(info))
+        activities.check_in(info.id, other_volunteer, actor="o", via="office", now=info.starts_at)
+        result = activities.close_activity(info.id, actor="o", now=info.ends_at)
+    assert result.activity.status == "closed" and result.no_shows == 1
+    assert activity_hooks.closed == [(info.id, (other_volunteer,))]
+    assert "attendance_closed failed" in caplog.text
+    db.session.rollback()
+    assert activities.get_activity(info.id).status == "closed"
