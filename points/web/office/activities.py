@@ -48,7 +48,7 @@ def _labels() -> dict[str, str]:
     return {
         "title_zh": _("Title (Chinese)"),
         "title_en": _("Title (English)"),
-        "place": _("Place"),
+        "place": _("Venue"),
         "description_zh": _("Description (Chinese)"),
         "description_en": _("Description (English)"),
         "starts_at": _("Starts"),
