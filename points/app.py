@@ -179,6 +179,7 @@ def rollback_quietly() -> None:
 
 def register_commands(app: Flask) -> None:
     from points.cli import (
+        activities_cli,
         cards_cli,
         demo_cli,
         kiosk_cli,
@@ -201,6 +202,7 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(import_cli)
 
     app.cli.add_command(webhooks_cli)
+    app.cli.add_command(activities_cli)
     register_plugin_commands(app)
 
 

@@ -581,3 +581,22 @@ def webhooks_deliver(forever: bool, interval: float, limit: int | None) -> None:
         f"delivered {outcomes['delivered']}, to retry {outcomes['retry']}, "
         f"failed {outcomes['failed']}, lost {outcomes['lost']}"
     )
+
+
+@click.group("activities", cls=Handled)
+def activities_cli() -> None:
+    """Activities: the closing job (docs/operations.md)."""
+
+
+@activities_cli.command("close-due")
+@click.option(
+    "--as-of", type=click.DateTime(), help="Close as if it were this (local) time; default now."
+)
+@with_appcontext
+def activities_close_due(as_of: datetime | None) -> None:
+    """Close every open activity that ended more than two hours ago: who checked in and
+    never out gets a record of the scheduled minutes for the office's review (cron)."""
+    from points import activities, audit
+
+    closed = activities.close_due(now=_aware(as_of), actor=audit.current_actor().actor)
+    click.echo(f"closed {closed} activities")

@@ -125,6 +125,53 @@ class Demo:
     staff: dict[str, tuple[str, str]] | None = None
 
 
+def _activities(zone: ZoneInfo, now: datetime, office: str, volunteers: list) -> int:
+    """Two activities open for sign-up: a clean-up of Xizhaosi's stairwells the day after
+    tomorrow, two volunteers signed up already, and the street's visit to elders living
+    alone in a week. Returns how many."""
+    from points import activities
+
+    day = (now.astimezone(zone) + timedelta(days=2)).replace(
+        hour=9, minute=0, second=0, microsecond=0
+    )
+    cleanup = activities.post_activity(
+        "xizhaosi",
+        title_zh="楼道清理日",
+        title_en="Stairwell clean-up day",
+        description_zh="清理夕照寺西里各楼道堆放的杂物，请自带手套。",
+        description_en="Clearing the stairwells of Xizhaosi Xili; bring gloves.",
+        place="夕照寺西里 3 号楼门口",
+        starts_at=day,
+        ends_at=day + timedelta(hours=2),
+        kind="fix",
+        record_details={"description": "楼道清理日 / stairwell clean-up day"},
+        places=8,
+        signup_until=day - timedelta(hours=12),
+        actor=office,
+    )
+    for volunteer in [v for v in volunteers if v.community == "xizhaosi"][:2]:
+        activities.sign_up(cleanup.id, volunteer.id, actor=f"volunteer:{volunteer.id}")
+    visit_day = day + timedelta(days=5, hours=5)
+    activities.post_activity(
+        "longtan",
+        title_zh="走访独居老人",
+        title_en="Visiting elders living alone",
+        description_zh="两人一组走访独居老人，了解近况并登记需求。一星及以上志愿者报名。",
+        description_en="In pairs, visit elders living alone and note what they need. "
+        "One star and above.",
+        place="龙潭街道办事处集合",
+        starts_at=visit_day,
+        ends_at=visit_day + timedelta(hours=3),
+        kind="visit",
+        record_details={"households": 3, "notes": "街道组织走访 / street visit"},
+        places=6,
+        min_star_level=1,
+        signup_until=visit_day - timedelta(days=1),
+        actor=office,
+    )
+    return 2
+
+
 def load_demo(
     *, seed: int = 2017, echo: Callable[[str], None] = print, base_url: str = LOCAL_URL
 ) -> Demo:
@@ -291,6 +338,7 @@ def load_demo(
     )
     ledger.reverse(duplicate.id, actor=office, reason="重复登记 / logged twice")
     sealed = ledger.seal()
+    upcoming = _activities(zone, now, office, volunteers)
 
     tokens = {}
     scopes = {}
@@ -329,6 +377,7 @@ def load_demo(
         f"{counts['pending']} pending, {counts['rejected']} rejected; {redeemed} points redeemed, "
         f"{held} held, {sum(-e.postings[0][1] for e in expired)} expired, {sealed} entries sealed."
     )
+    echo(f"Activities open for sign-up: {upcoming} (on /me, the office's activities page).")
     echo("Volunteers (card code / PIN):")
     for volunteer_id, name, card, pin, community in volunteers[:5]:
         echo(f"  #{volunteer_id} {name} ({community}): card {card}  PIN {pin}")

@@ -95,3 +95,22 @@ def check_transfer(giver, receiver, points, relation, config, usage):
 @hookspec
 def entry_posted(entry):
     """Called after commit for each entry the service layer posted; the return is ignored."""
+
+
+# -- activities --------------------------------------------------------------------------
+
+
+@hookspec
+def activity_fields(district, config):
+    """Return fields a plugin adds to an activity of `district` (a `DistrictInfo`): a
+    dict of marshmallow fields by name, or a marshmallow Schema class, or None. The
+    values are checked when an activity is posted or edited and stored in its `extra`;
+    a field's metadata may carry label_zh and label_en for the pages."""
+
+
+@hookspec
+def attendance_closed(activity, attended, config):
+    """Called after an activity is closed and committed, with the `ActivityInfo` and the
+    ids of the volunteers who checked in (a tuple); the return is ignored. A plugin that
+    wants to give something (a bonus for a full attendance month) records it through
+    `points.service.record_service` in its own unit of work."""

@@ -1140,3 +1140,100 @@ class WebhookAttempt(Base):
     milliseconds: Mapped[int] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_webhook_attempts_delivery_id_id", "delivery_id", "id"),)
+
+
+# -- activities: sign-up, on-site check-in and check-out (points.activities) -------------
+
+ACTIVITY_STATES = ("open", "cancelled", "closed")
+SIGNUP_STATES = ("signed", "withdrawn")
+CHECK_VIAS = ("qr", "card", "office")
+
+
+class Activity(Base):
+    """An event an office posts for a node: volunteers sign up, check in and out on site,
+    and check-out makes the service record (points.activities)."""
+
+    __tablename__ = "activities"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"))
+    title_zh: Mapped[str] = mapped_column(String(200))
+    title_en: Mapped[str] = mapped_column(String(200))
+    description_zh: Mapped[str] = mapped_column(Text, default="")
+    description_en: Mapped[str] = mapped_column(Text, default="")
+    place: Mapped[str] = mapped_column(String(200))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The activity kind its records are of, and the details they carry (checked against
+    # the kind's details schema when the activity is posted or edited).
+    kind: Mapped[str] = mapped_column(String(32))
+    record_details: Mapped[dict] = mapped_column(JSON)
+    places: Mapped[int] = mapped_column(Integer)
+    min_star_level: Mapped[int] = mapped_column(Integer, default=0)
+    signup_until: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    # Fields plugins add (the activity_fields hook), as they loaded them.
+    extra: Mapped[dict] = mapped_column(JSON)
+    # The rotating QR code is HMAC(SECRET_KEY, qr_salt:window); a new salt on cancel or
+    # close makes every code shown before worthless.
+    qr_salt: Mapped[str] = mapped_column(String(64))
+    # Bumps on each change: an edit names the version it read (If-Match).
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    cancelled_reason: Mapped[str | None] = mapped_column(Text)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_in("status", ACTIVITY_STATES), name="status"),
+        CheckConstraint("ends_at > starts_at", name="times"),
+        CheckConstraint("places >= 1", name="places"),
+        CheckConstraint("min_star_level >= 0", name="min_star_level"),
+        CheckConstraint("version >= 1", name="version"),
+        CheckConstraint("(status = 'cancelled') = (cancelled_at IS NOT NULL)", name="cancelled"),
+        CheckConstraint("(status = 'closed') = (closed_at IS NOT NULL)", name="closed"),
+        # The activities of a node by start (office lists, /me, the closing job).
+        Index("ix_activities_district_id_starts_at", "district_id", "starts_at"),
+        Index("ix_activities_status_ends_at", "status", "ends_at"),
+    )
+
+
+class ActivitySignup(Base):
+    """A volunteer signed up for an activity (or withdrew), and their check-in and
+    check-out; one row per volunteer and activity, re-used when they sign up again."""
+
+    __tablename__ = "activity_signups"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    activity_id: Mapped[int] = mapped_column(ForeignKey("activities.id"))
+    volunteer_id: Mapped[int] = mapped_column(ForeignKey("volunteers.id"))
+    status: Mapped[str] = mapped_column(String(16), default="signed")
+    signed_by: Mapped[str] = mapped_column(String(200))
+    signed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    withdrawn_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_in_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_in_by: Mapped[str | None] = mapped_column(String(200))
+    checked_in_via: Mapped[str | None] = mapped_column(String(8))
+    checked_out_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    checked_out_by: Mapped[str | None] = mapped_column(String(200))
+    checked_out_via: Mapped[str | None] = mapped_column(String(8))
+    service_record_id: Mapped[int | None] = mapped_column(ForeignKey("service_records.id"))
+
+    __table_args__ = (
+        CheckConstraint(_in("status", SIGNUP_STATES), name="status"),
+        CheckConstraint("(status = 'withdrawn') = (withdrawn_at IS NOT NULL)", name="withdrawn"),
+        CheckConstraint("checked_out_at IS NULL OR checked_in_at IS NOT NULL", name="checked_out"),
+        CheckConstraint("status = 'signed' OR checked_in_at IS NULL", name="checked_in"),
+        CheckConstraint(
+            f"checked_in_via IS NULL OR {_in('checked_in_via', CHECK_VIAS)}", name="in_via"
+        ),
+        CheckConstraint(
+            f"checked_out_via IS NULL OR {_in('checked_out_via', CHECK_VIAS)}",
+            name="out_via",
+        ),
+        # The signups of an activity (counted under its row lock), one per volunteer.
+        UniqueConstraint("activity_id", "volunteer_id"),
+        # A volunteer's activities (/me).
+        Index("ix_activity_signups_volunteer_id", "volunteer_id"),
+    )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -190,7 +191,7 @@ def xlsx_bytes(found: list[Table]) -> bytes:
     workbook = xlsxwriter.Workbook(buffer, {"in_memory": True, "strings_to_formulas": False})
     bold = workbook.add_format({"bold": True})
     for table in found:
-        sheet = workbook.add_worksheet(table.en[:31])
+        sheet = workbook.add_worksheet(sheet_name(table.en))
         sheet.write_string(0, 0, table.title, bold)
         for column, header in enumerate(table.headers):
             sheet.write_string(1, column, header, bold)
@@ -219,6 +220,12 @@ def download(report: Report, file_format: str) -> Response:
     found = tables(report, monthly(report.district, 12, last), activity_labels())
     first = report.start.astimezone(zone)
     return attachment(found, file_format, f"report-{report.district}-{first:%Y%m%d}")
+
+
+def sheet_name(title: str) -> str:
+    """`title` as Excel accepts a sheet's name: none of []:*?/\\ and at most 31
+    characters (an activity's title may hold any of them)."""
+    return re.sub(r"[\[\]:*?/\\]", " ", title).strip()[:31].strip() or "Sheet"
 
 
 def attachment(found: list[Table], file_format: str, name: str) -> Response:

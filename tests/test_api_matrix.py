@@ -284,6 +284,63 @@ def _redemption_body(world, principal: str) -> dict:
     return {"volunteer_id": world.volunteers["self"], "sku": "haircut"}
 
 
+def _activity(world, *, running: bool = False, signed: bool = False, here: bool = False) -> int:
+    """A new patrol activity of xizhaosi: upcoming, or running now (started an hour ago);
+    with self signed up, and checked in at its start."""
+    from points import activities
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    starts = now - timedelta(hours=1) if running else now + timedelta(days=1)
+    info = activities.post_activity(
+        "xizhaosi",
+        title_zh="清理楼道",
+        title_en="Stairwell clean-up",
+        place="3号楼",
+        starts_at=starts,
+        ends_at=starts + timedelta(hours=2),
+        kind="patrol",
+        places=5,
+        signup_until=starts + timedelta(hours=1, minutes=30),
+        actor="office:test",
+    )
+    if signed or here:
+        activities.sign_up(
+            info.id, world.volunteers["self"], actor="office:test", now=starts - timedelta(hours=1)
+        )
+    if here:
+        activities.check_in(
+            info.id, world.volunteers["self"], actor="office:test", via="office", now=starts
+        )
+    return info.id
+
+
+# The activity a scan's body made its code for (the body is built before the path).
+_scanned: dict[str, int] = {}
+
+
+def _scan_body(world, principal: str) -> dict:
+    from points import activities
+
+    _scanned["id"] = _activity(world, running=True, signed=True)
+    return {"code": activities.qr_code(_scanned["id"])}
+
+
+def _activity_body(world, principal: str) -> dict:
+    start = datetime.now(UTC) + timedelta(days=2)
+    return {
+        "district": "xizhaosi",
+        "title_zh": "走访独居老人",
+        "title_en": "Visiting elders living alone",
+        "place": "夕照寺中街",
+        "starts_at": start.isoformat(),
+        "ends_at": (start + timedelta(hours=2)).isoformat(),
+        "kind": "visit",
+        "record_details": {"households": 3},
+        "places": 4,
+        "signup_until": (start - timedelta(hours=12)).isoformat(),
+    }
+
+
 EVERYONE = frozenset(PRINCIPALS)
 # Offices and auditors anywhere: each sees what lies in its own reach.
 STAFF_ANYWHERE = frozenset(
@@ -866,6 +923,94 @@ CASES = [
         lambda w: f"webhooks/deliveries/{_failed_delivery(w)}/replay",
         frozenset(OFFICES_IN),
     ),
+    Case("list the activities of xizhaosi", "GET", "activities?district=xizhaosi", READERS_IN),
+    Case(
+        "post an activity for xizhaosi",
+        "POST",
+        "activities",
+        frozenset(OFFICES_IN),
+        _activity_body,
+    ),
+    Case(
+        "list my activities",
+        "GET",
+        "activities/mine",
+        frozenset({"volunteer_self", "volunteer_peer", "volunteer_far"}),
+    ),
+    Case(
+        "read an activity of xizhaosi",
+        "GET",
+        lambda w: f"activities/{_activity(w)}",
+        READERS_IN | {"volunteer_self", "volunteer_peer"},
+    ),
+    Case(
+        "edit an activity of xizhaosi",
+        "PATCH",
+        lambda w: f"activities/{_activity(w)}",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"place": "4号楼", "places": 8},
+    ),
+    Case(
+        "cancel an activity of xizhaosi",
+        "POST",
+        lambda w: f"activities/{_activity(w, signed=True)}/cancel",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"reason": "下雨改期"},
+    ),
+    Case(
+        "sign self up for an activity of xizhaosi",
+        "POST",
+        lambda w: f"activities/{_activity(w)}/signups",
+        OFFICES_IN | {"volunteer_self"},
+        lambda w, p: {"volunteer_id": w.volunteers["self"]},
+    ),
+    Case(
+        "withdraw self from an activity of xizhaosi",
+        "POST",
+        lambda w: f"activities/{_activity(w, signed=True)}/signups/{w.volunteers['self']}/withdraw",
+        OFFICES_IN | {"volunteer_self"},
+    ),
+    Case(
+        "show the QR code of an activity of xizhaosi",
+        "GET",
+        lambda w: f"activities/{_activity(w, running=True)}/qr",
+        frozenset(OFFICES_IN),
+    ),
+    Case(
+        "scan the QR code of an activity of xizhaosi",
+        "POST",
+        lambda w: f"activities/{_scanned.get('id', 1)}/scan",
+        frozenset({"volunteer_self"}),
+        _scan_body,
+        # peer may see the activity but never signed up for it.
+        lambda principal: 409 if principal == "volunteer_peer" else 403,
+    ),
+    Case(
+        "check self in at an activity of xizhaosi",
+        "POST",
+        lambda w: f"activities/{_activity(w, running=True, signed=True)}/check-in",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"volunteer_id": w.volunteers["self"]},
+    ),
+    Case(
+        "check self out of an activity of xizhaosi",
+        "POST",
+        lambda w: f"activities/{_activity(w, running=True, here=True)}/check-out",
+        frozenset(OFFICES_IN),
+        lambda w, p: {"volunteer_id": w.volunteers["self"]},
+    ),
+    Case(
+        "read the attendance of an activity of xizhaosi",
+        "GET",
+        lambda w: f"activities/{_activity(w, signed=True)}/attendance",
+        READERS_IN,
+    ),
+    Case(
+        "close an activity of xizhaosi",
+        "POST",
+        lambda w: f"activities/{_activity(w, running=True, here=True)}/close",
+        frozenset(OFFICES_IN),
+    ),
 ]
 
 
@@ -986,6 +1131,26 @@ OPERATION_OF = {
     "replay a delivery of a webhook of xizhaosi": (
         "POST /api/v1/webhooks/deliveries/{delivery_id}/replay"
     ),
+    "list the activities of xizhaosi": "GET /api/v1/activities",
+    "post an activity for xizhaosi": "POST /api/v1/activities",
+    "list my activities": "GET /api/v1/activities/mine",
+    "read an activity of xizhaosi": "GET /api/v1/activities/{activity_id}",
+    "edit an activity of xizhaosi": "PATCH /api/v1/activities/{activity_id}",
+    "cancel an activity of xizhaosi": "POST /api/v1/activities/{activity_id}/cancel",
+    "sign self up for an activity of xizhaosi": "POST /api/v1/activities/{activity_id}/signups",
+    "withdraw self from an activity of xizhaosi": (
+        "POST /api/v1/activities/{activity_id}/signups/{volunteer_id}/withdraw"
+    ),
+    "show the QR code of an activity of xizhaosi": "GET /api/v1/activities/{activity_id}/qr",
+    "scan the QR code of an activity of xizhaosi": "POST /api/v1/activities/{activity_id}/scan",
+    "check self in at an activity of xizhaosi": "POST /api/v1/activities/{activity_id}/check-in",
+    "check self out of an activity of xizhaosi": (
+        "POST /api/v1/activities/{activity_id}/check-out"
+    ),
+    "read the attendance of an activity of xizhaosi": (
+        "GET /api/v1/activities/{activity_id}/attendance"
+    ),
+    "close an activity of xizhaosi": "POST /api/v1/activities/{activity_id}/close",
 }
 
 # Changes that write no audit row, and why. Point movements a volunteer, a kiosk or a

@@ -47,7 +47,7 @@ def test_every_hook_has_a_test():
 
 
 def test_hooks_found():
-    assert "award_points" in HOOKS and "entry_posted" in HOOKS and len(HOOKS) == 13
+    assert "award_points" in HOOKS and "entry_posted" in HOOKS and len(HOOKS) == 15
 
 
 def test_manager_registers_builtins_by_short_name():

@@ -223,3 +223,19 @@ def test_a_keyed_record_is_read_checked_and_written_in_one_transaction(app, volu
             event.remove(db.engine, name, listener)
     assert record.status == "approved"
     assert transactions == ["begin", "commit"]
+
+
+def test_a_review_reason_queues_a_record_the_policy_would_approve(volunteer):
+    reason = ("未签退，按计划时长", "no check-out: scheduled minutes")
+    record = submit(volunteer, minutes=60, review_reason=reason, idempotency_key="r-1")
+    assert record.status == "pending" and record.points == 0
+    assert record.queue_reason == "未签退，按计划时长 / no check-out: scheduled minutes"
+    # Its awards were evaluated, for the office to approve.
+    assert sum(a["points"] for a in record.awards) == 5
+    assert ledger.balance(volunteer).balance == 0
+    again = submit(volunteer, minutes=60, review_reason=reason, idempotency_key="r-1")
+    assert again.id == record.id and again.replayed
+    assert approve(record.id, "office:test").points == 5
+    with pytest.raises(errors.InvalidInputError) as caught:
+        submit(volunteer, minutes=60, review_reason=("只有中文",))
+    assert "review_reason" in caught.value.errors

@@ -53,6 +53,7 @@ class PointsApi(Api):
 def register_api(app: Flask) -> PointsApi:
     """Attach the API, its OpenAPI document and its docs page to `app`."""
     from points.api import (
+        activities,
         audit,
         districts,
         entries,
@@ -120,6 +121,7 @@ def register_api(app: Flask) -> PointsApi:
         settlements,
         imports,
         webhooks,
+        activities,
     ):
         api.register_blueprint(module.blp)
     app.register_blueprint(_docs_page())

@@ -95,6 +95,10 @@ class ProblemSchema(Schema):
     request_id = fields.String(
         metadata={"description": "The request's id, as in its X-Request-Id response header."}
     )
+    reasons = fields.List(
+        fields.Dict(),
+        metadata={"description": "A policy's refusal: each refusing plugin, zh and en."},
+    )
 
 
 def decode_cursor(cursor: str) -> int:

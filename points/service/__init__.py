@@ -1,7 +1,9 @@
 """Service records: submit, approve, reject, verify; the earning pipeline; star levels.
 
 Public: record_service(volunteer_id, kind, started_at, minutes=None, details=None, *,
-actor, idempotency_key=None) -> RecordResult; approve(record_id, actor) -> RecordResult;
+actor, idempotency_key=None, review_reason=None) -> RecordResult (a review_reason
+(zh, en) queues the record for the office whatever the approval policy says);
+approve(record_id, actor) -> RecordResult;
 reject(record_id, actor, reason) -> RecordResult; mark_verified(record_id, actor) ->
 RecordResult; get_record(record_id) -> RecordResult; records_of_node(district, *,
 status, kind, volunteer_id, since, until, oldest_first, after_id, limit) ->

@@ -24,6 +24,7 @@ from points.extensions import db
 from points.ledger import fused
 from points.models import ServiceRecord, utcnow
 from points.plugins import (
+    Decision,
     History,
     PastRecord,
     PointsPluginManager,
@@ -142,8 +143,14 @@ def record_service(
     *,
     actor: str,
     idempotency_key: str | None = None,
+    review_reason: tuple[str, str] | None = None,
 ) -> RecordResult:
     """Record a volunteer's service; approve it at once if the approval policy says so.
+
+    `review_reason` (zh, en) queues the record for the office whatever the approval
+    policy says, with that reason first in its queue reason: the caller knows something
+    the plugins cannot (an activity's volunteer who never checked out, say). Its
+    awards are still evaluated, to be posted if the office approves.
 
     Returns the record (status "approved" with its entries, or "pending" with the
     reason it waits). Raises InvalidInputError (field errors: kind, started_at,
@@ -152,10 +159,16 @@ def record_service(
     """
     if not isinstance(actor, str) or not actor.strip():
         raise InvalidInputError("actor is required", errors={"actor": ["Must not be empty."]})
+    review = _review_decision(review_reason)
     pm = plugin_manager()
     now = utcnow()
     submitted = _Submission(volunteer_id, kind, started_at, minutes, details, actor, now)
-    if idempotency_key is None and not ledger.in_unit_of_work() and fused.records_enabled():
+    if (
+        idempotency_key is None
+        and review is None
+        and not ledger.in_unit_of_work()
+        and fused.records_enabled()
+    ):
         done = _record_in_one_call(pm, submitted)
         if done is not None:
             return done
@@ -169,6 +182,8 @@ def record_service(
         "minutes": minutes,
         "details": dict(details) if isinstance(details, Mapping) else details,
     }
+    if review is not None:
+        arguments["review_reason"] = list(review_reason)
 
     def replay(stored: dict) -> tuple[RecordResult, list]:
         return get_record(stored["record_id"], replayed=True), []
@@ -188,7 +203,7 @@ def record_service(
             arguments,
             idempotency_key,
             "service",
-            lambda: _submit(pm, policy, volunteer, record, dedupe, actor, now),
+            lambda: _submit(pm, policy, volunteer, record, dedupe, actor, now, review),
             lambda done: {"record_id": done[0].id},
             replay,
         )
@@ -393,10 +408,13 @@ def _submit(
     dedupe: str | None,
     actor: str,
     now: datetime,
+    review: Decision | None = None,
 ) -> tuple[RecordResult, list]:
     """Store a checked record and, if it is approved at once, post its awards; return
-    the record and the entries posted."""
+    the record and the entries posted. A `review` decision (a denial) queues it."""
     evaluation = evaluate(pm, policy, record, volunteer, history_for(volunteer.id))
+    if review is not None:
+        evaluation = replace(evaluation, decisions=(review, *evaluation.decisions))
     values = _record_values(evaluation, record, dedupe, actor, now)
     try:
         (record_id,) = _session_rows(_INSERT_RECORD, values)[0]
@@ -414,6 +432,21 @@ def _submit(
             count_minutes=True,
         )
     return _submitted(record_id, record, values, posted), posted
+
+
+def _review_decision(reason: tuple[str, str] | None) -> Decision | None:
+    """The denial a caller's review reason (zh, en) adds to a record's decisions."""
+    if reason is None:
+        return None
+    if (
+        not isinstance(reason, tuple | list)
+        or len(reason) != 2
+        or not all(isinstance(part, str) and part.strip() for part in reason)
+    ):
+        raise InvalidInputError(
+            "review_reason must be (zh, en)", errors={"review_reason": ["Give (zh, en)."]}
+        )
+    return Decision(False, reason[0].strip(), reason[1].strip(), plugin="")
 
 
 def _record_values(

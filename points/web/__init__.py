@@ -33,7 +33,15 @@ CONTENT_SECURITY_POLICY = (
 def register_web(app: Flask) -> None:
     """Attach the pages (/me, /kiosk, /provider, /office) with their sessions, CSRF and
     languages."""
-    from points.web import kiosk, notice, office, provider, volunteer
+    from points.web import (  # noqa: F401
+        kiosk,
+        kiosk_activities,
+        notice,
+        office,
+        provider,
+        volunteer,
+        volunteer_activities,
+    )
 
     # Forms are checked by hand in each page blueprint (protect_forms), never in the API,
     # whose clients send bearer tokens and no cookies.

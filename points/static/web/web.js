@@ -33,5 +33,12 @@
   window.addEventListener("DOMContentLoaded", function () {
     var summary = document.querySelector("[data-focus]");
     if (summary) { summary.focus(); }
+    // A screen that follows something changing on its own (the activity's rotating
+    // check-in code) reloads itself; a meta refresh would also move a reader's place.
+    var follow = document.querySelector("[data-reload-seconds]");
+    if (follow) {
+      window.setTimeout(function () { window.location.reload(); },
+        1000 * Number(follow.getAttribute("data-reload-seconds")));
+    }
   });
 })();

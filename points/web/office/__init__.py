@@ -79,6 +79,7 @@ def staff_page(view=None, *, change: bool = False):
 NAV = (
     ("web_office.home", lazy_gettext("Today")),
     ("web_office.queue", lazy_gettext("Queue")),
+    ("web_office.activities", lazy_gettext("Activities")),
     ("web_office.volunteers", lazy_gettext("Volunteers")),
     ("web_office.providers", lazy_gettext("Providers")),
     ("web_office.catalog", lazy_gettext("Catalog")),
@@ -229,6 +230,7 @@ def home():
 
 # The screens: each module adds its routes to `bp`.
 from points.web.office import (  # noqa: E402, F401
+    activities,
     audit_log,
     catalog,
     exports,
