@@ -26,7 +26,7 @@ runs out; near the limit the lock holder takes back the other stripes' unused ch
 so the last points are granted exactly. Periods are locked root first. On PostgreSQL
 the steps are `points_budget_take` (one call, in the caller's transaction; the one-call
 record path sends it in the same statement as its record); SQLite, one writer at a
-time, runs them here on stripe 0, where `reserved` equals `used`.
+time, runs them here on stripe 0, whose chunk is the whole budget.
 """
 
 from __future__ import annotations
@@ -181,31 +181,57 @@ def take(budgets: tuple[Budget, ...], moment: datetime, wanted: int) -> tuple[in
     return int(granted), bound
 
 
+def _sqlite_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 def _take_sqlite(connection, budgets, moment, wanted) -> tuple[int, int | None]:
-    """SQLite writes one unit at a time: stripe 0 alone, its chunk exactly what it used."""
+    """SQLite writes one unit at a time, so one stripe (0) holds the whole budget as its
+    chunk: far from the limit an award is one UPDATE for every budget on the path."""
+    keys = []
+    for budget in budgets:
+        start, _ = budget.bounds(moment)
+        keys.append((budget.node.id, budget.period, _sqlite_time(start), budget.version))
+    match = " OR ".join(
+        ["(district_id = ? AND period = ? AND period_start = ? AND version_id = ?)"] * len(keys)
+    )
+    done = connection.exec_driver_sql(
+        f"UPDATE budget_counters SET used = used + ? WHERE stripe = 0 AND ({match}) "
+        "AND used + ? <= reserved RETURNING district_id",
+        (wanted, *[v for key in keys for v in key], wanted),
+    ).all()
+    if len(done) == len(keys):
+        return wanted, None
+    if done:
+        _give_back_sqlite(
+            connection, [b for b in budgets if b.node.id in {r[0] for r in done}], moment, wanted
+        )
+    return _take_sqlite_slowly(connection, budgets, moment, wanted)
+
+
+def _take_sqlite_slowly(connection, budgets, moment, wanted) -> tuple[int, int | None]:
+    """Near the limit, or a period counted for the first time or under another version."""
     granted, binding = wanted, None
     for budget in budgets:
         start, end = budget.bounds(moment)
         key = {"node": budget.node.id, "kind": budget.period, "start": start}
+        where = "WHERE district_id = :node AND period = :kind AND period_start = :start"
         row = connection.execute(
-            text(
-                "SELECT version_id, allocated FROM budget_periods WHERE district_id = :node "
-                "AND period = :kind AND period_start = :start"
-            ),
-            _bind(key),
+            text(f"SELECT version_id FROM budget_periods {where}"), _bind(key)
         ).first()
         if row is None or row[0] != budget.version:
-            # First counted, or under another version: count the period afresh.
+            # First counted, or under another version: count the period afresh, the
+            # stripe's chunk the whole budget (or what was awarded, if more).
             used = int(connection.execute(text(_AWARDED), _bind({**key, "end": end})).scalar())
-            where = "WHERE district_id = :node AND period = :kind AND period_start = :start"
+            chunk = max(used, budget.points)
             connection.execute(text(f"DELETE FROM budget_counters {where}"), _bind(key))
             connection.execute(text(f"DELETE FROM budget_periods {where}"), _bind(key))
-            values = {**key, "end": end, "budget": budget.points, "used": used}
+            values = {**key, "end": end, "budget": budget.points, "used": used, "chunk": chunk}
             connection.execute(
                 text(
                     "INSERT INTO budget_periods (district_id, period, period_start, "
                     "period_end, version_id, budget, allocated) VALUES (:node, :kind, :start, "
-                    ":end, :version, :budget, :used)"
+                    ":end, :version, :budget, :chunk)"
                 ),
                 _bind({**values, "version": budget.version}),
             )
@@ -213,26 +239,36 @@ def _take_sqlite(connection, budgets, moment, wanted) -> tuple[int, int | None]:
                 text(
                     "INSERT INTO budget_counters (district_id, period, period_start, stripe, "
                     "version_id, reserved, used) VALUES (:node, :kind, :start, 0, :version, "
-                    ":used, :used)"
+                    ":chunk, :used)"
                 ),
                 _bind({**values, "version": budget.version}),
             )
         else:
-            used = int(row[1])
-        grant = max(0, min(granted, budget.points - used))
+            # The chunk is the whole budget again (a rebuild leaves it at what was used).
+            values = {**key, "budget": budget.points}
+            connection.execute(
+                text(
+                    "UPDATE budget_counters SET reserved = max(used, :budget) "
+                    f"{where} AND stripe = 0"
+                ),
+                _bind(values),
+            )
+            connection.execute(
+                text(
+                    "UPDATE budget_periods SET allocated = (SELECT sum(reserved) FROM "
+                    "budget_counters c WHERE c.district_id = budget_periods.district_id AND "
+                    "c.period = budget_periods.period AND "
+                    f"c.period_start = budget_periods.period_start) {where}"
+                ),
+                _bind(values),
+            )
+        spare = connection.execute(
+            text(f"SELECT reserved - used FROM budget_counters {where} AND stripe = 0"),
+            _bind(key),
+        ).scalar()
+        grant = max(0, min(granted, int(spare)))
         connection.execute(
-            text(
-                "UPDATE budget_counters SET reserved = reserved + :grant, "
-                "used = used + :grant WHERE district_id = :node AND period = :kind "
-                "AND period_start = :start AND stripe = 0"
-            ),
-            _bind({**key, "grant": grant}),
-        )
-        connection.execute(
-            text(
-                "UPDATE budget_periods SET allocated = allocated + :grant "
-                "WHERE district_id = :node AND period = :kind AND period_start = :start"
-            ),
+            text(f"UPDATE budget_counters SET used = used + :grant {where} AND stripe = 0"),
             _bind({**key, "grant": grant}),
         )
         if grant < granted:
@@ -253,21 +289,14 @@ def _bind(values: dict[str, Any]) -> dict[str, Any]:
 def _give_back_sqlite(connection, budgets, moment, points: int) -> None:
     for budget in budgets:
         start, _ = budget.bounds(moment)
-        key = {"node": budget.node.id, "kind": budget.period, "start": start, "points": points}
         connection.execute(
             text(
-                "UPDATE budget_counters SET reserved = reserved - :points, used = used - :points "
-                "WHERE district_id = :node AND period = :kind AND period_start = :start "
-                "AND stripe = 0"
+                "UPDATE budget_counters SET used = used - :points WHERE district_id = :node "
+                "AND period = :kind AND period_start = :start AND stripe = 0"
             ),
-            _bind(key),
-        )
-        connection.execute(
-            text(
-                "UPDATE budget_periods SET allocated = allocated - :points "
-                "WHERE district_id = :node AND period = :kind AND period_start = :start"
+            _bind(
+                {"node": budget.node.id, "kind": budget.period, "start": start, "points": points}
             ),
-            _bind(key),
         )
 
 
