@@ -336,3 +336,36 @@ def _awarded_at(code) -> int:
 def _points(record) -> int:
     assert record.status == "approved", record
     return record.points
+
+
+def test_the_migration_goes_down_and_up_with_budgets(scratch_url):
+    from flask_migrate import downgrade, upgrade
+    from sqlalchemy import inspect
+
+    from points.app import create_app
+    from tests.conftest import _config
+
+    app = create_app(_config(scratch_url))
+    with app.app_context():
+        upgrade()
+        create_district("city", "City", "city")
+        create_district("street", "Street", "street", parent="city")
+        open_policy("city")
+        set_budget("street", 15)
+        person = register_volunteer("王秀英", "street", "204857").id
+        assert patrol(person, 2).points == 15
+        db.session.remove()
+        downgrade(revision="0017")
+        assert "budget_counters" not in inspect(db.engine).get_table_names()
+        if db.engine.dialect.name == "postgresql":
+            functions = db.session.execute(
+                text("SELECT count(*) FROM pg_proc WHERE proname LIKE 'points_budget%'")
+            ).scalar()
+            assert functions == 0
+        db.session.remove()
+        upgrade()
+        # Counted afresh from the entries: the 15 awarded before count again.
+        assert patrol(person, 1).points == 0
+        assert_ledger_ok()
+        db.session.remove()
+        db.engine.dispose()
