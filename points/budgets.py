@@ -2,7 +2,8 @@
 
 Public: in_force(node, as_of) -> tuple[Budget, ...] (root first); settle(node, awards,
 moment, *, may_queue) -> (awards, Decision | None); one_call_arguments(node, moment,
-points) -> dict | None; usage(nodes, as_of=None) -> list[Usage]; check() -> list[str];
+points) -> dict | None; usage(nodes, as_of=None) -> list[Usage]; usage_under(path,
+as_of=None) -> list[Usage]; check() -> list[str];
 rebuild() -> int; period_bounds(moment, period, timezone).
 
 What a budget counts: the points of earn entries of service records (every award the
@@ -37,7 +38,7 @@ from datetime import UTC, date, datetime, time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from points import ledger
 from points.extensions import db
@@ -418,14 +419,25 @@ class Usage:
     def left(self) -> int:
         return max(self.budget - self.used, 0)
 
+    @property
+    def label(self) -> str:
+        """The period as the node writes it: 2026-12, 2026-Q4 or 2026."""
+        local = self.start.astimezone(ZoneInfo(self.node.timezone))
+        if self.period == "month":
+            return f"{local.year}-{local.month:02d}"
+        if self.period == "quarter":
+            return f"{local.year}-Q{(local.month - 1) // 3 + 1}"
+        return str(local.year)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "district_id": self.node.id,
             "district": self.node.code,
             "name": self.node.name,
             "period": self.period,
-            "start": self.start.isoformat(),
-            "end": self.end.isoformat(),
+            "label": self.label,
+            "start": self.start,
+            "end": self.end,
             "budget": self.budget,
             "used": self.used,
             "left": self.left,
@@ -472,6 +484,25 @@ def usage(nodes: Iterable[DistrictInfo], as_of: datetime | None = None) -> list[
                 )
             )
     return out
+
+
+def usage_under(path: str | None, as_of: datetime | None = None) -> list[Usage]:
+    """The budgets set at nodes whose path starts with `path` (None: every node), each
+    with its period around `as_of` (now), the highest nodes first."""
+    from points.models import District, PolicyVersion
+    from points.policy import district_info
+
+    query = (
+        select(District.id)
+        .join(PolicyVersion, PolicyVersion.district_id == District.id)
+        .where(PolicyVersion.plugin == NAME)
+        .distinct()
+    )
+    if path is not None:
+        query = query.where(District.path.startswith(path, autoescape=True))
+    nodes = [district_info(node_id) for node_id in db.session.scalars(query)]
+    nodes.sort(key=lambda n: (len(n.ancestor_ids), n.name))
+    return usage(nodes, as_of)
 
 
 # -- verifying and rebuilding --------------------------------------------------------------

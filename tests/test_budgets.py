@@ -67,7 +67,7 @@ def assert_ledger_ok() -> None:
 
 
 @pytest.fixture
-def world(tree):
+def people(tree):
     open_policy("beijing")
     return {
         "east": register_volunteer("王秀英", "xizhaosi", "204857").id,
@@ -75,16 +75,16 @@ def world(tree):
     }
 
 
-def test_an_award_beyond_the_budget_is_clipped_with_a_reason_naming_the_node(world):
+def test_an_award_beyond_the_budget_is_clipped_with_a_reason_naming_the_node(people):
     set_budget("longtan", 25)
-    assert patrol(world["east"], 2).points == 20
-    clipped = patrol(world["west"], 2)
+    assert patrol(people["east"], 2).points == 20
+    clipped = patrol(people["west"], 2)
     assert clipped.status == "approved" and clipped.points == 5
     clip = clipped.awards[0]["clip"]
     assert clip["plugin"] == "budget"
     assert clip["reason_zh"] == "本月龙潭街道积分预算仅余 5 分"
     assert "龙潭街道" in clip["reason_en"] and "the month" in clip["reason_en"]
-    spent = patrol(world["east"], 1)
+    spent = patrol(people["east"], 1)
     assert spent.points == 0
     assert spent.awards[0]["clip"]["reason_zh"] == "本月龙潭街道积分预算已用完"
     assert spent.awards[0]["clip"]["reason_en"] == "the budget of 龙潭街道 for the month is spent"
@@ -92,22 +92,22 @@ def test_an_award_beyond_the_budget_is_clipped_with_a_reason_naming_the_node(wor
     assert_ledger_ok()
 
 
-def test_a_budget_is_not_inherited_as_a_fresh_budget_by_each_child(world):
+def test_a_budget_is_not_inherited_as_a_fresh_budget_by_each_child(people):
     # The street's 30 bound both communities together, not 30 each.
     set_budget("longtan", 30)
-    assert patrol(world["east"], 2).points == 20
-    assert patrol(world["west"], 2).points == 10
+    assert patrol(people["east"], 2).points == 20
+    assert patrol(people["west"], 2).points == 10
     in_force = budgets.in_force(district_info("xizhaosi"), utcnow())
     assert [b.node.code for b in in_force] == ["longtan"]
     assert_ledger_ok()
 
 
-def test_the_tightest_budget_on_the_path_binds(world):
+def test_the_tightest_budget_on_the_path_binds(people):
     set_budget("dongcheng", 1000)
     set_budget("longtan", 100)
     set_budget("xizhaosi", 15)
-    assert patrol(world["east"], 2).points == 15
-    assert patrol(world["west"], 2).points == 20  # the street still has room
+    assert patrol(people["east"], 2).points == 15
+    assert patrol(people["west"], 2).points == 20  # the street still has room
     assert [
         u.used for u in budgets.usage([district_info(c) for c in ("dongcheng", "longtan")])
     ] == [
@@ -117,10 +117,10 @@ def test_the_tightest_budget_on_the_path_binds(world):
     assert_ledger_ok()
 
 
-def test_a_queueing_node_sends_the_record_to_the_office_with_a_reason(world):
+def test_a_queueing_node_sends_the_record_to_the_office_with_a_reason(people):
     set_budget("longtan", 25, overflow="queue")
-    assert patrol(world["east"], 2).points == 20
-    waiting = patrol(world["west"], 2)
+    assert patrol(people["east"], 2).points == 20
+    waiting = patrol(people["west"], 2)
     assert waiting.status == "pending" and waiting.points == 0
     assert "龙潭街道积分预算余 5 分，不足 20 分，待街道审核" in waiting.queue_reason
     assert "waits for the office" in waiting.queue_reason
@@ -133,14 +133,14 @@ def test_a_queueing_node_sends_the_record_to_the_office_with_a_reason(world):
     assert_ledger_ok()
 
 
-def test_awards_before_the_budget_was_set_count_against_it(world):
-    assert patrol(world["east"], 2).points == 20
+def test_awards_before_the_budget_was_set_count_against_it(people):
+    assert patrol(people["east"], 2).points == 20
     set_budget("longtan", 25)
-    assert patrol(world["west"], 2).points == 5
+    assert patrol(people["west"], 2).points == 5
     assert_ledger_ok()
 
 
-def test_periods_are_the_node_time_zone_months(app, world):
+def test_periods_are_the_node_time_zone_months(app, people):
     # 2026-02-28 17:30 UTC is already March 1st in Beijing (UTC+8).
     node = district_info("longtan")
     start, end = budgets.period_bounds(
@@ -154,7 +154,7 @@ def test_periods_are_the_node_time_zone_months(app, world):
     assert y == (datetime(2026, 12, 31, 16, tzinfo=UTC), datetime(2027, 12, 31, 16, tzinfo=UTC))
 
 
-def test_imported_past_service_counts_against_its_own_period(world):
+def test_imported_past_service_counts_against_its_own_period(people):
     from points.service.past import PastService, record_past_service
 
     set_budget("longtan", 25)
@@ -188,18 +188,18 @@ def test_imported_past_service_counts_against_its_own_period(world):
         return row.id
 
     outcomes = record_past_service(
-        world["east"], services, actor="t", reason="import", run_id=ledger.atomic(run)
+        people["east"], services, actor="t", reason="import", run_id=ledger.atomic(run)
     )
     assert [o.points for o in outcomes] == [20, 5]
     # This month's budget is untouched by last month's service.
-    assert patrol(world["west"], 2).points == 20
+    assert patrol(people["west"], 2).points == 20
     assert_ledger_ok()
 
 
-def test_verify_finds_a_tampered_counter_and_the_rebuild_repairs_it(world, runner):
+def test_verify_finds_a_tampered_counter_and_the_rebuild_repairs_it(people, runner):
     set_budget("longtan", 100)
-    patrol(world["east"], 2)
-    patrol(world["west"], 1)
+    patrol(people["east"], 2)
+    patrol(people["west"], 1)
     assert_ledger_ok()
 
     def tamper():
@@ -214,24 +214,24 @@ def test_verify_finds_a_tampered_counter_and_the_rebuild_repairs_it(world, runne
     result = runner.invoke(args=["ledger", "budgets"])
     assert result.exit_code == 0 and "rebuilt the counters of 1 budget periods" in result.output
     assert_ledger_ok()
-    assert patrol(world["east"], 10).points == 70
+    assert patrol(people["east"], 10).points == 70
 
 
-def test_a_budget_changed_mid_period_applies_at_once(world):
+def test_a_budget_changed_mid_period_applies_at_once(people):
     set_budget("longtan", 100)
-    assert patrol(world["east"], 2).points == 20
+    assert patrol(people["east"], 2).points == 20
     set_budget("longtan", 30)
-    assert patrol(world["west"], 2).points == 10
-    assert patrol(world["west"], 1).points == 0
+    assert patrol(people["west"], 2).points == 10
+    assert patrol(people["west"], 1).points == 0
     set_budget("longtan", None)
-    assert patrol(world["west"], 1).points == 10
+    assert patrol(people["west"], 1).points == 10
     assert_ledger_ok()
 
 
 # -- concurrency -----------------------------------------------------------------------
 
 
-def test_racing_siblings_never_overrun_their_shared_parent_budget(app, world):
+def test_racing_siblings_never_overrun_their_shared_parent_budget(app, people):
     """Threads award at once at two sibling communities under the street's budget: the
     total is the budget exactly, never more, on both databases and both write paths."""
     set_budget("longtan", 300)
@@ -369,3 +369,51 @@ def test_the_migration_goes_down_and_up_with_budgets(scratch_url):
         assert_ledger_ok()
         db.session.remove()
         db.engine.dispose()
+
+
+# -- where the office reads budgets --------------------------------------------------------
+
+
+def test_today_reports_and_their_downloads_show_used_and_left(api, world, client, accounts):
+    import csv
+    import io
+    from zoneinfo import ZoneInfo
+
+    from tests.office_fixtures import sign_in
+
+    open_policy("beijing")
+    set_budget("longtan", 500)
+    set_budget("xizhaosi", 30, period="quarter", overflow="queue")
+    assert patrol(world.volunteers["self"], 2).points == 20
+    assert patrol(world.volunteers["far"], 1).points == 10
+    month = datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+
+    # The API: Today for the street's office, and the street's report.
+    today = api.get("today", world.tokens["office_above"]).get_json()
+    rows = {row["district"]: row for row in today["budgets"]}
+    assert (rows["longtan"]["used"], rows["longtan"]["left"]) == (30, 470)
+    assert (rows["xizhaosi"]["used"], rows["xizhaosi"]["left"]) == (20, 10)
+    assert rows["xizhaosi"]["period"] == "quarter" and rows["xizhaosi"]["overflow"] == "queue"
+    # A community's office sees the budgets of its own node, not its street's.
+    inside = api.get("today", world.tokens["office_out"]).get_json()["budgets"]
+    assert inside == []
+    report = api.get(f"reports?district=longtan&month={month}", world.tokens["office_above"])
+    assert {(r["district"], r["used"], r["left"]) for r in report.get_json()["budgets"]} == {
+        ("longtan", 30, 470),
+        ("xizhaosi", 20, 10),
+    }
+    answer = api.get(
+        f"reports?district=longtan&month={month}&format=csv", world.tokens["office_above"]
+    )
+    lines = list(csv.reader(io.StringIO(answer.get_data(as_text=True).lstrip("\ufeff"))))
+    assert ["积分预算 / Budgets"] in lines
+    assert ["longtan", "龙潭街道", month, "500", "30", "470", "削减 / clipped"] in lines
+
+    # The console: Today and the reports page.
+    assert sign_in(client, "longtan").status_code == 302
+    page = client.get("/office").text
+    assert "积分预算" in page or "Budgets" in page
+    assert 'data-budget="longtan"' in page and 'data-left="470"' in page
+    assert 'data-budget="xizhaosi"' in page and 'data-used="20"' in page
+    page = client.get(f"/office/reports?district=longtan&month={month}").text
+    assert 'data-budget="xizhaosi"' in page and 'data-left="10"' in page
