@@ -417,3 +417,36 @@ def test_today_reports_and_their_downloads_show_used_and_left(api, world, client
     assert 'data-budget="xizhaosi"' in page and 'data-used="20"' in page
     page = client.get(f"/office/reports?district=longtan&month={month}").text
     assert 'data-budget="xizhaosi"' in page and 'data-left="10"' in page
+
+
+def test_the_policy_editor_sets_a_budget_without_a_deploy(world, client, accounts):
+    """The budget is edited at /office/policy like any plugin: a draft, then activated;
+    the next record at the node is clipped with the reason naming it."""
+    import re
+
+    from tests.office_fixtures import csrf, sign_in
+
+    open_policy("beijing")
+    assert sign_in(client, "xizhaosi").status_code == 302
+    edit = "/office/policy/budget?district=xizhaosi"
+    page = client.get(edit).text
+    assert 'id="v__points"' in page
+    assert "积分预算" in client.get("/office/policy").text
+    fields = dict(re.findall(r'<input id="(v__[\w]+)" name="\1" type="text" value="([^"]*)"', page))
+    fields |= {name: "1" for name in re.findall(r'name="(set__\w+)" value="1" checked', page)}
+    answer = client.post(
+        edit, data={**fields, "csrf_token": csrf(client.get(edit)), "v__points": "15"}
+    )
+    assert answer.status_code == 302, answer.text[:3000]
+    activated = client.post(
+        "/office/policy/budget/activate?district=xizhaosi",
+        data={"csrf_token": csrf(client.get(edit)), "when": "now"},
+    )
+    assert activated.status_code == 302, activated.text[:3000]
+    assert [b.points for b in budgets.in_force(district_info("xizhaosi"))] == [15]
+    record = patrol(world.volunteers["self"], 2)
+    assert record.points == 15
+    assert record.awards[0]["clip"]["reason_zh"].startswith("本月夕照寺社区积分预算")
+    # The street's nodes below xizhaosi have none, and its sibling has none: zuoanmen
+    # is not bounded by xizhaosi's budget.
+    assert patrol(world.volunteers["far"], 2).points == 20
