@@ -163,6 +163,17 @@ def test_imported_past_service_counts_against_its_own_period(people):
         PastService(f"k{i}", i, "patrol", last_month + timedelta(hours=3 * i), 120, {})
         for i in range(2)
     ]
+    outcomes = record_past_service(
+        people["east"], services, actor="t", reason="import", run_id=_run_id()
+    )
+    assert [o.points for o in outcomes] == [20, 5]
+    # This month's budget is untouched by last month's service.
+    assert patrol(people["west"], 2).points == 20
+    assert_ledger_ok()
+
+
+def _run_id() -> int:
+    """An import run for record_past_service to name."""
     from points.models import ImportRun
 
     def run() -> int:
@@ -187,12 +198,26 @@ def test_imported_past_service_counts_against_its_own_period(people):
         db.session.flush()
         return row.id
 
+    return ledger.atomic(run)
+
+
+def test_an_award_counts_in_the_month_of_the_node_time_zone(people):
+    """Beijing's November starts at 16:00 UTC on October 31st: service imported on either
+    side of that instant counts against different months' budgets."""
+    from points.service.past import PastService, record_past_service
+
+    set_budget("longtan", 25)
+    october = datetime(2026, 10, 31, 13, 0, tzinfo=UTC)  # 21:00 in Beijing, October
+    november = datetime(2026, 10, 31, 16, 30, tzinfo=UTC)  # 00:30 in Beijing, November
+    later = datetime(2026, 11, 3, 2, 0, tzinfo=UTC)
+    services = [
+        PastService(f"tz{i}", i, "patrol", when, 120, {})
+        for i, when in enumerate((october, november, later))
+    ]
     outcomes = record_past_service(
-        people["east"], services, actor="t", reason="import", run_id=ledger.atomic(run)
+        people["east"], services, actor="t", reason="import", run_id=_run_id()
     )
-    assert [o.points for o in outcomes] == [20, 5]
-    # This month's budget is untouched by last month's service.
-    assert patrol(people["west"], 2).points == 20
+    assert [o.points for o in outcomes] == [20, 20, 5]
     assert_ledger_ok()
 
 
