@@ -118,6 +118,16 @@ def rollups_command() -> None:
     click.echo(f"rebuilt {rollups.rebuild()} ledger hours")
 
 
+@ledger_cli.command("budgets")
+@with_appcontext
+def budgets_command() -> None:
+    """Count every budget period's awards again from the entries (the counters
+    `points ledger verify` checks)."""
+    from points import budgets
+
+    click.echo(f"rebuilt the counters of {budgets.rebuild()} budget periods")
+
+
 @ledger_cli.command("seal")
 @with_appcontext
 def seal_command() -> None:

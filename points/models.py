@@ -1237,3 +1237,42 @@ class ActivitySignup(Base):
         # A volunteer's activities (/me).
         Index("ix_activity_signups_volunteer_id", "volunteer_id"),
     )
+class BudgetPeriod(Base):
+    """One node's budget in one of its periods (points.budgets, migration 0019): the
+    budget in force when last read, and how much of it the node's stripes hold
+    (`allocated`, the sum of their `reserved`). Locked only to hand a stripe a chunk."""
+
+    __tablename__ = "budget_periods"
+
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The policy version (the node's own `budget` layer) it was counted under.
+    version_id: Mapped[int] = mapped_column(Integer)
+    budget: Mapped[int] = mapped_column(BigInteger)
+    allocated: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (
+        CheckConstraint(_in("period", ("month", "quarter", "year")), name="period"),
+        CheckConstraint("budget >= 0 AND allocated >= 0", name="sums"),
+    )
+
+
+class BudgetCounter(Base):
+    """One stripe of a node's budget counter in a period: the chunk it `reserved` from
+    the period's budget and the points it `used` (awarded), used <= reserved. Writers of
+    one node count on different stripes, so that earns far from the limit never queue
+    for one row; `version_id` is the budget's version the chunk was taken under."""
+
+    __tablename__ = "budget_counters"
+
+    district_id: Mapped[int] = mapped_column(ForeignKey("districts.id"), primary_key=True)
+    period: Mapped[str] = mapped_column(String(8), primary_key=True)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    stripe: Mapped[int] = mapped_column(SmallInteger, primary_key=True)
+    version_id: Mapped[int] = mapped_column(Integer)
+    reserved: Mapped[int] = mapped_column(BigInteger)
+    used: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("used >= 0 AND used <= reserved", name="within"),)

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
 
+from points import budgets
 from points.auth import Principal
 from points.extensions import db
 from points.models import (
@@ -38,6 +39,8 @@ class Today:
     lapsing_count: int = 0
     locked: list[dict] = field(default_factory=list)
     locked_count: int = 0
+    # Budgets set at the node and below: this period's budget, used and left.
+    budgets: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -136,4 +139,8 @@ def today(principal: Principal) -> Today:
             for r in locked_rows
         ],
         locked_count=locked_count,
+        budgets=[
+            u.as_dict()
+            for u in budgets.usage_under(None if principal.role == "admin" else principal.path)
+        ],
     )

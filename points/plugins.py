@@ -31,7 +31,16 @@ hookimpl = pluggy.HookimplMarker("points")
 log = logging.getLogger(__name__)
 
 # Built-in plugins: module plugins.<name>, registered under that short, stable name.
-BUILTIN_PLUGINS = ("steward", "caps", "approval", "expiry", "catalog", "stars", "transfers")
+BUILTIN_PLUGINS = (
+    "steward",
+    "caps",
+    "approval",
+    "expiry",
+    "catalog",
+    "stars",
+    "transfers",
+    "budget",
+)
 
 ENTRY_POINT_GROUP = "points"
 

@@ -98,6 +98,36 @@ def tables(
                 ],
             )
         )
+    if report.budgets:
+        found.append(
+            Table(
+                "积分预算",
+                "Budgets",
+                (
+                    _both("节点代码", "Node code"),
+                    _both("节点", "Node"),
+                    _both("周期", "Period"),
+                    _both("预算", "Budget"),
+                    _both("已发放", "Used"),
+                    _both("剩余", "Left"),
+                    _both("超出预算时", "Beyond the budget"),
+                ),
+                [
+                    (
+                        row["district"],
+                        row["name"],
+                        row["label"],
+                        row["budget"],
+                        row["used"],
+                        row["left"],
+                        _both("待街道审核", "queued for the office")
+                        if row["overflow"] == "queue"
+                        else _both("削减", "clipped"),
+                    )
+                    for row in report.budgets
+                ],
+            )
+        )
     found.append(
         Table(
             "按活动发放",

@@ -24,15 +24,15 @@ and volunteers are read through their node's index for the period.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
-from points import rollups
+from points import budgets, rollups
 from points.errors import InvalidInputError
 from points.extensions import db
-from points.models import District, Provider, ServiceMinutes, Volunteer
+from points.models import District, Provider, ServiceMinutes, Volunteer, utcnow
 from points.policy import district_info
 from points.service import star_level
 from points.volunteers import month_range
@@ -66,6 +66,9 @@ class Report:
     # Volunteers registered by the end, per star level at the end (the node itself only).
     star_levels: dict[int, int] = field(default_factory=dict)
     children: list[Report] = field(default_factory=list)
+    # Budgets set at the node and its children: the period around the report's last
+    # moment (or now, if the report runs on), budget, used and left (the node only).
+    budgets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def balances(self) -> bool:
@@ -85,7 +88,8 @@ class Report:
         return round(self.service_minutes / 60, 1)
 
     def as_dict(self) -> dict[str, Any]:
-        shown = {k: v for k, v in self.__dict__.items() if k != "children"}
+        shown = {k: v for k, v in self.__dict__.items() if k not in ("children", "budgets")}
+        shown["budgets"] = self.budgets
         shown["service_hours"] = self.service_hours
         shown["children"] = [child.as_dict() for child in self.children]
         return shown
@@ -233,6 +237,9 @@ def report(district: int | str, start: datetime, end: datetime) -> Report:
         child = Report(code, name, start, end)
         _figures(child, path)
         found.children.append(child)
+    last = min(end, utcnow()) - timedelta(microseconds=1)
+    nodes = [node, *(district_info(code) for code, _, _ in children)]
+    found.budgets = [u.as_dict() for u in budgets.usage(nodes, last)]
     return found
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, or_, select, text
 
-from points import database, ledger, rollups
+from points import budgets, database, ledger, rollups
 from points.extensions import db
 from points.ledger.posting import lot_spending
 from points.models import (
@@ -379,6 +379,22 @@ def check_rollups() -> list[Problem]:
     ]
 
 
+def check_budgets() -> list[Problem]:
+    """The budget counters equal the awards of each node and period they count (the
+    points of earn entries of service records in the node's subtree, dated in the
+    period), and each stripe stays within the chunk it reserved."""
+    differing = budgets.check()
+    if not differing:
+        return []
+    return [
+        Problem(
+            "budgets",
+            "budget counters that differ from the awards; `points ledger budgets` rebuilds them",
+            tuple(differing[:SAMPLE]),
+        )
+    ]
+
+
 CHECKS: list[Callable[[], list[Problem]]] = [
     check_entries_balance,
     check_postings_in_entry_district,
@@ -392,6 +408,7 @@ CHECKS: list[Callable[[], list[Problem]]] = [
     check_entry_hashes,
     check_chains,
     check_rollups,
+    check_budgets,
 ]
 
 

@@ -100,6 +100,23 @@ class ReportFiguresSchema(Schema):
     redeemed_by_item = fields.List(fields.Nested(ItemSchema), required=True)
 
 
+class BudgetUsageSchema(Schema):
+    district_id = fields.Integer(required=True)
+    district = fields.String(required=True, metadata={"description": "The node's code."})
+    name = fields.String(required=True)
+    period = fields.String(required=True, metadata={"description": "month, quarter or year."})
+    label = fields.String(
+        required=True,
+        metadata={"description": "The period in the node's zone: 2026-12, 2026-Q4, 2026."},
+    )
+    start = UtcDateTime(required=True, metadata={"description": "The period's start."})
+    end = UtcDateTime(required=True, metadata={"description": "The period's end (exclusive)."})
+    budget = fields.Integer(required=True, metadata={"description": "Points per period."})
+    used = fields.Integer(required=True, metadata={"description": "Awarded in the period."})
+    left = fields.Integer(required=True)
+    overflow = fields.String(required=True, metadata={"description": "clip or queue."})
+
+
 class ReportSchema(ReportFiguresSchema):
     star_levels = fields.Dict(
         keys=fields.String(),
@@ -108,6 +125,14 @@ class ReportSchema(ReportFiguresSchema):
         metadata={"description": "Volunteers registered by the end, per star level then."},
     )
     children = fields.List(fields.Nested(ReportFiguresSchema), required=True)
+    budgets = fields.List(
+        fields.Nested(BudgetUsageSchema),
+        required=True,
+        metadata={
+            "description": "Budgets set at the node and its children: the period around "
+            "the report's last moment (now, if it runs on), budget, used and left."
+        },
+    )
 
 
 @blp.route("")

@@ -8,6 +8,7 @@ from marshmallow import Schema, fields, validate
 from points import directory, office, staff
 from points.api.body import Blueprint
 from points.api.common import ROW_ID, UtcDateTime, allow
+from points.api.reports import BudgetUsageSchema
 from points.auth import ROLES, current_principal, require_scope
 from points.extensions import db
 from points.models import STAFF_ROLES, District
@@ -186,6 +187,11 @@ class TodaySchema(Schema):
         metadata={"description": "Cards locked now (20)."},
     )
     locked_count = fields.Integer(required=True)
+    budgets = fields.List(
+        fields.Nested(BudgetUsageSchema),
+        required=True,
+        metadata={"description": "Budgets set at the node and below: this period's use."},
+    )
 
 
 @blp.route("/today")

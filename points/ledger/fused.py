@@ -311,10 +311,22 @@ SELECT points_record(
     %(account_id)s, %(issuance_id)s, %(earns)s::json
 )"""
 
+# The same call, with the record's points taken from the budgets on its path in the
+# same statement, after the record is written (points_budget_settle, migration 0019).
+_RECORD_BUDGETED = (
+    "SELECT points_budget_settle(("
+    + _RECORD.strip().removeprefix("SELECT ")
+    + "), %(nodes)s::integer[], %(kinds)s::text[], %(starts)s::timestamptz[], "
+    "%(ends)s::timestamptz[], %(versions)s::integer[], %(budgets)s::bigint[], "
+    "%(wanted)s::bigint)"
+)
+
 # Raised by points_record, having written nothing: an earn's account preconditions
 # failed; the volunteer's history changed since the caller read it.
 EARN_REFUSED = "SP001"
 HISTORY_CHANGED = "SP002"
+# Raised by points_budget_take: a budget on the path cannot grant the record's points.
+BUDGET_SHORT = "SP003"
 
 
 class LockedPathNeeded(Exception):
@@ -358,6 +370,7 @@ def record(
     values: dict[str, Any],
     earns: list[Earn],
     minutes_reason: str,
+    budget: dict[str, Any] | None = None,
 ) -> list[PostedEntry] | None:
     """Write a service record (`values`: its columns), its earns and, if approved, its
     minutes in one call on `connection` (an `autocommit_connection`, held by the caller
@@ -369,7 +382,10 @@ def record(
     `seen_history`'s range no longer match its digest (count, sum of ids, sum of
     points): the caller evaluates again. Writes nothing and raises LockedPathNeeded when
     an earn's account ids are not cached or its account precondition fails; raises
-    IntegrityError on a duplicate once-per-day record.
+    IntegrityError on a duplicate once-per-day record. `budget` (budgets.
+    one_call_arguments) takes the earns' points from the budgets on the path in the same
+    statement; a budget that cannot grant them all raises LockedPathNeeded, nothing
+    written: the locked path clips or queues.
     """
     district_id = values["district_id"]
     earning = _earning_ids(volunteer_id) if earns else (None, district_id, None)
@@ -433,7 +449,10 @@ def record(
     }
     dbapi = db.engine.dialect.loaded_dbapi
     try:
-        entry_ids = connection.execute(_RECORD, parameters).fetchone()[0]
+        if budget is None:
+            entry_ids = connection.execute(_RECORD, parameters).fetchone()[0]
+        else:
+            entry_ids = connection.execute(_RECORD_BUDGETED, parameters | budget).fetchone()[0]
     except dbapi.IntegrityError as raw:
         raise DBAPIError.instance(None, None, raw, dbapi.Error) from raw
     except dbapi.Error as raw:
@@ -443,6 +462,8 @@ def record(
             raise LockedPathNeeded from None
         if state == HISTORY_CHANGED:
             return None
+        if state == BUDGET_SHORT:
+            raise LockedPathNeeded from None
         raise
     if entry_ids is None:
         return None

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from points import audit, ledger
+from points import audit, budgets, ledger
 from points.errors import ConflictError, InvalidInputError, NotFoundError
 from points.extensions import db
 from points.models import ServiceRecord, utcnow
@@ -68,11 +68,14 @@ def approve(record_id: int, actor: str) -> RecordResult:
         volunteer = volunteer_info(row.volunteer_id, policy, lock=True)
         history = history_for(row.volunteer_id, exclude_id=row.id)
         evaluation = evaluate(pm, policy, record, volunteer, history, review=False)
+        # The office approved it: beyond a budget its awards are clipped, never queued.
+        now = utcnow()
+        awards, _ = budgets.settle(policy.district, evaluation.awards, now, may_queue=False)
         state["policy"] = policy
         state["posted"] = _post(
-            pm, policy, record, volunteer, evaluation.awards, actor, count_minutes=True
+            pm, policy, record, volunteer, awards, actor, count_minutes=True, effective_at=now
         )
-        _store_awards(record_id, list(evaluation.awards), state["posted"])
+        _store_awards(record_id, list(awards), state["posted"])
         result = get_record(record_id)
         audit.record(
             "record.approve",
@@ -151,6 +154,8 @@ def mark_verified(record_id: int, actor: str) -> RecordResult:
             earlier = [a for a in row.awards or []]
             done_keys = frozenset((a["plugin"], a["rule"]) for a in earlier if a["points"] > 0)
             fresh = [a for a in evaluation.awards if (a["plugin"], a["rule"]) not in done_keys]
+            now = utcnow()
+            fresh = list(budgets.settle(policy.district, tuple(fresh), now, may_queue=False)[0])
             state["policy"] = policy
             state["posted"] = _post(
                 pm,
@@ -161,6 +166,7 @@ def mark_verified(record_id: int, actor: str) -> RecordResult:
                 actor,
                 count_minutes=False,
                 skip=done_keys,
+                effective_at=now,
             )
             _store_awards(record_id, earlier + fresh, state["posted"])
         result = get_record(record_id)

@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from points import ledger
+from points import budgets, ledger
 from points.errors import (
     AccountClosedError,
     ConflictError,
@@ -189,6 +189,15 @@ def _evaluated(pm, volunteer, minutes, service, history, taken, now) -> _Checked
         node.timezone,
     )
     evaluation = evaluate(pm, policy, record, as_then, history, review=False)
+    # Past service counts against the budgets of its own period (its earns are dated
+    # its start): clipped, or refused for the office to record when a budget queues.
+    awards, queued = budgets.settle(node, evaluation.awards, service.started_at, may_queue=True)
+    if queued is not None:
+        raise ConflictError(
+            queued.reason_en,
+            errors={"points": [f"{queued.reason_zh} / {queued.reason_en}"]},
+        )
+    evaluation = replace(evaluation, awards=awards)
     # The lots' expiry counts from the service (the plugins' `expiry_for`).
     earns = _earns(pm, policy, record, as_then, evaluation.awards, service.started_at)
     values = _record_values(evaluation, record, dedupe, "", now)

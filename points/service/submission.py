@@ -12,7 +12,7 @@ from marshmallow import ValidationError
 from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from points import ledger
+from points import budgets, ledger
 from points.database import Prepared, is_retryable
 from points.errors import (
     AccountClosedError,
@@ -308,8 +308,11 @@ def _evaluated(
     values = _record_values(evaluation, record, dedupe, actor, now)
     record = replace(record, id=record_id)
     earns = []
+    budget = None
     if evaluation.approve_now:
         earns = _earns(pm, policy, record, volunteer, evaluation.awards, now)
+        # Taken whole in the same call, or the locked path clips or queues exactly.
+        budget = budgets.one_call_arguments(policy.district, now, sum(e.points for e in earns))
 
     def write() -> RecordResult | None:
         try:
@@ -322,6 +325,7 @@ def _evaluated(
                 values,
                 earns,
                 _minutes_reason(record),
+                budget,
             )
         except IntegrityError:
             raise _duplicate(record.kind, record.local_start.date()) from None
@@ -415,6 +419,15 @@ def _submit(
     evaluation = evaluate(pm, policy, record, volunteer, history_for(volunteer.id))
     if review is not None:
         evaluation = replace(evaluation, decisions=(review, *evaluation.decisions))
+    if evaluation.approve_now:
+        # The budgets on the node's path grant the points, in this unit: clipped to
+        # what is left, or the record waits for the office, as the binding node says.
+        awards, queued = budgets.settle(policy.district, evaluation.awards, now, may_queue=True)
+        evaluation = replace(
+            evaluation,
+            awards=awards,
+            decisions=evaluation.decisions + ((queued,) if queued else ()),
+        )
     values = _record_values(evaluation, record, dedupe, actor, now)
     try:
         (record_id,) = _session_rows(_INSERT_RECORD, values)[0]
@@ -430,6 +443,7 @@ def _submit(
             evaluation.awards,
             actor,
             count_minutes=True,
+            effective_at=now,
         )
     return _submitted(record_id, record, values, posted), posted
 

@@ -22,6 +22,7 @@ PLUGIN_NAMES = {
     "catalog": ("兑换目录", "the catalog"),
     "stars": ("星级", "star levels"),
     "transfers": ("积分赠送", "gifts"),
+    "budget": ("积分预算", "budgets"),
     "office": ("街道办", "the street office"),
 }
 
