@@ -1237,6 +1237,8 @@ class ActivitySignup(Base):
         # A volunteer's activities (/me).
         Index("ix_activity_signups_volunteer_id", "volunteer_id"),
     )
+
+
 class BudgetPeriod(Base):
     """One node's budget in one of its periods (points.budgets, migration 0019): the
     budget in force when last read, and how much of it the node's stripes hold
